@@ -1,0 +1,125 @@
+"""The ``nexus-assets`` console script.
+
+- ``nexus-assets demo``: materialise the main job for every catalog asset over its catalogued range,
+  in one in-process Dagster run recorded in the local instance (what the README's first command does);
+- ``nexus-assets qml-server``: a QML-compatible HTTP server on loopback (sandbox and synthetic projects).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _instance():
+    """DAGSTER_HOME's instance if set; else a persistent ``.dagster_home`` here, configured by ./dagster.yaml."""
+    from dagster import DagsterInstance
+
+    if os.environ.get("DAGSTER_HOME"):
+        return DagsterInstance.get()
+    home = Path(".dagster_home").resolve()
+    home.mkdir(exist_ok=True)
+    if Path("dagster.yaml").is_file() and not (home / "dagster.yaml").exists():
+        shutil.copyfile("dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from nexus_assets.definitions import MAIN_JOB, defs
+    from nexus_assets.defs.partitions import partition_key
+    from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
+    from nexus_assets.settings import Settings
+
+    settings = Settings.from_env()
+    catalog = settings.catalog()
+    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    start = dt.date.fromisoformat(args.start) if args.start else catalog.start_date
+    end = dt.date.fromisoformat(args.end) if args.end else (catalog.end_date or yesterday)
+    keys = catalog.keys
+    print(f"catalog   {catalog.path} ({len(keys)} assets: {', '.join(keys)})")
+    days = (end - start).days + 1
+    print(f"range     {start} .. {end}  ->  {len(keys) * days} partitions ({len(keys)} assets x {days} days)")
+    print(f"data      {settings.data_dir}")
+    started = time.monotonic()
+    with _instance() as instance:
+        job = defs.resolve_job_def(MAIN_JOB)
+        result = job.execute_in_process(
+            instance=instance,
+            tags={RANGE_START_TAG: partition_key(keys[0], start), RANGE_END_TAG: partition_key(keys[-1], end)},
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+        )
+        print(f"run       {result.run_id} ({'success' if result.success else 'FAILED'}) in {time.monotonic() - started:.1f}s")
+        print(f"instance  DAGSTER_HOME={instance.root_directory}")
+    if not result.success:
+        for event in result.all_events:
+            if event.is_failure and event.step_failure_data:
+                print(event.step_failure_data.error.message if event.step_failure_data.error else event.message)
+        return 1
+    for asset_key in ("qml_models", "horizon_slices"):
+        root = Path(settings.data_dir) / asset_key
+        files = list(root.glob("asset=*/date=*.parquet")) if root.is_dir() else []
+        print(f"stored    {asset_key}: {len(files)} files under {root}")
+    print("next      DAGSTER_HOME=" + str(Path('.dagster_home').resolve()) + " dagster dev   # browse the runs and the partition grid")
+    return 0
+
+
+def _qml_server(args: argparse.Namespace) -> int:
+    from nexus_assets.catalog import bundled_catalog_path, load_catalog
+    from nexus_assets.qml.server import QMLServer, projects_from_catalogs
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
+    api_key = os.environ.get(args.api_key_env)
+    if not api_key:
+        print(f"qml-server: set {args.api_key_env} in the environment to the API key clients must send", file=sys.stderr)
+        return 2
+    paths = args.catalog or [str(bundled_catalog_path("sandbox")), str(bundled_catalog_path("synthetic"))]
+    projects = projects_from_catalogs(load_catalog(p) for p in paths)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"qml-server: warning: listening on {args.host}, not loopback", file=sys.stderr)
+    server = QMLServer(projects, api_key, host=args.host, port=args.port)
+    print(f"qml-server listening on {server.url} serving projects {sorted(projects)}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.httpd.shutdown())
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nexus-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="materialise the main job over the catalog's range (NEXUS_CATALOG, NEXUS_DATA_DIR)")
+    demo.add_argument("--start", help="first day (default: the catalog's earliest start_date)")
+    demo.add_argument("--end", help="last day (default: the catalog's last end_date, else yesterday)")
+    demo.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.set_defaults(run=_demo)
+
+    server = commands.add_parser("qml-server", help="serve sandbox/synthetic projects over a QML-compatible HTTP API")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8765)
+    server.add_argument("--catalog", action="append", help="catalog(s) whose sandbox/synthetic assets to serve (repeatable)")
+    server.add_argument("--api-key-env", default="QML_API_KEY", help="environment variable holding the API key")
+    server.add_argument("--verbose", action="store_true", help="log every request line (never headers)")
+    server.set_defaults(run=_qml_server)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Contracts as code: the QML row contract and the schemas of the tables this project stores.
+
+Upstream (QML) rows arrive loosely typed (JSON numbers, RFC 1123 or ISO 8601 strings, ``5.0`` for
+an integer). :func:`coerce_qml_rows` turns them into the typed contract frame, refusing anything
+that would need guessing (a price sent as a string, an unparseable time); :func:`validate_qml_rows`
+then checks the value rules and invariants with pandera and reports failure counts and a few
+offending rows per rule. Both speak through :class:`ContractViolation`, whose message names the
+field, the rule and examples, and never contains credentials (it only ever sees row values).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "QML_REQUIRED",
+    "QML_OPTIONAL",
+    "QML_COLUMNS",
+    "QML_KEY",
+    "QML_ROWS",
+    "HORIZON_SLICES",
+    "HORIZON_SLICE_COLUMNS",
+    "Problem",
+    "ContractReport",
+    "ContractViolation",
+    "parse_times",
+    "coerce_qml_rows",
+    "validate_qml_rows",
+    "empty_qml_rows",
+    "check_contract_version",
+]
+
+CONTRACT_VERSION = "1"
+QML_REQUIRED: tuple[str, ...] = ("symbol", "time", "n_predict", "close_predict", "target_var_price")
+QML_OPTIONAL: tuple[str, ...] = ("yn_p", "yn_actual")
+QML_COLUMNS: tuple[str, ...] = QML_REQUIRED + QML_OPTIONAL
+QML_KEY: list[str] = ["symbol", "time", "n_predict"]
+HORIZON_SLICE_COLUMNS: tuple[str, ...] = ("date", "horizon", "symbol", "forecast", "price")
+_EXAMPLES = 5
+
+
+def _finite(series: pd.Series) -> pd.Series:
+    return pd.Series(np.isfinite(series.to_numpy(dtype="float64", na_value=np.nan)), index=series.index)
+
+
+def _one_price_per_time(df: pd.DataFrame) -> pd.Series:
+    """Row-wise: does this row's ``target_var_price`` agree with every other row of its ``time``?"""
+    prices = df.groupby("time")["target_var_price"]
+    return (prices.transform("min") == prices.transform("max")) | df["target_var_price"].isna()
+
+
+QML_ROWS = pa.DataFrameSchema(
+    {
+        "symbol": pa.Column(str, pa.Check.str_length(min_value=1), nullable=False),
+        "time": pa.Column("datetime64[ns]", nullable=False),
+        "n_predict": pa.Column("int64", pa.Check.ge(1), nullable=False),
+        "close_predict": pa.Column(
+            "float64", [pa.Check(_finite, name="finite"), pa.Check.gt(0)], nullable=False
+        ),
+        "target_var_price": pa.Column(
+            "float64", [pa.Check(_finite, name="finite", ignore_na=True), pa.Check.gt(0)], nullable=True
+        ),
+        "yn_p": pa.Column("float64", nullable=True),
+        "yn_actual": pa.Column("float64", nullable=True),
+    },
+    checks=[pa.Check(_one_price_per_time, name="one_target_var_price_per_time")],
+    unique=QML_KEY,
+    strict=False,  # unknown extra fields are allowed and kept
+    ordered=False,
+    name="qml_rows",
+    description="QML model rows, contract version 1 (shared/spec/qml-contract.md)",
+)
+
+HORIZON_SLICES = pa.DataFrameSchema(
+    {
+        "date": pa.Column("datetime64[ns]", nullable=False),
+        "horizon": pa.Column("int64", pa.Check.ge(1), nullable=False),
+        "symbol": pa.Column(str, nullable=False),
+        "forecast": pa.Column("float64", nullable=False),
+        "price": pa.Column("float64", nullable=True),
+    },
+    unique=["date", "horizon", "symbol"],
+    strict=True,
+    ordered=True,
+    name="horizon_slices",
+    description="Golden-engine horizon slices: one row per date, horizon and child model",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: which field, which rule, how many rows, a few of them."""
+
+    field: str
+    rule: str
+    count: int
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        shown = "; ".join(_format_row(r) for r in self.examples[:_EXAMPLES])
+        return f"field {self.field!r} breaks rule {self.rule!r} in {self.count} row(s), e.g. {shown}"
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    """The outcome of validating a frame of QML rows."""
+
+    rows: int
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    @property
+    def failure_counts(self) -> dict[str, int]:
+        return {f"{p.field}:{p.rule}": p.count for p in self.problems}
+
+    def message(self, context: str = "QML rows") -> str:
+        if self.passed:
+            return f"{context}: {self.rows} rows satisfy QML contract v{CONTRACT_VERSION}"
+        lines = [f"{context}: QML contract v{CONTRACT_VERSION} violated ({self.rows} rows checked):"]
+        lines += [f"  - {p.describe()}" for p in self.problems]
+        return "\n".join(lines)
+
+    def raise_if_failed(self, context: str = "QML rows") -> None:
+        if not self.passed:
+            raise ContractViolation(self.message(context), self.problems)
+
+
+class ContractViolation(ValueError):
+    """Upstream data that breaks the QML contract; not retryable."""
+
+    def __init__(self, message: str, problems: Iterable[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+
+def check_contract_version(version: str | None) -> str:
+    """Accept a missing header (today's endpoint) or the same major version; fail fast otherwise."""
+    if version is None or not str(version).strip():
+        return CONTRACT_VERSION
+    major = str(version).strip().split(".")[0]
+    if major != CONTRACT_VERSION:
+        raise ContractViolation(
+            f"upstream announces X-QML-Contract-Version {version!r}; this client speaks major version "
+            f"{CONTRACT_VERSION}. Refusing to guess: upgrade nexus-assets or pin the upstream version."
+        )
+    return str(version).strip()
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in row.items()) + "}"
+
+
+def _parse_time_text(text: str) -> dt.datetime | None:
+    text = text.strip()
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)  # RFC 1123, Flask's default
+        except (TypeError, ValueError, IndexError):
+            return None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def parse_times(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Normalise QML ``time`` values to timezone-naive UTC dates (midnight).
+
+    Accepts ISO 8601 with or without offset, RFC 1123 (``Wed, 01 Jan 2025 00:00:00 GMT``) and
+    already-typed datetimes. Each distinct text is parsed once (a day repeats thousands of times).
+    Returns the parsed series and a boolean mask of values that could not be parsed.
+    """
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        times = values
+        if getattr(times.dt, "tz", None) is not None:
+            times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+        times = times.astype("datetime64[ns]").dt.normalize()
+        return times, times.isna()
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    parsed: list[Any] = []
+    for value in uniques:
+        if isinstance(value, str):
+            parsed.append(_parse_time_text(value))
+        elif isinstance(value, (dt.datetime, pd.Timestamp)):
+            stamp = pd.Timestamp(value)
+            parsed.append((stamp.tz_convert("UTC").tz_localize(None) if stamp.tz else stamp).to_pydatetime())
+        else:
+            parsed.append(None)
+    lookup = pd.to_datetime(pd.Series(parsed, dtype=object), errors="coerce").dt.normalize()
+    lookup_values = np.append(lookup.to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns"))
+    result = pd.Series(lookup_values[codes], index=values.index, name=values.name).astype("datetime64[ns]")
+    return result, result.isna()
+
+
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
+
+
+def _examples(frame: pd.DataFrame, mask: pd.Series | np.ndarray, columns: Iterable[str]) -> list[dict[str, Any]]:
+    picked = frame.loc[np.asarray(mask)].head(_EXAMPLES)
+    cols = [c for c in columns if c in frame.columns]
+    return [{"row": int(i), **{c: _plain(picked.at[i, c]) for c in cols}} for i in picked.index]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def _numeric(frame: pd.DataFrame, name: str, nullable: bool, problems: list[Problem]) -> np.ndarray:
+    """A float64 array of column ``name``; strings, booleans and other objects are a type problem."""
+    column = frame[name]
+    size = len(column)
+    if pd.api.types.is_bool_dtype(column.dtype):
+        values, nulls, bad = np.full(size, np.nan), np.zeros(size, dtype=bool), np.ones(size, dtype=bool)
+    elif pd.api.types.is_numeric_dtype(column.dtype):
+        values = column.to_numpy(dtype="float64", na_value=np.nan)
+        nulls, bad = np.isnan(values), np.zeros(size, dtype=bool)
+    else:
+        raw = column.to_numpy(dtype=object)
+        nulls = pd.isna(column).to_numpy()
+        is_number = np.fromiter(
+            (isinstance(v, _NUMBER_TYPES) and not isinstance(v, (bool, np.bool_)) for v in raw), dtype=bool, count=size
+        )
+        bad = ~(is_number | nulls)
+        values = np.full(size, np.nan)
+        values[is_number] = raw[is_number].astype("float64")
+    shown = QML_KEY + [name]
+    if not nullable and nulls.any():
+        problems.append(Problem(name, "required (not null)", int(nulls.sum()), _examples(frame, nulls, shown)))
+    if bad.any():
+        problems.append(Problem(name, "type: number", int(bad.sum()), _examples(frame, bad, shown)))
+    return values
+
+
+def coerce_qml_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    """Type a frame of raw QML rows into the contract's dtypes, or raise :class:`ContractViolation`.
+
+    - ``symbol``: non-null string;
+    - ``time``: see :func:`parse_times`;
+    - ``n_predict``: integral number >= 1 (``5.0`` accepted, ``5.5`` and ``"5"`` refused);
+    - prices and direction fields: JSON numbers (strings refused: the contract says float);
+    - ``yn_p`` / ``yn_actual`` may be absent (filled with null); unknown extra fields are kept.
+    Column order: the contract's columns, then extras in arrival order.
+    """
+    problems: list[Problem] = []
+    missing = [c for c in QML_REQUIRED if c not in raw.columns]
+    if missing:
+        present = ", ".join(map(str, raw.columns)) or "none"
+        for name in missing:
+            problems.append(Problem(name, "required field present", len(raw), [{"fields_received": present}]))
+        raise ContractViolation(ContractReport(len(raw), tuple(problems)).message(), problems)
+
+    frame = raw.reset_index(drop=True)
+    out: dict[str, Any] = {}
+
+    symbols = frame["symbol"]
+    if pd.api.types.is_string_dtype(symbols.dtype) and not pd.api.types.is_object_dtype(symbols.dtype):
+        bad_symbol = symbols.isna().to_numpy()
+    else:
+        bad_symbol = ~np.fromiter((isinstance(v, str) for v in symbols.to_numpy(dtype=object)), dtype=bool, count=len(frame))
+    if bad_symbol.any():
+        problems.append(Problem("symbol", "type: non-empty string", int(bad_symbol.sum()), _examples(frame, bad_symbol, QML_KEY)))
+    out["symbol"] = symbols.astype(str)
+
+    times, bad_time = parse_times(frame["time"])
+    if bad_time.any():
+        problems.append(
+            Problem("time", "format: ISO 8601 or RFC 1123 date-time", int(bad_time.sum()), _examples(frame, bad_time, QML_KEY))
+        )
+    out["time"] = times
+
+    horizon = _numeric(frame, "n_predict", nullable=False, problems=problems)
+    fractional = np.isfinite(horizon) & (np.floor(horizon) != horizon)
+    if fractional.any():
+        problems.append(Problem("n_predict", "integer", int(fractional.sum()), _examples(frame, fractional, QML_KEY)))
+    out["n_predict"] = np.where(np.isfinite(horizon), horizon, 0).astype("int64")
+
+    out["close_predict"] = _numeric(frame, "close_predict", nullable=False, problems=problems)
+    out["target_var_price"] = _numeric(frame, "target_var_price", nullable=True, problems=problems)
+    for name in QML_OPTIONAL:
+        out[name] = _numeric(frame, name, nullable=True, problems=problems) if name in frame.columns else np.full(len(frame), np.nan)
+
+    if problems:
+        raise ContractViolation(ContractReport(len(frame), tuple(problems)).message(), problems)
+    typed = pd.DataFrame(out, index=frame.index)
+    for extra in frame.columns:
+        if extra not in QML_COLUMNS:
+            typed[extra] = frame[extra]
+    return typed
+
+
+def validate_qml_rows(rows: pd.DataFrame) -> ContractReport:
+    """Check typed QML rows against :data:`QML_ROWS`: value rules, uniqueness, one price per day."""
+    try:
+        QML_ROWS.validate(rows, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        return ContractReport(len(rows), tuple(_problems_from(errors.failure_cases, rows)))
+    return ContractReport(len(rows))
+
+
+# Frame-level pandera checks report every column of an offending row; name them once, by rule.
+_FRAME_RULES: dict[str, tuple[str, str, list[str]]] = {
+    "multiple_fields_uniqueness": ("symbol, time, n_predict", "unique (symbol, time, n_predict)", QML_KEY),
+    "one_target_var_price_per_time": ("target_var_price", "one target_var_price per time", QML_KEY + ["target_var_price"]),
+}
+
+
+def _problems_from(cases: pd.DataFrame, rows: pd.DataFrame) -> list[Problem]:
+    cases = cases.assign(column=cases["column"].astype(str), check=cases["check"].astype(str))
+    frame_level = cases["check"].isin(list(_FRAME_RULES))
+    groups = [(*_FRAME_RULES[check], g) for check, g in cases[frame_level].groupby("check", sort=True)]
+    groups += [
+        (column, check, QML_KEY + ([column] if column not in QML_KEY else []), g)
+        for (column, check), g in cases[~frame_level].groupby(["column", "check"], sort=True)
+    ]
+    positional = rows.reset_index(drop=True)
+    problems = []
+    for field_name, rule, shown, group in groups:
+        labels = pd.to_numeric(group["index"], errors="coerce").dropna().astype("int64").unique()
+        positions = rows.index.get_indexer(labels)
+        mask = np.zeros(len(rows), dtype=bool)
+        mask[positions[positions >= 0]] = True
+        if mask.any():
+            problems.append(Problem(field_name, rule, int(mask.sum()), _examples(positional, mask, shown)))
+        else:  # a schema-level failure with no row (e.g. a missing column or a wrong dtype)
+            cases_shown = [{"value": _plain(v)} for v in group["failure_case"].head(_EXAMPLES)]
+            problems.append(Problem(field_name, rule, len(group), cases_shown))
+    return problems
+
+
+def empty_qml_rows() -> pd.DataFrame:
+    """A zero-row frame with the contract's columns and dtypes (an empty trading day)."""
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series([], dtype=str),
+            "time": pd.Series([], dtype="datetime64[ns]"),
+            "n_predict": pd.Series([], dtype="int64"),
+            "close_predict": pd.Series([], dtype="float64"),
+            "target_var_price": pd.Series([], dtype="float64"),
+            "yn_p": pd.Series([], dtype="float64"),
+            "yn_actual": pd.Series([], dtype="float64"),
+        }
+    )

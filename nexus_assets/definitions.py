@@ -1,0 +1,50 @@
+"""Assembles the Dagster definitions; nothing else happens here."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor
+
+from nexus_assets.defs.checks import build_freshness_checks
+from nexus_assets.defs.ingest import GROUP, build_ingest_assets
+from nexus_assets.defs.partitions import asset_date_partitions
+from nexus_assets.defs.resources import QMLResource
+from nexus_assets.defs.schedules import build_daily_schedule
+from nexus_assets.defs.storage import ParquetPartitionIOManager
+from nexus_assets.settings import Settings
+
+__all__ = ["MAIN_JOB", "build_definitions", "defs"]
+
+MAIN_JOB = "nexus_main"
+
+
+def _env(name: str):
+    # An EnvVar shows its name, never its value, in the UI; unset means "not configured".
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    catalog = settings.catalog()
+    partitions = asset_date_partitions(catalog)
+    assets = build_ingest_assets(catalog, partitions, settings)
+    main_job = define_asset_job(
+        MAIN_JOB,
+        selection=AssetSelection.groups(GROUP),
+        partitions_def=partitions,
+        description="Every Nexus asset for a partition range (asset x date).",
+    )
+    return Definitions(
+        assets=assets,
+        asset_checks=build_freshness_checks(catalog),
+        jobs=[main_job],
+        schedules=[build_daily_schedule(catalog, main_job)],
+        resources={
+            "qml": QMLResource(base_url=_env("QML_API_BASE_URL"), api_key=_env("QML_API_KEY")),
+            "parquet_io_manager": ParquetPartitionIOManager(base_dir=settings.data_dir),
+        },
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions(Settings.from_env())

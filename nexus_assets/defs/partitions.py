@@ -1,0 +1,51 @@
+"""The asset x date partition grid, shared by every asset, job and schedule.
+
+Keys are ``"<asset>|<YYYY-MM-DD>"`` (Dagster orders dimensions by name, so ``asset`` comes first
+and one asset's dates form a contiguous key range).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from dagster import DailyPartitionsDefinition, MultiPartitionsDefinition, StaticPartitionsDefinition
+
+from nexus_assets.catalog import Catalog
+
+__all__ = ["ASSET_DIM", "DATE_DIM", "asset_date_partitions", "partition_key", "split_key", "days_by_asset"]
+
+ASSET_DIM = "asset"
+DATE_DIM = "date"
+
+
+def asset_date_partitions(catalog: Catalog) -> MultiPartitionsDefinition:
+    """Catalog keys x days from the earliest ``start_date`` (to the last ``end_date`` if all assets have one)."""
+    end = catalog.end_date
+    return MultiPartitionsDefinition(
+        {
+            ASSET_DIM: StaticPartitionsDefinition(catalog.keys),
+            DATE_DIM: DailyPartitionsDefinition(
+                start_date=catalog.start_date.isoformat(),
+                end_date=(end + dt.timedelta(days=1)).isoformat() if end else None,
+            ),
+        }
+    )
+
+
+def partition_key(asset: str, day: dt.date) -> str:
+    return f"{asset}|{day.isoformat()}"
+
+
+def split_key(key: str) -> tuple[str, dt.date]:
+    asset, _, day = key.partition("|")
+    return asset, dt.date.fromisoformat(day)
+
+
+def days_by_asset(keys: Iterable[str]) -> dict[str, list[dt.date]]:
+    """Group a run's partition keys by catalog asset, dates sorted (a run may hold any mix)."""
+    grouped: dict[str, list[dt.date]] = {}
+    for key in sorted(keys):
+        asset, day = split_key(key)
+        grouped.setdefault(asset, []).append(day)
+    return grouped

@@ -1,0 +1,51 @@
+"""The one settings object: everything the pipeline reads from its environment, read once.
+
+Secrets are not settings: ``QML_API_KEY`` is handed to the QML resource as a Dagster ``EnvVar``
+(see :mod:`nexus_assets.defs.resources`) and never stored here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nexus_assets.catalog import Catalog, bundled_catalog_path, load_catalog
+
+__all__ = ["Settings"]
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the catalog and the data live, and how long to wait for unpublished upstream days.
+
+    - ``NEXUS_CATALOG``: catalog TOML (default: the bundled sandbox catalog);
+    - ``NEXUS_DATA_DIR``: root of the Parquet store, a local path or any fsspec URL (default ``./data``);
+    - ``NEXUS_UNPUBLISHED_RETRIES`` / ``NEXUS_UNPUBLISHED_RETRY_SECONDS``: how often and how long
+      apart a pull is retried when upstream has not published a requested day yet (default 3 x 900 s).
+    """
+
+    catalog_path: str
+    data_dir: str
+    unpublished_retries: int = 3
+    unpublished_retry_seconds: int = 900
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        data_dir = env.get("NEXUS_DATA_DIR") or "data"
+        if _is_local(data_dir):
+            data_dir = os.path.abspath(data_dir.removeprefix("file://"))
+        return cls(
+            catalog_path=env.get("NEXUS_CATALOG") or str(bundled_catalog_path()),
+            data_dir=data_dir,
+            unpublished_retries=int(env.get("NEXUS_UNPUBLISHED_RETRIES", "3")),
+            unpublished_retry_seconds=int(env.get("NEXUS_UNPUBLISHED_RETRY_SECONDS", "900")),
+        )
+
+    def catalog(self) -> Catalog:
+        return load_catalog(self.catalog_path)

@@ -1,0 +1,91 @@
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from nexus_assets.catalog import CatalogError, bundled_catalog_path, load_catalog
+
+REPO = Path(__file__).resolve().parents[1]
+GOOD = """
+[[assets]]
+key = "1860_Bitcoin"
+project_id = 1860
+name = "Bitcoin"
+display_name = "Bitcoin"
+category = "Crypto"
+calendar = "crypto"
+start_date = 2025-01-01
+source = "api"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    return path
+
+
+def test_bundled_catalogs_load():
+    sandbox = load_catalog()
+    assert sandbox.path == str(bundled_catalog_path())
+    assert len(sandbox.assets) >= 4
+    assert {a.source for a in sandbox.assets} == {"sandbox"}
+    assert sandbox.start_date == dt.date(2018, 1, 1) and sandbox.end_date == dt.date(2018, 12, 31)
+    qdt = load_catalog(REPO / "catalogs" / "qdt.toml")
+    assert {a.project_id for a in qdt.assets} == {
+        1866, 1860, 1625, 269, 1518, 336, 477, 655, 291, 358, 1398, 1387, 1435, 256, 1859, 1862
+    }
+    assert qdt["1860_Bitcoin"].calendar == "crypto" and qdt["1866_Crude_Oil"].calendar == "exchange"
+    assert {a.source for a in qdt.assets} == {"api"}
+    for name in ("sandbox_api", "synthetic"):
+        assert load_catalog(REPO / "catalogs" / f"{name}.toml").assets
+
+
+def test_defaults(tmp_path):
+    asset = load_catalog(write(tmp_path, GOOD))["1860_Bitcoin"]
+    assert asset.selection_mode == "point_in_time"
+    assert asset.signal_threshold == 0.1
+    assert asset.cost_bps == 0.0
+    assert asset.end_date is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "fragment"),
+    [
+        (lambda t: t + 'colour = "red"\n', "colour", "unknown field"),
+        (lambda t: t.replace("2025-01-01", '"2025-13-01"'), "start_date", "YYYY-MM-DD"),
+        (lambda t: t.replace('"1860_Bitcoin"', '"1860/../Bitcoin"'), "key", "must match"),
+        (lambda t: t.replace('"1860_Bitcoin"', '"1861_Bitcoin"'), "key", "<project_id>_<name>"),
+        (lambda t: t.replace('"crypto"\n', '"lunar"\n'), "calendar", "one of"),
+        (lambda t: t.replace('source = "api"', 'source = "ftp"'), "source", "one of"),
+        (lambda t: t + "signal_threshold = -1\n", "signal_threshold", "number in"),
+        (lambda t: t + 'selection_mode = "magic"\n', "selection_mode", "one of"),
+        (lambda t: t.replace('display_name = "Bitcoin"\n', ""), "display_name", "missing"),
+        (lambda t: t + GOOD, "key", "duplicate"),
+        (lambda t: t + "end_date = 2024-01-01\n", "end_date", "before start_date"),
+    ],
+)
+def test_bad_catalog_names_file_asset_and_field(tmp_path, edit, field, fragment):
+    path = write(tmp_path, edit(GOOD))
+    with pytest.raises(CatalogError) as error:
+        load_catalog(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert f"field {field!r}" in message
+    assert fragment in message
+    assert "1860" in message  # the asset is named
+
+
+def test_unparseable_and_missing_files(tmp_path):
+    with pytest.raises(CatalogError, match="not valid TOML"):
+        load_catalog(write(tmp_path, "[[assets]\n"))
+    with pytest.raises(CatalogError, match="not found"):
+        load_catalog(tmp_path / "nope.toml")
+    with pytest.raises(CatalogError, match="no \\[\\[assets\\]\\]"):
+        load_catalog(write(tmp_path, "# empty\n"))
+
+
+def test_calendar_rules(tmp_path):
+    asset = load_catalog(write(tmp_path, GOOD.replace('"crypto"\n', '"exchange"\n')))["1860_Bitcoin"]
+    assert asset.is_trading_day(dt.date(2025, 1, 3)) and not asset.is_trading_day(dt.date(2025, 1, 4))
+    assert not asset.covers(dt.date(2024, 12, 31)) and asset.covers(dt.date(2030, 1, 1))
