@@ -30,6 +30,7 @@ from nexus_assets.core.contract import (
     HORIZON_SLICES,
     ContractReport,
     ContractViolation,
+    Problem,
     empty_qml_rows,
     validate_qml_rows,
 )
@@ -108,8 +109,8 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                 try:
                     pull = qml.pull(entry, covered, log=context.log)
                 except ContractViolation as exc:
-                    reports[key] = ContractReport(0, exc.problems)
-                    _fail_contract(context, reports, f"{key}: {exc}")
+                    reports[key] = ContractReport(0, exc.problems or (Problem("<payload>", str(exc), 1),))
+                    continue
                 except QMLRequestError as exc:
                     raise Failure(description=f"{key}: {exc}", allow_retries=False) from None
                 except QMLTransientError as exc:
@@ -126,7 +127,16 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                 context.add_asset_metadata(_day_metadata(rows, status, pull), partition_key=partition_key(key, day))
 
         if any(not r.passed for r in reports.values()):
-            _fail_contract(context, reports, "\n".join(r.message(k) for k, r in reports.items() if not r.passed))
+            # Report the failed check (the UI shows counts per rule), then fail: nothing is written.
+            message = "\n".join(r.message(k) for k, r in reports.items() if not r.passed)
+            yield AssetCheckResult(
+                check_name=CONTRACT_CHECK,
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                metadata=_check_metadata(reports),
+                description=message[:2000],
+            )
+            raise Failure(description=message, allow_retries=False)
         if unpublished:
             context.log.warning(
                 f"upstream has not published {len(unpublished)} requested day(s) yet "
@@ -136,20 +146,6 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
             raise RetryRequested(settings.unpublished_retries, settings.unpublished_retry_seconds)
         yield Output(outputs)
         yield AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata=_check_metadata(reports))
-
-    def _fail_contract(context, reports: dict[str, ContractReport], message: str):
-        # Report the failed check (the UI shows counts per rule), then fail: nothing is written.
-        context.log_event(
-            AssetCheckResult(
-                asset_key=QML_MODELS,
-                check_name=CONTRACT_CHECK,
-                passed=False,
-                severity=AssetCheckSeverity.ERROR,
-                metadata=_check_metadata(reports),
-                description=message[:2000],
-            )
-        )
-        raise Failure(description=message, allow_retries=False)
 
     @asset(
         name=HORIZON_SLICES_ASSET,

@@ -13,8 +13,10 @@ the input says ``allow_missing_partitions``.
 
 from __future__ import annotations
 
+import glob
 import io
 import os
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -51,6 +53,7 @@ def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
     if path.protocol in ("", "file", "local"):
         local = os.fspath(path.path if hasattr(path, "path") else path)
         os.makedirs(os.path.dirname(local), exist_ok=True)
+        _remove_stale_temps(local)
         temp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
         try:
             with open(temp, "wb") as handle:
@@ -65,6 +68,20 @@ def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return len(data)
+
+
+_STALE_TEMP_SECONDS = 3600
+
+
+def _remove_stale_temps(local: str) -> None:
+    """Remove hidden temp files of ``local`` left by killed writers (an hour old: never a live one)."""
+    pattern = os.path.join(glob.escape(os.path.dirname(local)), f".{glob.escape(os.path.basename(local))}.*.tmp")
+    for temp in glob.glob(pattern):
+        try:
+            if time.time() - os.path.getmtime(temp) > _STALE_TEMP_SECONDS:
+                os.remove(temp)
+        except FileNotFoundError:
+            pass
 
 
 def read_parquet(path: UPath) -> pd.DataFrame:
