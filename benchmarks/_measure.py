@@ -1,0 +1,66 @@
+"""Run a command as a child process and report its wall time and peak RSS.
+
+Peak RSS is sampled (every 20 ms) over the child's whole process tree with psutil. wait4's
+ru_maxrss would be wrong here: Linux carries the parent's high-water mark into a forked child
+across exec, so a large benchmark parent would inflate every child's figure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass
+class Measurement:
+    label: str
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+    stdout: str
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(label: str, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Measurement:
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watched = psutil.Process(proc.pid)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                peak = max(peak, _tree_rss(watched))
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = proc.stdout.read() if proc.stdout else ""
+    proc.wait()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return Measurement(label, seconds, peak / 2**20, proc.returncode, out)
+
+
+def table(rows: list[Measurement]) -> str:
+    lines = [f"{'what':62s} {'wall s':>8s} {'peak RSS MB':>12s}"]
+    lines += [f"{m.label:62s} {m.seconds:8.1f} {m.peak_rss_mb:12.0f}" for m in rows]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Ingest a 1.2-million-row, ~200 MB JSON history from `nexus-assets qml-server`, measured.
+
+Side by side, in one run, each in a fresh child process (peak RSS from wait4):
+  1. the project's client, JSON route (streamed with ijson into typed chunks);
+  2. the project's client, Parquet route;
+  3. the naive way (``requests.get(...).json()`` then ``pd.DataFrame``), as the old fetch script did;
+  4. an idle interpreter with the same imports (the floor).
+
+    python benchmarks/json_ingest.py            # full size
+    python benchmarks/json_ingest.py --days 60  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure, table  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench-key-not-secret"
+PROJECT = 8101
+START = dt.date(2025, 1, 1)
+
+CLIENT = """
+import datetime as dt, sys, time
+from nexus_assets.qml.client import QMLClient
+days = [dt.date(2025, 1, 1) + dt.timedelta(days=i) for i in range(int(sys.argv[3]))]
+t = time.perf_counter()
+pull = QMLClient(sys.argv[1], "{key}", prefer_parquet=sys.argv[2] == "parquet").pull({project}, days)
+print(f"rows={{len(pull.rows)}} parse_seconds={{time.perf_counter() - t:.1f}} frame_mb={{pull.rows.memory_usage(deep=True).sum() / 1e6:.0f}}")
+""".format(key=KEY, project=PROJECT)
+
+NAIVE = """
+import sys, time, requests, pandas as pd
+t = time.perf_counter()
+rows = requests.get(sys.argv[1] + "/get_qml_models/{project}", params={{"from_date": sys.argv[2], "to_date": sys.argv[3]}},
+                    headers={{"qml-api-key": "{key}"}}, timeout=600).json()
+frame = pd.DataFrame(rows)
+frame["time"] = pd.to_datetime(frame["time"], format="%a, %d %b %Y %H:%M:%S GMT")
+print(f"rows={{len(frame)}} parse_seconds={{time.perf_counter() - t:.1f}}")
+""".format(key=KEY, project=PROJECT)
+
+IDLE = "import pandas, requests, ijson, pyarrow.parquet, nexus_assets.qml.client; print('rows=0')"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=370)
+    parser.add_argument("--port", type=int, default=8799)
+    args = parser.parse_args()
+
+    env = dict(os.environ, QML_API_KEY=KEY, PYTHONWARNINGS="ignore")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nexus_assets.cli", "qml-server", "--port", str(args.port), "--catalog", str(HERE / "catalogs" / "bitcoin_scale.toml")],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{args.port}"
+        print(server.stdout.readline().strip())
+        end = START + dt.timedelta(days=args.days - 1)
+        t = time.perf_counter()
+        warm = requests.get(f"{url}/get_qml_models/{PROJECT}", params={"from_date": START, "to_date": end},
+                            headers={"qml-api-key": KEY}, timeout=900)
+        requests.get(f"{url}/get_qml_models/{PROJECT}", params={"from_date": START, "to_date": end, "format": "parquet"},
+                     headers={"qml-api-key": KEY}, timeout=900)
+        print(f"server: JSON payload {len(warm.content) / 1e6:.0f} MB, generated and cached in {time.perf_counter() - t:.1f}s")
+        del warm
+        results = [
+            measure("client, JSON streamed (ijson chunks)", [sys.executable, "-c", CLIENT, url, "json", str(args.days)], env),
+            measure("client, Parquet", [sys.executable, "-c", CLIENT, url, "parquet", str(args.days)], env),
+            measure("naive: response.json() + DataFrame", [sys.executable, "-c", NAIVE, url, str(START), str(end)], env),
+            measure("idle interpreter with the same imports", [sys.executable, "-c", IDLE], env),
+        ]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    for m in results:
+        if m.returncode != 0:
+            print(m.stdout)
+            return 1
+        print(f"{m.label}: {m.stdout.strip().splitlines()[-1]}")
+    print(table(results))
+    streamed, naive, idle = results[0], results[2], results[3]
+    print(f"peak RSS above idle: streamed {streamed.peak_rss_mb - idle.peak_rss_mb:.0f} MB, "
+          f"naive {naive.peak_rss_mb - idle.peak_rss_mb:.0f} MB "
+          f"(naive / streamed = {(naive.peak_rss_mb - idle.peak_rss_mb) / max(1.0, streamed.peak_rss_mb - idle.peak_rss_mb):.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
