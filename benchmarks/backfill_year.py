@@ -1,7 +1,7 @@
 """One-year backfill of the bundled sandbox catalog through qml_models and horizon_slices, measured.
 
-Side by side, in one run, each in a fresh child process on a fresh data dir (peak RSS from wait4):
-  1. `nexus-assets demo`: the README's main job, ONE in-process Dagster run over every key;
+Side by side, in one run, each in a fresh child process on a fresh data dir (peak RSS sampled over the process tree):
+  1. `nexus-assets demo`: the README's main job, one in-process Dagster run per asset;
   2. `dagster asset materialize --partition-range` once per asset (4 runs), as a user backfills by hand;
   3. the same computation with no Dagster at all (pull, slice, validate, write Parquet), which shows
      how much of the wall time is Dagster's own bookkeeping (two SQLite events per partition).
@@ -66,7 +66,7 @@ def main() -> int:
             return folder, env
 
         folder, env = fresh("demo")
-        results.append(measure("Dagster, 1 run: nexus-assets demo (4 assets x 365 days)",
+        results.append(measure("Dagster, 4 runs: nexus-assets demo (4 assets x 365 days)",
                                [sys.executable, "-m", "nexus_assets.cli", "demo", "--log-level", "WARNING"], env, str(folder)))
         demo_files = len(list((folder / "data").glob("*/asset=*/date=*.parquet")))
         if not args.skip_cli:

@@ -1,6 +1,6 @@
 """Ingest a 1.2-million-row, ~200 MB JSON history from `nexus-assets qml-server`, measured.
 
-Side by side, in one run, each in a fresh child process (peak RSS from wait4):
+Side by side, in one run, each in a fresh child process (peak RSS sampled over the process tree):
   1. the project's client, JSON route (streamed with ijson into typed chunks);
   2. the project's client, Parquet route;
   3. the naive way (``requests.get(...).json()`` then ``pd.DataFrame``), as the old fetch script did;

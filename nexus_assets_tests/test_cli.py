@@ -49,5 +49,5 @@ def test_demo_command(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "success" in result.stdout and "horizon_slices: 5 files" in result.stdout
+    assert "9004_VIX" in result.stdout and "success" in result.stdout and "horizon_slices: 5 files" in result.stdout
     assert (tmp_path / ".dagster_home" / "dagster.yaml").is_file()  # runs are kept for `dagster dev`

@@ -7,10 +7,12 @@ one asset or one date of many assets, and each catalog asset in it is pulled fro
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 import datetime as dt
 import hashlib
+import warnings
 
 import pandas as pd
 from dagster import (
     AssetCheckResult,
+    BetaWarning,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -47,6 +49,9 @@ QML_MODELS = "qml_models"
 HORIZON_SLICES_ASSET = "horizon_slices"
 CONTRACT_CHECK = "qml_contract"
 GROUP = "nexus"
+# Single-run backfills are the design (one pull per asset and run); Dagster marks the parameter
+# beta and would warn on every code load.
+warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 # Daily data: warn when nothing new for a day and a bit, fail after two days.
 DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26))
 

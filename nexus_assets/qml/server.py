@@ -201,9 +201,17 @@ class QMLServer:
             target_var_price=("target_var_price", "first"),
         )
         return [
-            {"time": t.date().isoformat(), "n_predict": int(h), "forecast": float(r.forecast),
-             "median": float(r.median), "n_models": int(r.n_models), "target_var_price": float(r.target_var_price)}
-            for (t, h), r in grouped.iterrows()
+            {
+                "time": t.date().isoformat(),
+                "n_predict": int(h),
+                "forecast": float(forecast),
+                "median": float(median),
+                "n_models": int(n_models),
+                "target_var_price": float(price),
+            }
+            for (t, h), forecast, median, n_models, price in zip(
+                grouped.index, grouped["forecast"], grouped["median"], grouped["n_models"], grouped["target_var_price"]
+            )
         ]
 
 
@@ -261,6 +269,15 @@ class _Handler(BaseHTTPRequestHandler):
         raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        try:
+            self._get()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away
+        except Exception as exc:  # a server bug answers 500 instead of dropping the connection
+            log.exception("qml-server: error handling %s", urlparse(self.path).path)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(exc).__name__}")
+
+    def _get(self) -> None:
         url = urlparse(self.path)
         if url.path == "/health":
             return self._send(HTTPStatus.OK, b'{"status":"ok"}', "application/json")

@@ -9,6 +9,7 @@ keep the file fast; the sandbox model farm is used by one test only.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import os
 import queue
@@ -18,9 +19,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -65,10 +66,23 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def _serve(*assets: CatalogAsset, faults=()) -> QMLServer:
-    return QMLServer(
-        {a.project_id: (embedded_project(a), a.start_date) for a in assets}, API_KEY, faults=faults
-    )
+@contextmanager
+def _serve(*assets: CatalogAsset, faults=()) -> Iterator[QMLServer]:
+    """A running ``QMLServer`` for ``assets``.
+
+    Started like ``QMLServer.start`` but with a short poll interval: ``QMLServer.stop`` otherwise
+    waits up to serve_forever's default 0.5 s poll, which would dominate this file's runtime.
+    (``test_sandbox_model_farm_project_through_the_server`` uses the server's own context manager.)
+    """
+    server = QMLServer({a.project_id: (embedded_project(a), a.start_date) for a in assets}, API_KEY, faults=faults)
+    thread = threading.Thread(target=server.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+        thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -305,12 +319,12 @@ def test_429_retry_after_is_honoured() -> None:
 
 def test_503_retry_after_is_capped_by_max_retry_after() -> None:
     with _serve(CRYPTO, faults=[Fault("status", status=503, retry_after="3600")]) as running:
-        client = _client(running)  # max_retry_after=2
+        client = _client(running, retry=dataclasses.replace(FAST, max_retry_after=0.4))
         started = time.monotonic()
         client.pull(CRYPTO.project_id, DAY)
         elapsed = time.monotonic() - started
     assert client.attempts == 2
-    assert 1.9 <= elapsed < 5, elapsed
+    assert 0.38 <= elapsed < 2.5, elapsed
 
 
 def test_stall_past_read_timeout_is_retried() -> None:
@@ -373,16 +387,14 @@ def test_retries_exhausted_raise_transient_error() -> None:
     assert API_KEY not in str(caught.value)
 
 
-def test_other_endpoints_are_retried_too() -> None:
+def test_metadata_endpoint_is_retried_too() -> None:
     faults = [Fault("status", status=503), Fault("reset")]
     with _serve(CRYPTO, faults=faults) as running:
         client = _client(running)
-        forecast = client.horizon_forecast(CRYPTO.project_id, dt.date(2025, 1, 2), dt.date(2025, 1, 3))
-        assert client.attempts == 2
         metadata = client.model_metadata(CRYPTO.project_id)
-        assert client.attempts == 3
-    assert len(forecast) == 2 * len(CRYPTO.horizons)
-    assert len(metadata) == 20 * len(CRYPTO.horizons)
+        assert running.data_requests == 3
+    assert client.attempts == 3
+    assert len(metadata) == CRYPTO.models_per_horizon * len(CRYPTO.horizons)
 
 
 # -- 6. retries are logged, the key never is -------------------------------------------------------
@@ -392,13 +404,14 @@ def test_retries_are_logged_without_the_key() -> None:
     log = CollectingLog()
     faults = [Fault("status", status=503), Fault("status", status=429, retry_after="1")]
     with _serve(CRYPTO, faults=faults) as running:
-        client = _client(running, log=log)
+        # Retry-After 1 s, capped at 0.3 s: the second warning's delay is known exactly
+        client = _client(running, log=log, retry=dataclasses.replace(FAST, max_retry_after=0.3))
         client.pull(CRYPTO.project_id, DAY)
     assert client.attempts == 3
     assert len(log.warnings) == 2
     first, second = log.warnings
     assert "attempt 1/4" in first and "503" in first and "retrying in" in first
-    assert "attempt 2/4" in second and "429" in second and "retrying in 1.0s" in second
+    assert "attempt 2/4" in second and "429" in second and "retrying in 0.3s" in second
     assert any("3 attempt" in m for m in log.infos)
     for message in log.messages:
         assert API_KEY not in message
@@ -501,9 +514,9 @@ _LISTENING = "qml-server listening on "
 class _CLI:
     """``python -m nexus_assets.cli qml-server --port 0``, with its stdout read by a thread."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nexus_assets.cli", "qml-server", "--port", "0"],
+            [sys.executable, "-m", "nexus_assets.cli", "qml-server", "--port", "0", *args],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -525,6 +538,7 @@ class _CLI:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        self.process.stderr.close()
 
 
 def _cli_env(**extra: str) -> dict[str, str]:
@@ -552,29 +566,30 @@ def test_cli_serves_a_real_pull_and_stops_on_interrupt() -> None:
 
         cli.process.send_signal(signal.SIGINT)
         assert cli.process.wait(timeout=10) == 0
-        out, err = cli.process.communicate(timeout=5)
-        assert API_KEY not in (out or "") + (err or "")
+        printed = cli.process.stderr.read() + "".join(cli.lines.queue)
+        assert API_KEY not in printed
     finally:
         cli.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "nexus_assets/cli.py _qml_server: the SIGTERM handler calls server.httpd.shutdown() on the "
-        "main thread, which is the thread running serve_forever(); shutdown() waits for "
-        "serve_forever() to return, so the process deadlocks and never exits on SIGTERM"
-    ),
-)
-def test_cli_exits_on_sigterm() -> None:
-    cli = _CLI(_cli_env(QML_API_KEY=API_KEY))
+def test_cli_exits_on_sigterm(tmp_path: Path) -> None:
+    # a one-asset synthetic catalog: starts faster than the bundled ones, same code path
+    catalog = tmp_path / "tiny.toml"
+    catalog.write_text(
+        '[[assets]]\nkey = "4209_Tiny"\nproject_id = 4209\nname = "Tiny"\ndisplay_name = "Tiny"\n'
+        'category = "Crypto"\ncalendar = "crypto"\nstart_date = 2025-01-01\nend_date = 2025-01-10\n'
+        'source = "synthetic"\nhorizons = [1]\nmodels_per_horizon = 3\nseed = 1\n',
+        encoding="utf-8",
+    )
+    cli = _CLI(_cli_env(QML_API_KEY=API_KEY), "--catalog", str(catalog))
     try:
-        cli.url()
+        url = cli.url()
+        assert len(QMLClient(url, API_KEY, retry=FAST).pull(4209, [dt.date(2025, 1, 5)]).rows) == 3
         cli.process.send_signal(signal.SIGTERM)
         try:
-            code = cli.process.wait(timeout=5)
+            code = cli.process.wait(timeout=3)
         except subprocess.TimeoutExpired:
-            pytest.fail("qml-server still running 5 s after SIGTERM")
+            pytest.fail("qml-server still running 3 s after SIGTERM")
         assert code == 0
     finally:
         cli.stop()
@@ -600,21 +615,23 @@ BIG = CatalogAsset(
 
 
 def test_json_pull_spanning_several_chunks_matches_embedded() -> None:
-    from nexus_assets.qml import client as client_module
-
     all_days = _days(BIG.start_date, BIG.end_date)
     reference = coerce_qml_rows(embedded_project(BIG).rows(all_days[0], all_days[-1]))
-    assert len(reference) > 2 * 100_000 and len(reference) > client_module._JSON_CHUNK_ROWS
+    chunk = 200_000  # nexus_assets.qml.client._JSON_CHUNK_ROWS
+    assert len(reference) > chunk
+    # The server answers the whole 60-day span (~240,000 rows, two parse chunks); leave out a
+    # few days, among them the one the chunk boundary falls in, so filtering happens in both chunks.
+    boundary_day = reference["time"].iloc[chunk].date()
+    skipped = {all_days[10], boundary_day, all_days[-2]}
+    picked = [d for d in all_days if d not in skipped]
+    assert picked[0] == all_days[0] and picked[-1] == all_days[-1]
 
     with _serve(BIG) as running:
         client = _client(running, prefer_parquet=False, read_timeout=60.0)
-        whole = client.pull(BIG.project_id, all_days)
-        _assert_same_rows(whole.rows, reference)
-        # same span (cached payload), scattered days on both sides of the 200,000-row chunk boundary
-        boundary_day = reference["time"].iloc[client_module._JSON_CHUNK_ROWS].date()
-        picked = [all_days[0], all_days[20], boundary_day - dt.timedelta(days=1), boundary_day, all_days[-1]]
-        scattered = client.pull(BIG.project_id, picked)
-    _assert_same_rows(scattered.rows, keep_days(reference, picked))
-    assert sorted(scattered.rows["time"].dt.date.unique()) == sorted(picked)
-    assert whole.watermark == scattered.watermark == pd.Timestamp(BIG.end_date)
-    assert np.isfinite(whole.rows["close_predict"]).all()
+        pull = client.pull(BIG.project_id, picked)
+        assert client.attempts == 1
+    expected = keep_days(reference, picked)
+    assert len(expected) > chunk
+    _assert_same_rows(pull.rows, expected)
+    assert set(pull.rows["time"].dt.date) == set(picked)
+    assert pull.watermark == pd.Timestamp(BIG.end_date)
