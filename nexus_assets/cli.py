@@ -78,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
     if failed:
         print(f"FAILED    {', '.join(failed)}")
         return 1
-    for asset_key in ("qml_models", "horizon_slices"):
+    for asset_key in ("qml_models", "horizon_slices", "horizon_ensembles"):
         root = Path(settings.data_dir) / asset_key
         files = list(root.glob("asset=*/date=*.parquet")) if root.is_dir() else []
         print(f"stored    {asset_key}: {len(files)} files under {root}")
@@ -88,7 +88,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _qml_server(args: argparse.Namespace) -> int:
     from nexus_assets.catalog import bundled_catalog_path, load_catalog
-    from nexus_assets.qml.server import QMLServer, projects_from_catalogs
+    from nexus_assets.qml.server import QMLServer, load_faults, projects_from_catalogs
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     api_key = os.environ.get(args.api_key_env)
@@ -99,8 +99,15 @@ def _qml_server(args: argparse.Namespace) -> int:
     projects = projects_from_catalogs(load_catalog(p) for p in paths)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"qml-server: warning: listening on {args.host}, not loopback", file=sys.stderr)
-    server = QMLServer(projects, api_key, host=args.host, port=args.port)
+    try:
+        faults = load_faults(args.faults) if args.faults else []
+    except ValueError as exc:
+        print(f"qml-server: {exc}", file=sys.stderr)
+        return 2
+    server = QMLServer(projects, api_key, host=args.host, port=args.port, faults=faults)
     print(f"qml-server listening on {server.url} serving projects {sorted(projects)}", flush=True)
+    if faults:
+        print(f"qml-server fault script: {len(faults)} fault(s), one per data request: {', '.join(f.kind for f in faults)}", flush=True)
     # shutdown() waits for serve_forever() to return, so it must not run on the serving thread
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown, daemon=True).start())
     try:
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--catalog", action="append", help="catalog(s) whose sandbox/synthetic assets to serve (repeatable)")
     server.add_argument("--api-key-env", default="QML_API_KEY", help="environment variable holding the API key")
     server.add_argument("--verbose", action="store_true", help="log every request line (never headers)")
+    server.add_argument("--faults", metavar="FILE", help="fault script: a JSON list of fault objects, consumed one per data request")
     server.set_defaults(run=_qml_server)
 
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ import os
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor
 
 from nexus_assets.defs.checks import build_freshness_checks
+from nexus_assets.defs.ensembles import build_ensemble_assets
 from nexus_assets.defs.ingest import GROUP, build_ingest_assets
 from nexus_assets.defs.partitions import asset_date_partitions
 from nexus_assets.defs.resources import QMLResource
@@ -27,7 +28,7 @@ def _env(name: str):
 def build_definitions(settings: Settings) -> Definitions:
     catalog = settings.catalog()
     partitions = asset_date_partitions(catalog)
-    assets = build_ingest_assets(catalog, partitions, settings)
+    assets = build_ingest_assets(catalog, partitions, settings) + build_ensemble_assets(catalog, partitions)
     main_job = define_asset_job(
         MAIN_JOB,
         selection=AssetSelection.groups(GROUP),

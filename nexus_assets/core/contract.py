@@ -36,6 +36,12 @@ __all__ = [
     "validate_qml_rows",
     "empty_qml_rows",
     "check_contract_version",
+    "FINITE_FIELDS",
+    "NON_FINITE_MARKERS",
+    "TimeLimit",
+    "time_limit",
+    "rows_after",
+    "merge_problems",
 ]
 
 CONTRACT_VERSION = "1"
@@ -45,6 +51,15 @@ QML_COLUMNS: tuple[str, ...] = QML_REQUIRED + QML_OPTIONAL
 QML_KEY: list[str] = ["symbol", "time", "n_predict"]
 HORIZON_SLICE_COLUMNS: tuple[str, ...] = ("date", "horizon", "symbol", "forecast", "price")
 _EXAMPLES = 5
+# Fields that must be finite numbers: a NaN or an infinity there is refused, never read as null.
+FINITE_FIELDS: tuple[str, ...] = ("n_predict", "close_predict", "target_var_price")
+# JSON has no NaN or Infinity, yet Python's json module (and so Flask) writes them as bare tokens.
+# Readers hand such tokens over as these marker strings (and a Parquet NaN, which is not a null,
+# the same way), so the contract can name the field and the rows instead of a parser failing on
+# the first one, and a NaN price is not mistaken for "not yet known".
+NON_FINITE_MARKERS: dict[str, float] = {"\x00NaN": float("nan"), "\x00Infinity": float("inf"), "\x00-Infinity": float("-inf")}
+# Upstream clocks may run a little ahead of ours; a row dated later than this is "in the future".
+_CLOCK_SLACK = dt.timedelta(days=1)
 
 
 def _finite(series: pd.Series) -> pd.Series:
@@ -152,9 +167,48 @@ def check_contract_version(version: str | None) -> str:
     if major != CONTRACT_VERSION:
         raise ContractViolation(
             f"upstream announces X-QML-Contract-Version {version!r}; this client speaks major version "
-            f"{CONTRACT_VERSION}. Refusing to guess: upgrade nexus-assets or pin the upstream version."
+            f"{CONTRACT_VERSION}. Refusing to guess: upgrade nexus-assets or pin the upstream version.",
+            [Problem("X-QML-Contract-Version", f"major version {CONTRACT_VERSION}", 1, [{"received": str(version)}])],
         )
     return str(version).strip()
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """The latest ``time`` a response may carry, and why (for the message)."""
+
+    latest: pd.Timestamp
+    reason: str
+
+    @property
+    def rule(self) -> str:
+        return f"not in the future (at most {self.latest.date().isoformat()}, {self.reason})"
+
+
+def time_limit(watermark: pd.Timestamp | None, today: dt.date) -> TimeLimit:
+    """Rows may not be dated after the upstream watermark (when the server states one) nor after
+    tomorrow (UTC, one day of clock slack): either means a broken clock or a broken feed, and such
+    rows would also push a watermark derived from the rows past days not yet published."""
+    tomorrow = pd.Timestamp(today + _CLOCK_SLACK)
+    if watermark is not None and watermark.normalize() < tomorrow:
+        return TimeLimit(watermark.normalize(), "the upstream watermark")
+    return TimeLimit(tomorrow, "tomorrow, UTC")
+
+
+def rows_after(frame: pd.DataFrame, times: pd.Series, limit: TimeLimit) -> Problem | None:
+    """The rows of ``frame`` whose parsed ``times`` lie after ``limit``, as a problem of field ``time``."""
+    late = (times > limit.latest).to_numpy()
+    if not late.any():
+        return None
+    shown = frame.loc[late].assign(time=times[late].dt.date.astype(str))
+    return Problem("time", limit.rule, int(late.sum()), _examples(shown, np.ones(len(shown), dtype=bool), QML_KEY))
+
+
+def merge_problems(first: Problem | None, second: Problem | None) -> Problem | None:
+    """One problem from two reports of the same field and rule (e.g. two chunks of one payload)."""
+    if first is None or second is None:
+        return first or second
+    return Problem(first.field, first.rule, first.count + second.count, (first.examples + second.examples)[:_EXAMPLES])
 
 
 def _format_row(row: dict[str, Any]) -> str:
@@ -222,9 +276,14 @@ def _plain(value: Any) -> Any:
 
 
 def _numeric(frame: pd.DataFrame, name: str, nullable: bool, problems: list[Problem]) -> np.ndarray:
-    """A float64 array of column ``name``; strings, booleans and other objects are a type problem."""
+    """A float64 array of column ``name``; strings, booleans and other objects are a type problem.
+
+    Non-finite markers (:data:`NON_FINITE_MARKERS`) are a ``finite`` problem in the fields that
+    must be finite, and plain numbers (NaN being null) in the others.
+    """
     column = frame[name]
     size = len(column)
+    marked = np.zeros(size, dtype=bool)
     if pd.api.types.is_bool_dtype(column.dtype):
         values, nulls, bad = np.full(size, np.nan), np.zeros(size, dtype=bool), np.ones(size, dtype=bool)
     elif pd.api.types.is_numeric_dtype(column.dtype):
@@ -236,14 +295,19 @@ def _numeric(frame: pd.DataFrame, name: str, nullable: bool, problems: list[Prob
         is_number = np.fromiter(
             (isinstance(v, _NUMBER_TYPES) and not isinstance(v, (bool, np.bool_)) for v in raw), dtype=bool, count=size
         )
-        bad = ~(is_number | nulls)
+        marked = np.fromiter((isinstance(v, str) and v in NON_FINITE_MARKERS for v in raw), dtype=bool, count=size)
+        bad = ~(is_number | nulls | marked)
         values = np.full(size, np.nan)
         values[is_number] = raw[is_number].astype("float64")
+        values[marked] = [NON_FINITE_MARKERS[v] for v in raw[marked]]
     shown = QML_KEY + [name]
     if not nullable and nulls.any():
         problems.append(Problem(name, "required (not null)", int(nulls.sum()), _examples(frame, nulls, shown)))
     if bad.any():
         problems.append(Problem(name, "type: number", int(bad.sum()), _examples(frame, bad, shown)))
+    if name in FINITE_FIELDS and marked.any():
+        examples = [{k: NON_FINITE_MARKERS.get(v, v) if isinstance(v, str) else v for k, v in row.items()} for row in _examples(frame, marked, shown)]
+        problems.append(Problem(name, "finite", int(marked.sum()), examples))
     return values
 
 

@@ -2,6 +2,10 @@
 
 Both are asset x date partitioned and run as single-run backfills: a run may hold many dates of
 one asset or one date of many assets, and each catalog asset in it is pulled from QML exactly once.
+
+Restatements are recorded, never silent: each ``qml_models`` partition's payload hash is compared
+with the one recorded at its latest materialisation; a day that changed upstream gets a new data
+version and a warning (the ``qml_restatement`` check) saying what changed.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
@@ -17,11 +21,17 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
+    AssetKey,
+    AssetRecordsFilter,
     BackfillPolicy,
+    DagsterEventType,
+    DagsterInstance,
+    DataVersion,
     Failure,
     FreshnessPolicy,
     MetadataValue,
     Output,
+    ResourceParam,
     RetryRequested,
     asset,
 )
@@ -37,17 +47,21 @@ from nexus_assets.core.contract import (
     validate_qml_rows,
 )
 from nexus_assets.core.freshness import DayStatus, classify_day
+from nexus_assets.core.restatement import Restatement, diff_rows
 from nexus_assets.core.slicing import slice_horizons
 from nexus_assets.defs.partitions import days_by_asset, partition_key
 from nexus_assets.defs.resources import QMLResource
+from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
 from nexus_assets.qml.client import QMLRequestError, QMLTransientError
 from nexus_assets.settings import Settings
 
-__all__ = ["QML_MODELS", "HORIZON_SLICES_ASSET", "CONTRACT_CHECK", "build_ingest_assets", "rows_sha256"]
+__all__ = ["QML_MODELS", "HORIZON_SLICES_ASSET", "CONTRACT_CHECK", "RESTATEMENT_CHECK", "build_ingest_assets", "rows_sha256"]
 
 QML_MODELS = "qml_models"
 HORIZON_SLICES_ASSET = "horizon_slices"
 CONTRACT_CHECK = "qml_contract"
+RESTATEMENT_CHECK = "qml_restatement"
+_RESTATEMENTS_SHOWN = 20
 GROUP = "nexus"
 # Single-run backfills are the design (one pull per asset and run); Dagster marks the parameter
 # beta and would warn on every code load.
@@ -75,6 +89,58 @@ def _check_metadata(reports: dict[str, ContractReport]) -> dict:
     }
 
 
+def _recorded_hashes(instance: DagsterInstance, partitions: list[str]) -> dict[str, str]:
+    """``payload_sha256`` of each partition's latest ``qml_models`` materialisation (two queries)."""
+    key = AssetKey(QML_MODELS)
+    latest = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION, set(partitions))
+    if not latest:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    hashes = {}
+    for record in records:
+        materialization = record.asset_materialization
+        value = materialization.metadata.get("payload_sha256") if materialization else None
+        if value is not None:
+            hashes[str(materialization.partition)] = value.value
+    return hashes
+
+
+def _data_version(hashes: dict[str, str]) -> DataVersion:
+    """Dagster 1.13 gives every partition of one output the same data version, so a range run's is a
+    digest of its partitions' payload hashes (a one-partition run's is that partition's hash): an
+    unchanged re-run keeps its version, a restated day changes it."""
+    if len(hashes) == 1:
+        return DataVersion(next(iter(hashes.values())))
+    lines = "".join(f"{key}={sha}\n" for key, sha in sorted(hashes.items()))
+    return DataVersion(hashlib.sha256(lines.encode()).hexdigest())
+
+
+def _restatement_result(compared: int, restated: dict[str, Restatement]) -> AssetCheckResult:
+    shown = dict(sorted(restated.items())[:_RESTATEMENTS_SHOWN])
+    if restated:
+        description = f"upstream restated {len(restated)} of {compared} previously materialised partition(s): " + "; ".join(
+            f"{key}: {r.summary()}" for key, r in shown.items()
+        )
+    else:
+        description = f"no restatement: {compared} previously materialised partition(s) unchanged upstream"
+    return AssetCheckResult(
+        check_name=RESTATEMENT_CHECK,
+        passed=not restated,
+        severity=AssetCheckSeverity.WARN,
+        description=description[:2000],
+        metadata={
+            "partitions_compared": compared,
+            "restated_partitions": len(restated),
+            "rows_added": sum(r.rows_added for r in restated.values()),
+            "rows_removed": sum(r.rows_removed for r in restated.values()),
+            "rows_changed": sum(r.rows_changed for r in restated.values()),
+            "restatements": MetadataValue.json({key: r.as_metadata() for key, r in shown.items()}),
+        },
+    )
+
+
 def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) -> list:
     """The two ingestion assets for ``catalog`` on ``partitions_def``."""
 
@@ -94,16 +160,28 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                 blocking=True,
                 description="pandera: the pulled rows satisfy the QML contract (types, values, uniqueness, "
                 "one target_var_price per day); failure counts per asset and rule",
-            )
+            ),
+            AssetCheckSpec(
+                RESTATEMENT_CHECK,
+                asset=QML_MODELS,
+                description="warns when upstream changed a day already materialised (payload hash differs from the "
+                "one recorded): rows added, removed and changed per partition, with examples and both hashes",
+            ),
         ],
         description=(
             "The day's raw QML rows for one catalog asset (every child model and horizon), typed to the "
             "QML contract. Metadata per partition: rows, models, horizons, upstream watermark, payload "
-            "hash, contract version, and the day's status (published, no session, holiday, outside history)."
+            "hash, contract version, the day's status (published, no session, holiday, outside history) and "
+            "whether upstream restated it. Data version: the payload hash (see the qml_restatement check)."
         ),
     )
-    def qml_models(context: AssetExecutionContext, qml: QMLResource):
+    def qml_models(
+        context: AssetExecutionContext,
+        qml: QMLResource,
+        parquet_io_manager: ResourceParam[ParquetPartitionIOManager],
+    ):
         outputs: dict[str, pd.DataFrame] = {}
+        metadata: dict[str, dict] = {}
         reports: dict[str, ContractReport] = {}
         unpublished: list[str] = []
         for key, days in days_by_asset(context.partition_keys).items():
@@ -129,7 +207,7 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                 if status is DayStatus.UNPUBLISHED:
                     unpublished.append(partition_key(key, day))
                 outputs[partition_key(key, day)] = rows
-                context.add_asset_metadata(_day_metadata(rows, status, pull), partition_key=partition_key(key, day))
+                metadata[partition_key(key, day)] = _day_metadata(rows, status, pull)
 
         if any(not r.passed for r in reports.values()):
             # Report the failed check (the UI shows counts per rule), then fail: nothing is written.
@@ -149,8 +227,26 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                 f"retrying in {settings.unpublished_retry_seconds}s"
             )
             raise RetryRequested(settings.unpublished_retries, settings.unpublished_retry_seconds)
-        yield Output(outputs)
+
+        hashes = {key: meta["payload_sha256"] for key, meta in metadata.items()}
+        recorded = _recorded_hashes(context.instance, list(outputs))
+        restated = {
+            key: diff_rows(
+                parquet_io_manager.stored(list(context.asset_key.path), key),
+                outputs[key],
+                old_sha256=recorded[key],
+                new_sha256=sha,
+            )
+            for key, sha in hashes.items()
+            if key in recorded and recorded[key] != sha
+        }
+        for key, meta in metadata.items():
+            if key in restated:
+                context.log.warning(f"{key}: upstream restated this day: {restated[key].summary()}")
+            context.add_asset_metadata({**meta, "restated": key in restated}, partition_key=key)
+        yield Output(outputs, data_version=_data_version(hashes))
         yield AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata=_check_metadata(reports))
+        yield _restatement_result(len(recorded), restated)
 
     @asset(
         name=HORIZON_SLICES_ASSET,
@@ -167,7 +263,7 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
             "Rows before the catalog's start_date are dropped."
         ),
     )
-    def horizon_slices(context: AssetExecutionContext, qml_models: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    def horizon_slices(context: AssetExecutionContext, qml_models: PartitionFrames) -> dict[str, pd.DataFrame]:
         outputs = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]

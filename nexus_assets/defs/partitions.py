@@ -7,16 +7,37 @@ and one asset's dates form a contiguous key range).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable
 
-from dagster import DailyPartitionsDefinition, MultiPartitionsDefinition, StaticPartitionsDefinition
+from dagster import (
+    DailyPartitionsDefinition,
+    DimensionPartitionMapping,
+    IdentityPartitionMapping,
+    MultiPartitionMapping,
+    MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
+    TimeWindowPartitionMapping,
+)
 
 from nexus_assets.catalog import Catalog
 
-__all__ = ["ASSET_DIM", "DATE_DIM", "asset_date_partitions", "partition_key", "split_key", "days_by_asset"]
+__all__ = [
+    "ASSET_DIM",
+    "DATE_DIM",
+    "DEFAULT_MAX_HORIZON",
+    "asset_date_partitions",
+    "partition_key",
+    "split_key",
+    "days_by_asset",
+    "calendar_days",
+    "date_window_mapping",
+]
 
 ASSET_DIM = "asset"
 DATE_DIM = "date"
+# An `api` asset's horizons come from its data; QDT's longest published horizon is 180 observations.
+DEFAULT_MAX_HORIZON = 180
 
 
 def asset_date_partitions(catalog: Catalog) -> MultiPartitionsDefinition:
@@ -49,3 +70,28 @@ def days_by_asset(keys: Iterable[str]) -> dict[str, list[dt.date]]:
         asset, day = split_key(key)
         grouped.setdefault(asset, []).append(day)
     return grouped
+
+
+def calendar_days(observations: int, calendar: str) -> int:
+    """Calendar days that surely hold ``observations`` sessions of ``calendar``.
+
+    Exchange calendars lose weekends (7/5) and up to about ten holidays a year.
+    """
+    if calendar == "crypto":
+        return observations
+    return math.ceil(observations * 7 / 5) + 2 * math.ceil(observations / 50) + 4
+
+
+def date_window_mapping(history_days: int, forward_days: int = 0) -> MultiPartitionMapping:
+    """Same asset, dates ``D - history_days .. D + forward_days`` (a trailing, optionally forward, window)."""
+    return MultiPartitionMapping(
+        {
+            ASSET_DIM: DimensionPartitionMapping(ASSET_DIM, IdentityPartitionMapping()),
+            DATE_DIM: DimensionPartitionMapping(
+                DATE_DIM,
+                TimeWindowPartitionMapping(
+                    start_offset=-history_days, end_offset=forward_days, allow_nonexistent_upstream_partitions=True
+                ),
+            ),
+        }
+    )

@@ -4,7 +4,9 @@ Layout: ``<root>/<asset key>/asset=<asset>/date=<YYYY-MM-DD>.parquet``. Each fil
 rows' own columns, so the whole tree reads as one dataset (DuckDB ``read_parquet(...,
 hive_partitioning=true)``, Polars ``scan_parquet``, Spark). Writes are atomic: a local file is
 written under a hidden temporary name in the same folder and renamed over the target; an object
-store (``s3://`` and other fsspec roots) gets a single PUT, which is atomic there.
+store (``s3://`` and other fsspec roots) gets a single PUT, which is atomic there. A writer killed
+mid-write leaves only its hidden temporary file, which the next write of that partition removes
+(at once when the temp's writer process is gone, else after an hour).
 
 Assets hand over ``{partition key: DataFrame}`` (a range run stores one file per key); inputs
 come back the same way, in key order, skipping partitions missing at the start of history when
@@ -14,8 +16,10 @@ the input says ``allow_missing_partitions``.
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import os
+import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -28,7 +32,7 @@ from upath import UPath
 
 from nexus_assets.defs.partitions import split_key
 
-__all__ = ["ParquetPartitionIOManager", "partition_path", "write_parquet_atomic", "read_parquet"]
+__all__ = ["ParquetPartitionIOManager", "PartitionFrames", "partition_path", "write_parquet_atomic", "read_parquet"]
 
 
 def partition_path(root: str, asset_key_path: list[str], partition: str | None) -> UPath:
@@ -54,7 +58,7 @@ def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
         local = os.fspath(path.path if hasattr(path, "path") else path)
         os.makedirs(os.path.dirname(local), exist_ok=True)
         _remove_stale_temps(local)
-        temp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
+        temp = os.path.join(os.path.dirname(local), f"{_temp_prefix(local)}{os.getpid()}-{_HOST}-{uuid.uuid4().hex}.tmp")
         try:
             with open(temp, "wb") as handle:
                 handle.write(data)
@@ -71,14 +75,36 @@ def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
 
 
 _STALE_TEMP_SECONDS = 3600
+# Temp names carry the writer's pid and host, so a temp whose writer is gone can go at once.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_prefix(local: str) -> str:
+    return f".{os.path.basename(local)}."
+
+
+def _writer_gone(temp: str, prefix: str) -> bool:
+    """Whether ``temp`` was written by a process of this host that no longer exists."""
+    pid, _, rest = os.path.basename(temp)[len(prefix) :].partition("-")
+    host = rest.partition("-")[0]
+    if host != _HOST or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def _remove_stale_temps(local: str) -> None:
-    """Remove hidden temp files of ``local`` left by killed writers (an hour old: never a live one)."""
-    pattern = os.path.join(glob.escape(os.path.dirname(local)), f".{glob.escape(os.path.basename(local))}.*.tmp")
-    for temp in glob.glob(pattern):
+    """Remove hidden temp files of ``local`` left by killed writers: those whose writer process is
+    gone, and any an hour old (a writer on another host is never that slow)."""
+    prefix = _temp_prefix(local)
+    for temp in glob.glob(os.path.join(glob.escape(os.path.dirname(local)), f"{glob.escape(prefix)}*.tmp")):
         try:
-            if time.time() - os.path.getmtime(temp) > _STALE_TEMP_SECONDS:
+            if _writer_gone(temp, prefix) or time.time() - os.path.getmtime(temp) > _STALE_TEMP_SECONDS:
                 os.remove(temp)
         except FileNotFoundError:
             pass
@@ -96,6 +122,15 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
 
     def _path(self, asset_key_path: list[str], partition: str | None) -> UPath:
         return partition_path(self.base_dir, asset_key_path, partition)
+
+    def stored(self, asset_key_path: list[str], partition: str) -> pd.DataFrame | None:
+        """The partition as it is stored now, to compare with before a rewrite; None when there is
+        no readable file (nothing to compare with: the caller says so, the rewrite goes ahead)."""
+        path = self._path(asset_key_path, partition)
+        try:
+            return read_parquet(path)
+        except (FileNotFoundError, pa.ArrowInvalid):
+            return None
 
     def handle_output(self, context: OutputContext, obj: Mapping[str, pd.DataFrame] | pd.DataFrame) -> None:
         key_path = list(context.asset_key.path)
@@ -123,7 +158,7 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
         if not context.has_asset_partitions:
             return read_parquet(self._path(key_path, None))
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions", False))
-        frames: dict[str, pd.DataFrame] = {}
+        paths: dict[str, UPath] = {}
         for key in sorted(context.asset_partition_keys):
             path = self._path(key_path, key)
             if not path.exists():
@@ -133,5 +168,25 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
                     f"{context.asset_key.to_user_string()} partition {key} is not materialised ({path}); "
                     "materialise it first (same partition range, upstream asset selected)"
                 )
-            frames[key] = read_parquet(path)
-        return frames
+            paths[key] = path
+        return PartitionFrames(paths)
+
+
+class PartitionFrames(Mapping[str, pd.DataFrame]):
+    """The partitions of an input, read from Parquet when accessed (never all at once).
+
+    A trailing window over many assets and days would not fit in memory if loaded eagerly; an
+    asset reads one catalog asset's window, computes, and lets it go.
+    """
+
+    def __init__(self, paths: Mapping[str, UPath]) -> None:
+        self._paths = dict(paths)
+
+    def __getitem__(self, key: str) -> pd.DataFrame:
+        return read_parquet(self._paths[key])
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)

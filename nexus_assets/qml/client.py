@@ -8,6 +8,10 @@
   with exponential back-off and jitter (tenacity); never retries 401/403/404 or other 4xx.
 - Streams JSON with ijson into typed column chunks, so a 200 MB history is never held as one
   Python object tree (peak memory is one chunk of raw rows plus the typed result).
+- Reads the bare ``NaN``/``Infinity`` tokens Python's json (and so Flask) writes, which are not
+  JSON, as markers the contract refuses by field and row (``finite``), and tells a Parquet NaN
+  from a null the same way; refuses rows dated after the watermark or tomorrow (see
+  :func:`~nexus_assets.core.contract.time_limit`), wherever they are in the response.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import datetime as dt
 import email.utils
 import io
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +28,8 @@ from typing import Any, Protocol
 
 import ijson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import requests
 import tenacity
@@ -30,11 +37,19 @@ import urllib3
 from tenacity.wait import wait_base
 
 from nexus_assets.core.contract import (
+    FINITE_FIELDS,
+    NON_FINITE_MARKERS,
+    ContractReport,
     ContractViolation,
+    Problem,
+    TimeLimit,
     check_contract_version,
     coerce_qml_rows,
     empty_qml_rows,
+    merge_problems,
     parse_times,
+    rows_after,
+    time_limit,
 )
 from nexus_assets.qml.sources import QMLPull
 
@@ -53,7 +68,7 @@ PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 CONTRACT_HEADER = "X-QML-Contract-Version"
 WATERMARK_HEADER = "X-QML-Watermark"
 API_KEY_HEADER = "qml-api-key"
-_JSON_CHUNK_ROWS = 200_000
+_JSON_CHUNK_ROWS = 100_000
 
 
 class Log(Protocol):
@@ -239,23 +254,24 @@ class QMLClient:
             if status >= 400:
                 raise QMLRequestError(f"{path} answered HTTP {status} {self._scrub(response.reason or '')}", status)
             version = check_contract_version(response.headers.get(CONTRACT_HEADER))
-            header_watermark = response.headers.get(WATERMARK_HEADER)
+            header_watermark = _header_watermark(response)
             try:
                 value, seen_watermark = read(response)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise QMLTransientError(self._scrub(f"{path}: body cut short or stalled: {exc}")) from None
-        watermark = pd.Timestamp(header_watermark).normalize() if header_watermark else seen_watermark
-        return value, watermark, version
+        return value, header_watermark if header_watermark is not None else seen_watermark, version
 
     # -- body readers ---------------------------------------------------------------------------
 
     def _read_models(self, response: requests.Response, days: tuple[dt.date, ...]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
         media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        limit = time_limit(_header_watermark(response), dt.datetime.now(dt.timezone.utc).date())
         if media in (PARQUET_MEDIA_TYPE, "application/x-parquet", "application/octet-stream"):
-            kept = _keep_requested(pq.read_table(io.BytesIO(_read_all(response))).to_pandas(), days)
+            kept = _keep_requested(_frame_from_arrow(pq.read_table(io.BytesIO(_read_all(response)))), days, limit)
+            _raise_for_future_rows(kept.future, len(kept.rows))
             return kept.rows, kept.latest
         if media == "application/json":
-            return _stream_json_rows(response, days)
+            return _stream_json_rows(response, days, limit)
         raise QMLRequestError(
             f"unexpected Content-Type {media or '(none)'!r} for QML rows; expected JSON or Parquet", response.status_code
         )
@@ -267,22 +283,43 @@ class QMLClient:
         return pd.DataFrame.from_records(response.json()), None
 
 
+def _header_watermark(response: requests.Response) -> pd.Timestamp | None:
+    value = response.headers.get(WATERMARK_HEADER)
+    if not value:
+        return None
+    try:
+        return pd.Timestamp(dt.date.fromisoformat(value.strip()))
+    except ValueError:
+        raise ContractViolation(
+            f"QML rows: header {WATERMARK_HEADER} must be a date (YYYY-MM-DD), got {value[:40]!r}",
+            [Problem(WATERMARK_HEADER, "format: YYYY-MM-DD", 1, [{"received": value[:40]}])],
+        ) from None
+
+
 @dataclass(frozen=True)
 class _Kept:
     rows: pd.DataFrame
     latest: pd.Timestamp | None
+    future: Problem | None
 
 
-def _keep_requested(raw: pd.DataFrame, days: tuple[dt.date, ...]) -> _Kept:
+def _keep_requested(raw: pd.DataFrame, days: tuple[dt.date, ...], limit: TimeLimit) -> _Kept:
     """Type only the rows of the requested days (plus any whose time cannot be read, to report
     them): a bad row on a day nobody asked for must not block today's pull. ``latest`` is the
-    newest time seen in the whole chunk, the watermark when the server sends no header."""
+    newest time seen in the whole chunk, the watermark when the server sends no header. Rows
+    dated after ``limit`` are reported wherever they are: they contradict the watermark itself."""
     if "time" not in raw.columns:
         coerce_qml_rows(raw)  # raises, naming the missing field
     times, unreadable = parse_times(raw["time"])
     latest = times.max() if times.notna().any() else None
-    wanted = times.isin(pd.DatetimeIndex([pd.Timestamp(d) for d in days])) | unreadable
-    return _Kept(coerce_qml_rows(raw[wanted.to_numpy()]), latest)
+    wanted = (times.isin(pd.DatetimeIndex([pd.Timestamp(d) for d in days])) | unreadable).to_numpy()
+    future = rows_after(raw, times, limit)
+    return _Kept(coerce_qml_rows(raw if wanted.all() else raw[wanted]), latest, future)
+
+
+def _raise_for_future_rows(future: Problem | None, rows: int) -> None:
+    if future is not None:
+        raise ContractViolation(ContractReport(rows, (future,)).message(), [future])
 
 
 def _read_all(response: requests.Response) -> bytes:
@@ -290,26 +327,92 @@ def _read_all(response: requests.Response) -> bytes:
     return response.raw.read()
 
 
-def _stream_json_rows(response: requests.Response, days: tuple[dt.date, ...]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+_NAN_MARKER = next(k for k, v in NON_FINITE_MARKERS.items() if v != v)
+
+
+def _frame_from_arrow(table: pa.Table) -> pd.DataFrame:
+    """``table`` (consumed) as pandas, with a NaN (not a null) in a field that must be finite kept
+    visible as the contract's NaN marker: pandas would otherwise read it as a null."""
+    nans = {}
+    for name in FINITE_FIELDS:
+        if name in table.column_names and pa.types.is_floating(table.schema.field(name).type):
+            is_nan = pc.fill_null(pc.is_nan(table[name]), False)
+            if pc.any(is_nan).as_py():
+                nans[name] = is_nan.to_numpy(zero_copy_only=False)
+    # Arrow buffers are released column by column as they convert: one copy of the rows, not two.
+    frame = table.to_pandas(self_destruct=True, split_blocks=True, use_threads=False)
+    del table
+    for name, is_nan in nans.items():
+        column = frame[name].astype(object)
+        column[is_nan] = _NAN_MARKER
+        frame[name] = column
+    return frame
+
+
+class _NonFiniteTokens:
+    """A JSON byte stream with every bare ``NaN``, ``Infinity`` or ``-Infinity`` value (not JSON,
+    but what Python's json and Flask write for non-finite floats) turned into the contract's marker
+    string, so ijson parses it and the contract reports the field and rows.
+
+    A value follows ``:`` in a row object, so tokens are matched only there; the stream is cut
+    after the last comma of each read, so no token spans two reads. Reads without ``NaN`` or
+    ``Infinity`` anywhere (the normal case) pass through untouched. A string value that itself
+    contains ``:NaN,`` would be broken by the rewrite and then fail as invalid JSON, never pass.
+    """
+
+    _TOKEN = re.compile(rb"(:\s*)(NaN|-Infinity|Infinity)(?=\s*[,}\]])")
+    _MARKERS = {token.lstrip("\x00").encode(): ('"\\u0000' + token[1:] + '"').encode() for token in NON_FINITE_MARKERS}
+    _READ = 1 << 16
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.carry = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
+        while True:
+            data = self.raw.read(size if size > 0 else self._READ)
+            if not data:
+                out, self.carry = self.carry, b""
+                return self._rewrite(out)
+            buffer = self.carry + data
+            cut = buffer.rfind(b",") + 1
+            if cut:
+                out, self.carry = buffer[:cut], buffer[cut:]
+                return self._rewrite(out)
+            self.carry = buffer
+
+    def _rewrite(self, chunk: bytes) -> bytes:
+        if b"NaN" not in chunk and b"Infinity" not in chunk:
+            return chunk
+        return self._TOKEN.sub(lambda m: m.group(1) + self._MARKERS[m.group(2)], chunk)
+
+
+def _stream_json_rows(
+    response: requests.Response, days: tuple[dt.date, ...], limit: TimeLimit
+) -> tuple[pd.DataFrame, pd.Timestamp | None]:
     """Parse a JSON array of row objects in chunks; keep only ``days``; track the latest time seen."""
     response.raw.decode_content = True
     typed_parts: list[pd.DataFrame] = []
     watermark: pd.Timestamp | None = None
+    future: Problem | None = None
     columns: dict[str, list[Any]] = {}
-    count = 0
+    count = seen = 0
 
     def flush() -> None:
-        nonlocal watermark, columns, count
+        nonlocal watermark, future, columns, count, seen
         if count == 0:
             return
-        chunk = _keep_requested(pd.DataFrame(columns), days)
+        chunk = _keep_requested(pd.DataFrame(columns, index=pd.RangeIndex(seen, seen + count)), days, limit)
         if chunk.latest is not None:
             watermark = chunk.latest if watermark is None or chunk.latest > watermark else watermark
+        future = merge_problems(future, chunk.future)
         typed_parts.append(chunk.rows)
-        columns, count = {name: [] for name in columns}, 0
+        columns, count, seen = {name: [] for name in columns}, 0, seen + count
 
     try:
-        for item in ijson.items(response.raw, "item", use_float=True):
+        for item in ijson.items(_NonFiniteTokens(response.raw), "item", use_float=True):
             if not isinstance(item, dict):
                 raise ContractViolation(f"QML rows: every array element must be an object, got {type(item).__name__}")
             if not item.keys() <= columns.keys():
@@ -325,6 +428,7 @@ def _stream_json_rows(response: requests.Response, days: tuple[dt.date, ...]) ->
         raise ContractViolation(f"QML rows: the body is not a complete JSON array: {exc}") from None
     except ijson.common.JSONError as exc:
         raise ContractViolation(f"QML rows: the body is not valid JSON: {exc}") from None
+    _raise_for_future_rows(future, seen)
     if not typed_parts:
         return empty_qml_rows(), None
     rows = pd.concat(typed_parts, ignore_index=True) if len(typed_parts) > 1 else typed_parts[0]

@@ -8,8 +8,14 @@ Parquet (``?format=parquet`` or ``Accept: application/vnd.apache.parquet``), the
 ``/get_qml_model_metadata``. It requires the API key (``qml-api-key`` header, or HTTP Basic with
 the key as password) read from the environment, never from the command line.
 
-Built on the standard library's threading HTTP server: it needs no framework, and the later
+Built on the standard library's threading HTTP server: it needs no framework, and the
 fault-injection mode needs byte-level control of what goes on the wire.
+
+Fault injection: a script of :class:`Fault` objects, consumed one per data request in order
+(``QMLServer(faults=...)``, :meth:`QMLServer.script`, or ``nexus-assets qml-server --faults
+faults.json`` with a JSON list of fault objects, see :func:`load_faults`). Transport faults
+misbehave on the wire; response and payload faults serve ``/get_qml_models`` with other headers or
+with rows transformed before serialisation, in JSON and in Parquet alike.
 """
 
 from __future__ import annotations
@@ -21,13 +27,16 @@ import hmac
 import io
 import json
 import logging
+import math
 import re
 import threading
 import time
-from dataclasses import dataclass
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -36,30 +45,218 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nexus_assets.catalog import Catalog
-from nexus_assets.core.contract import CONTRACT_VERSION
+from nexus_assets.core.contract import CONTRACT_VERSION, QML_COLUMNS
 from nexus_assets.qml.client import API_KEY_HEADER, CONTRACT_HEADER, PARQUET_MEDIA_TYPE, WATERMARK_HEADER
 from nexus_assets.qml.sources import EmbeddedProject, embedded_project
 
-__all__ = ["QMLServer", "Fault", "projects_from_catalogs", "rows_to_json"]
+__all__ = [
+    "QMLServer",
+    "Fault",
+    "FAULT_KINDS",
+    "Served",
+    "apply_fault",
+    "load_faults",
+    "projects_from_catalogs",
+    "rows_to_json",
+]
 
 log = logging.getLogger("nexus_assets.qml.server")
 _ROUTE = re.compile(r"^/(get_qml_models|get_qml_horizon_forecast|get_qml_model_metadata)/(\d+)/?$")
+
+
+# Transport faults misbehave on the wire; the others answer 200 with altered headers or rows.
+TRANSPORT_FAULTS = ("status", "reset", "stall", "truncate", "content_type")
+RESPONSE_FAULTS = ("ok", "ignore_range", "contract_version", "watermark")
+PAYLOAD_FAULTS = (
+    "missing_field",
+    "renamed_field",
+    "wrong_type",
+    "numbers_as_strings",
+    "duplicate_rows",
+    "set_value",
+    "conflicting_price",
+    "mixed_time_formats",
+    "future_rows",
+    "extra_field",
+    "empty_day",
+)
+FAULT_KINDS = TRANSPORT_FAULTS + RESPONSE_FAULTS + PAYLOAD_FAULTS
+_NEEDS_FIELD = ("missing_field", "renamed_field", "wrong_type", "numbers_as_strings", "set_value")
+_NUMERIC_FIELDS = tuple(c for c in QML_COLUMNS if c not in ("symbol", "time"))
 
 
 @dataclass(frozen=True)
 class Fault:
     """One scripted misbehaviour, applied to the next data request (``/get_qml_*``) in order.
 
-    ``kind``: ``"status"`` (answer ``status`` with an error body, and ``Retry-After: retry_after``
-    if given), ``"reset"`` (close the connection without answering), ``"stall"`` (wait ``seconds``
-    before answering normally), ``"truncate"`` (announce the full Content-Length, send half, close),
-    ``"content_type"`` (a 200 with an HTML body).
+    Transport (any data endpoint):
+    ``status`` (answer ``status`` with an error body, and ``Retry-After: retry_after`` if given),
+    ``reset`` (close the connection without answering), ``stall`` (wait ``seconds``, then answer
+    normally), ``truncate`` (announce the full Content-Length, send part of it, close),
+    ``content_type`` (a 200 with an HTML body).
+
+    Response (``/get_qml_models``; consumed without effect elsewhere):
+    ``ok`` (answer normally: a placeholder in a script), ``ignore_range`` (the whole history,
+    whatever ``from_date``/``to_date`` say, as today's quantum_ml endpoint does),
+    ``contract_version`` (announce ``version``), ``watermark`` (upstream has published only up to
+    ``day``: that watermark, and no rows after it).
+
+    Payload (``/get_qml_models``; the served rows are transformed before serialisation):
+    ``missing_field`` / ``renamed_field`` (``field`` dropped, or renamed ``to``, default camelCase);
+    ``wrong_type`` (the whole ``field`` column in another type: ``symbol`` as a number, ``time``
+    as epoch milliseconds, a number as a boolean); ``numbers_as_strings`` (``field`` as strings
+    such as ``"101.5"``); ``duplicate_rows`` (the first ``rows`` rows sent twice); ``set_value``
+    (``field`` = ``value`` in the first ``rows`` rows: NaN and infinities go out as the bare JSON
+    tokens Python writes, and as NaN, not null, in Parquet); ``conflicting_price``
+    (``target_var_price`` 1% higher in the first ``rows`` rows of a day); ``mixed_time_formats``
+    (times as RFC 1123, ISO dates, ISO with ``Z``, ``+00:00``, ``+05:30`` and ``-05:00`` offsets,
+    all the same instant: must be accepted); ``future_rows`` (``rows`` rows dated ``days`` after the
+    watermark); ``extra_field`` (an unknown field ``field``, default ``model_note``, = ``value``);
+    ``empty_day`` (no rows for ``day``, default the first served day).
+    ``day`` restricts the row-level faults to that day's rows (``YYYY-MM-DD``).
     """
 
     kind: str
     status: int = 500
     retry_after: str | None = None
     seconds: float = 0.0
+    field: str | None = None
+    to: str | None = None
+    value: Any = None
+    rows: int = 3
+    day: str | None = None
+    days: int = 1
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if self.kind in _NEEDS_FIELD and not self.field:
+            raise ValueError(f"fault {self.kind!r} needs a field")
+        if self.kind in ("wrong_type", "missing_field", "renamed_field") and self.field not in QML_COLUMNS:
+            raise ValueError(f"fault {self.kind!r}: field must be one of {', '.join(QML_COLUMNS)}, got {self.field!r}")
+        if self.kind in ("numbers_as_strings", "set_value") and self.field not in _NUMERIC_FIELDS:
+            raise ValueError(f"fault {self.kind!r}: field must be one of {', '.join(_NUMERIC_FIELDS)}, got {self.field!r}")
+        if self.kind == "set_value":
+            float(self.value)  # "NaN", "Infinity", "-Infinity" and numbers
+        if self.kind == "contract_version" and not self.version:
+            raise ValueError("fault 'contract_version' needs a version")
+        if self.kind == "watermark" and not self.day:
+            raise ValueError("fault 'watermark' needs a day")
+        if self.day is not None:
+            dt.date.fromisoformat(self.day)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> "Fault":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ValueError(f"unknown fault field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**spec)
+
+
+def load_faults(path: str | Path) -> list[Fault]:
+    """A fault script from a JSON file: a list of objects such as ``{"kind": "status", "status": 503}``."""
+    try:
+        specs = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(specs, list) or not all(isinstance(s, dict) for s in specs):
+            raise ValueError("expected a JSON list of fault objects")
+        return [Fault.from_dict(spec) for spec in specs]
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"fault script {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a faulty ``/get_qml_models`` answer carries: rows, watermark, contract version, and the
+    columns whose NaN is a NaN (a bare token in JSON, a NaN in Parquet) rather than a null."""
+
+    rows: pd.DataFrame
+    watermark: pd.Timestamp
+    contract_version: str = CONTRACT_VERSION
+    nan_columns: tuple[str, ...] = ()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _targets(rows: pd.DataFrame, fault: Fault) -> pd.Index:
+    """Index labels of the rows a row-level fault touches: the first ``fault.rows`` (of ``fault.day``)."""
+    chosen = rows if fault.day is None else rows[rows["time"] == pd.Timestamp(fault.day)]
+    return chosen.index[: max(0, fault.rows)]
+
+
+def _rfc1123(day: pd.Timestamp) -> str:
+    return day.strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+# One instant (midnight UTC of the row's day) in every form quantum_ml has been seen to send.
+_TIME_FORMATS = (
+    _rfc1123,
+    lambda t: t.strftime("%Y-%m-%d"),
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%S"),
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    lambda t: t.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+    lambda t: (t + pd.Timedelta(hours=5, minutes=30)).strftime("%Y-%m-%dT%H:%M:%S+05:30"),
+    lambda t: (t - pd.Timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S-05:00"),
+)
+
+
+def apply_fault(rows: pd.DataFrame, fault: Fault, watermark: pd.Timestamp) -> Served:
+    """The answer a response or payload ``fault`` makes of ``rows`` (never modified in place)."""
+    kind, name = fault.kind, fault.field
+    rows = rows.copy()
+    if kind == "ok":
+        return Served(rows, watermark)
+    if kind == "contract_version":
+        return Served(rows, watermark, contract_version=str(fault.version))
+    if kind == "watermark":
+        day = pd.Timestamp(fault.day)
+        return Served(rows[rows["time"] <= day], day)
+    if kind == "missing_field":
+        return Served(rows.drop(columns=[name]), watermark)
+    if kind == "renamed_field":
+        return Served(rows.rename(columns={name: fault.to or _camel(name)}), watermark)
+    if kind == "wrong_type":
+        if name == "symbol":
+            rows[name] = pd.to_numeric(rows[name].str.partition("_")[0], errors="coerce")
+        elif name == "time":
+            rows[name] = rows[name].astype("datetime64[ms]").astype("int64")
+        else:
+            rows[name] = rows[name].notna()
+        return Served(rows, watermark)
+    if kind == "numbers_as_strings":
+        rows[name] = pd.Series([None if pd.isna(v) else str(v) for v in rows[name].tolist()], index=rows.index, dtype=object)
+        return Served(rows, watermark)
+    if kind == "duplicate_rows":
+        return Served(pd.concat([rows, rows.loc[_targets(rows, fault)]], ignore_index=True), watermark)
+    if kind == "set_value":
+        value = float(fault.value)
+        rows[name] = rows[name].astype("float64")
+        rows.loc[_targets(rows, fault), name] = value
+        return Served(rows, watermark, nan_columns=(name,) if math.isnan(value) else ())
+    if kind == "conflicting_price":
+        targets = _targets(rows, fault)
+        rows.loc[targets, "target_var_price"] = rows.loc[targets, "target_var_price"] * 1.01
+        return Served(rows, watermark)
+    if kind == "mixed_time_formats":
+        times = rows["time"].tolist()
+        rows["time"] = pd.Series(
+            [_TIME_FORMATS[i % len(_TIME_FORMATS)](t) for i, t in enumerate(times)], index=rows.index, dtype=object
+        )
+        return Served(rows, watermark)
+    if kind == "future_rows":
+        extra = rows.tail(max(0, fault.rows)).assign(time=watermark + pd.Timedelta(days=fault.days))
+        return Served(pd.concat([rows, extra], ignore_index=True), watermark)
+    if kind == "extra_field":
+        value = "injected" if fault.value is None else fault.value
+        return Served(rows.assign(**{name or "model_note": value}), watermark)
+    if kind == "empty_day":
+        day = pd.Timestamp(fault.day) if fault.day else (rows["time"].min() if len(rows) else None)
+        return Served(rows[rows["time"] != day] if day is not None else rows, watermark)
+    raise ValueError(f"fault {kind!r} does not transform a response")
 
 
 def projects_from_catalogs(catalogs: Iterable[Catalog]) -> dict[int, tuple[EmbeddedProject, dt.date]]:
@@ -79,35 +276,59 @@ def projects_from_catalogs(catalogs: Iterable[Catalog]) -> dict[int, tuple[Embed
     return projects
 
 
-def _rfc1123(day: pd.Timestamp) -> str:
-    return day.strftime("%a, %d %b %Y %H:%M:%S GMT")
+def _json_values(column: pd.Series, nan_as_token: bool) -> list[Any]:
+    """Python values of ``column`` for ``json.dumps``: a missing value is ``None`` (null) unless
+    ``nan_as_token``, where a NaN stays a float and goes out as the bare token ``NaN``."""
+    if pd.api.types.is_integer_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        return column.tolist()
+    if nan_as_token:
+        return column.astype(object).tolist()
+    return column.astype(object).where(column.notna(), None).tolist()
 
 
-def rows_to_json(rows: pd.DataFrame) -> bytes:
+def rows_to_json(rows: pd.DataFrame, nan_columns: Iterable[str] = ()) -> bytes:
     """Rows as quantum_ml's Flask app renders them: a JSON array of objects, RFC 1123 times.
 
     Floats are written with ``repr`` (shortest round-trip form), so a client recovers them exactly.
+    Infinities (and NaN in ``nan_columns``) are written as Python's json writes them, as the bare
+    tokens ``Infinity`` and ``NaN``, which are not JSON.
     """
-    codes, days = pd.factorize(rows["time"])
-    texts = np.array([_rfc1123(d) for d in days], dtype=object)[codes] if len(rows) else []
+    nan_columns = set(nan_columns)
     columns = [c for c in rows.columns if c != "time"]
-    values = [rows[c].astype(object).where(rows[c].notna(), None).tolist() for c in columns]
+    values = [_json_values(rows[c], c in nan_columns) for c in columns]
     if "n_predict" in columns:
-        values[columns.index("n_predict")] = [int(v) for v in values[columns.index("n_predict")]]
-    records = ({"time": t, **dict(zip(columns, rest))} for t, *rest in zip(texts, *values))
+        position = columns.index("n_predict")
+        values[position] = [int(v) if isinstance(v, float) and v.is_integer() else v for v in values[position]]
+    if "time" in rows.columns and pd.api.types.is_datetime64_any_dtype(rows["time"].dtype):
+        codes, days = pd.factorize(rows["time"])
+        times = np.array([_rfc1123(d) for d in days], dtype=object)[codes].tolist() if len(rows) else []
+    elif "time" in rows.columns:
+        times = _json_values(rows["time"], False)
+    else:
+        times = None
+    records = (
+        ({"time": t, **dict(zip(columns, rest))} for t, *rest in zip(times, *values))
+        if times is not None
+        else (dict(zip(columns, rest)) for rest in zip(*values))
+    )
     out = io.StringIO()
     out.write("[")
     for i, record in enumerate(records):
         if i:
             out.write(",")
-        out.write(json.dumps(record, allow_nan=False, separators=(",", ":")))
+        out.write(json.dumps(record, separators=(",", ":")))
     out.write("]")
     return out.getvalue().encode()
 
 
-def _rows_to_parquet(rows: pd.DataFrame) -> bytes:
+def _rows_to_parquet(rows: pd.DataFrame, nan_columns: Iterable[str] = ()) -> bytes:
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    for name in nan_columns:  # Arrow reads a pandas NaN as null; these NaNs are meant as NaN
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pa.array(rows[name].to_numpy(dtype="float64"), from_pandas=False)
+        )
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
@@ -137,7 +358,15 @@ class QMLServer:
     def next_fault(self) -> Fault | None:
         with self._lock:
             self.data_requests += 1
-            return self.faults.pop(0) if self.faults else None
+            fault = self.faults.pop(0) if self.faults else None
+        if fault is not None:
+            log.info("qml-server: data request %d: fault %s", self.data_requests, fault.kind)
+        return fault
+
+    def script(self, faults: Iterable[Fault]) -> None:
+        """Queue more faults after the ones not yet consumed."""
+        with self._lock:
+            self.faults.extend(faults)
 
     @property
     def url(self) -> str:
@@ -179,21 +408,32 @@ class QMLServer:
         project, start = self.projects[project_id]
         return project.rows(start, project.watermark().date())
 
+    def span(self, project_id: int, start: dt.date | None, end: dt.date | None) -> pd.DataFrame:
+        """The history's rows from ``start`` to ``end`` (either open)."""
+        rows = self.history(project_id)
+        if start is not None:
+            rows = rows[rows["time"] >= pd.Timestamp(start)]
+        if end is not None:
+            rows = rows[rows["time"] <= pd.Timestamp(end)]
+        return rows
+
     @functools.lru_cache(maxsize=8)
     def payload(self, project_id: int, start: dt.date | None, end: dt.date | None, media: str) -> bytes:
-        rows = self.history(project_id)
-        if start is not None:
-            rows = rows[rows["time"] >= pd.Timestamp(start)]
-        if end is not None:
-            rows = rows[rows["time"] <= pd.Timestamp(end)]
+        rows = self.span(project_id, start, end)
         return _rows_to_parquet(rows) if media == PARQUET_MEDIA_TYPE else rows_to_json(rows)
 
+    def faulty_payload(
+        self, project_id: int, start: dt.date | None, end: dt.date | None, media: str, fault: Fault
+    ) -> tuple[bytes, Served]:
+        """The body and facts of a ``/get_qml_models`` answer altered by a response or payload fault."""
+        project, _ = self.projects[project_id]
+        served = apply_fault(self.span(project_id, start, end), fault, project.watermark())
+        if media == PARQUET_MEDIA_TYPE:
+            return _rows_to_parquet(served.rows, served.nan_columns), served
+        return rows_to_json(served.rows, served.nan_columns), served
+
     def horizon_forecast(self, project_id: int, start: dt.date | None, end: dt.date | None) -> list[dict]:
-        rows = self.history(project_id)
-        if start is not None:
-            rows = rows[rows["time"] >= pd.Timestamp(start)]
-        if end is not None:
-            rows = rows[rows["time"] <= pd.Timestamp(end)]
+        rows = self.span(project_id, start, end)
         grouped = rows.groupby(["time", "n_predict"], sort=True).agg(
             forecast=("close_predict", "mean"),
             median=("close_predict", "median"),
@@ -230,8 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", media)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header(CONTRACT_HEADER, CONTRACT_VERSION)
-        for name, value in (extra or {}).items():
+        for name, value in {CONTRACT_HEADER: CONTRACT_VERSION, **(extra or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -297,12 +536,18 @@ class _Handler(BaseHTTPRequestHandler):
         project, _ = self.app.projects[project_id]
         extra = {WATERMARK_HEADER: project.watermark().date().isoformat()}
         fault = self.app.next_fault()
-        if fault is not None and self._misbehave(fault):
+        if fault is not None and fault.kind in TRANSPORT_FAULTS and self._misbehave(fault):
             return None
         if endpoint == "get_qml_models":
             wants_parquet = query.get("format", [""])[0] == "parquet" or PARQUET_MEDIA_TYPE in self.headers.get("Accept", "")
             media = PARQUET_MEDIA_TYPE if wants_parquet else "application/json"
-            return self._send(HTTPStatus.OK, self.app.payload(project_id, start, end, media), media, extra)
+            if fault is not None and fault.kind == "ignore_range":
+                start = end = None
+            if fault is None or fault.kind in TRANSPORT_FAULTS + ("ok", "ignore_range"):
+                return self._send(HTTPStatus.OK, self.app.payload(project_id, start, end, media), media, extra)
+            body, served = self.app.faulty_payload(project_id, start, end, media, fault)
+            extra = {WATERMARK_HEADER: served.watermark.date().isoformat(), CONTRACT_HEADER: served.contract_version}
+            return self._send(HTTPStatus.OK, body, media, extra)
         if endpoint == "get_qml_horizon_forecast":
             body = json.dumps(self.app.horizon_forecast(project_id, start, end)).encode()
             return self._send(HTTPStatus.OK, body, "application/json", extra)

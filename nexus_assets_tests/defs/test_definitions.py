@@ -13,18 +13,19 @@ def test_module_definitions_load_with_bundled_catalog():
     import nexus_assets.definitions as module
 
     repo = module.defs.get_repository_def()
-    assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == ["horizon_slices", "qml_models"]
+    assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == ["horizon_ensembles", "horizon_slices", "qml_models"]
 
 
 def test_asset_and_check_names_are_a_decision(pipeline):
     defs = pipeline().defs
     graph = defs.get_repository_def().asset_graph
-    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == ["horizon_slices", "qml_models"]
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == ["horizon_ensembles", "horizon_slices", "qml_models"]
     checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
     assert checks == [
         "qml_models:fresh_9001_SP500",
         "qml_models:fresh_9003_WTI_Crude",
         "qml_models:qml_contract",
+        "qml_models:qml_restatement",
     ]
     node = graph.get(AssetKey("qml_models"))
     assert node.group_name == "nexus" and node.pools == {"qml_api"}

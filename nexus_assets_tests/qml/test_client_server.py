@@ -28,6 +28,7 @@ import requests
 
 from nexus_assets.catalog import CatalogAsset, load_catalog
 from nexus_assets.core.contract import CONTRACT_VERSION, ContractViolation, coerce_qml_rows
+from nexus_assets.qml import client as client_module
 from nexus_assets.qml import server as server_module
 from nexus_assets.qml.client import (
     CONTRACT_HEADER,
@@ -617,10 +618,10 @@ BIG = CatalogAsset(
 def test_json_pull_spanning_several_chunks_matches_embedded() -> None:
     all_days = _days(BIG.start_date, BIG.end_date)
     reference = coerce_qml_rows(embedded_project(BIG).rows(all_days[0], all_days[-1]))
-    chunk = 200_000  # nexus_assets.qml.client._JSON_CHUNK_ROWS
+    chunk = client_module._JSON_CHUNK_ROWS
     assert len(reference) > chunk
-    # The server answers the whole 60-day span (~240,000 rows, two parse chunks); leave out a
-    # few days, among them the one the chunk boundary falls in, so filtering happens in both chunks.
+    # The server answers the whole 60-day span (~240,000 rows, several parse chunks); leave out a
+    # few days, among them the one a chunk boundary falls in, so filtering happens in every chunk.
     boundary_day = reference["time"].iloc[chunk].date()
     skipped = {all_days[10], boundary_day, all_days[-2]}
     picked = [d for d in all_days if d not in skipped]

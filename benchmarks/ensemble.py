@@ -1,0 +1,252 @@
+"""Dynamic quantile ensemble: fast path against the reference loop, and at Crude-Oil scale, measured.
+
+Side by side, in one run, on seeded synthetic data (SyntheticProject + slice_horizons):
+  1. Bitcoin scale (4 horizons x 810 models x 370 crypto days), nexus_v2 mode: the reference loop
+     (nexus_assets_tests/core/reference_ensembles.py, a per-date pandas loop as the old script)
+     against the fast path on the same slices. The fast path runs 5 times before and 5 times
+     after the reference (the machine is shared, so interleaving evens out load); its median is
+     compared with the reference's single full run. Every (date, horizon) forecast is compared
+     within 1e-9 relative; every difference is listed with its diagnosed cause.
+  2. Crude-Oil scale (10 horizons x 10,000 models x 370 trading days, ~37M slices rows): one
+     asset's full history with the fast path, nexus_v2 then point_in_time, each in a fresh child
+     process that reads the slices from Parquet (symbols dictionary-encoded, i.e. categorical)
+     and runs the ensemble once; wall time and peak RSS sampled over the process tree.
+Data generation is timed separately.
+
+    python benchmarks/ensemble.py            # full; the reference loop alone takes ~7 minutes
+    python benchmarks/ensemble.py --quick    # smaller shapes, ~1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from _measure import measure, table  # noqa: E402
+
+from nexus_assets.core.ensembles import dynamic_quantile_ensemble  # noqa: E402
+from nexus_assets.core.slicing import horizon_frames, slice_horizons  # noqa: E402
+from nexus_assets.qml.synthetic import SyntheticProject  # noqa: E402
+from nexus_assets_tests.core import reference_ensembles as reference  # noqa: E402
+
+FAST_REPEATS = 5  # before and again after the reference
+REFERENCE_BUDGET_S = 15 * 60  # above this estimate the reference runs on a subset of dates
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    project_id: int
+    horizons: tuple[int, ...]
+    models: int
+    days: int
+    calendar: str
+    start: dt.date
+
+    def dates(self) -> pd.DatetimeIndex:
+        if self.calendar == "crypto":
+            return pd.date_range(self.start, periods=self.days, freq="D")
+        return pd.bdate_range(self.start, periods=self.days)
+
+    def label(self) -> str:
+        return f"{len(self.horizons)} horizons x {self.models:,} models x {self.days} {self.calendar} days"
+
+
+BITCOIN = Shape("Bitcoin", 1860, (1, 3, 5, 8), 810, 370, "crypto", dt.date(2025, 1, 1))
+CRUDE = Shape("Crude_Oil", 1866, tuple(range(1, 11)), 10_000, 370, "exchange", dt.date(2024, 8, 1))
+QUICK_BITCOIN = Shape("Bitcoin (quick)", 1860, (1, 3), 300, 110, "crypto", dt.date(2025, 1, 1))
+QUICK_CRUDE = Shape("Crude_Oil (quick)", 1866, (1, 2, 3), 3_000, 200, "exchange", dt.date(2024, 8, 1))
+
+CHILD = """
+import gc, sys, time
+import pyarrow.parquet as pq
+from nexus_assets.core.ensembles import dynamic_quantile_ensemble
+path, mode = sys.argv[1], sys.argv[2]
+started = time.perf_counter()
+table = pq.read_table(path, read_dictionary=["symbol"])
+slices = table.to_pandas(self_destruct=True, split_blocks=True)
+del table
+gc.collect()
+loaded = time.perf_counter()
+out = dynamic_quantile_ensemble(slices, mode=mode)
+done = time.perf_counter()
+print(f"rows_in={len(slices)} frame_mb={slices.memory_usage(deep=True).sum() / 2**20:.0f} "
+      f"load_s={loaded - started:.1f} ensemble_s={done - loaded:.1f} rows_out={len(out)}")
+"""
+
+
+def generate(shape: Shape, path: Path) -> tuple[int, float]:
+    """Write the shape's horizon slices to Parquet, 20 observation days at a time."""
+    started = time.perf_counter()
+    days = shape.dates()
+    project = SyntheticProject(shape.project_id, horizons=shape.horizons, models_per_horizon=shape.models,
+                               seed=shape.project_id, start=days[0].date(), end=days[-1].date(),
+                               calendar=shape.calendar)
+    writer, rows = None, 0
+    for lo in range(0, len(days), 20):
+        chunk = days[lo : lo + 20]
+        part = pa.Table.from_pandas(slice_horizons(project.rows(chunk[0].date(), chunk[-1].date())),
+                                    preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, part.schema)
+        writer.write_table(part)
+        rows += part.num_rows
+    writer.close()
+    return rows, time.perf_counter() - started
+
+
+def timed_fast(slices: pd.DataFrame, repeats: int) -> tuple[list[float], pd.DataFrame]:
+    seconds, out = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = dynamic_quantile_ensemble(slices, mode="nexus_v2")
+        seconds.append(time.perf_counter() - started)
+    return seconds, out
+
+
+def run_reference(slices: pd.DataFrame) -> tuple[pd.DataFrame, float, str]:
+    """The full reference loop; on a subset of dates, extrapolated, only if it would take > 15 min."""
+    all_dates = sorted(slices["date"].unique())
+    probe = all_dates[-3:]
+    started = time.perf_counter()
+    reference.reference_ensemble(slices, mode="nexus_v2", dates=probe)
+    per_date = (time.perf_counter() - started) / len(probe)
+    estimate = per_date * (len(all_dates) - reference.LOOKBACK)
+    if estimate <= REFERENCE_BUDGET_S:
+        started = time.perf_counter()
+        out = reference.reference_ensemble(slices, mode="nexus_v2")
+        return out, time.perf_counter() - started, f"full run (estimated {estimate:.0f} s beforehand)"
+    subset = all_dates[reference.LOOKBACK :: max(1, round(estimate / REFERENCE_BUDGET_S))]
+    started = time.perf_counter()
+    out = reference.reference_ensemble(slices, mode="nexus_v2", dates=subset)
+    part = time.perf_counter() - started
+    total = part * (len(all_dates) - reference.LOOKBACK) / len(subset)
+    return out, total, f"SUBSET of {len(subset)} dates ran in {part:.0f} s, extrapolated to all dates"
+
+
+def diagnose(slices: pd.DataFrame, date: pd.Timestamp, h: int, fast_row: pd.Series) -> str:
+    """Why the reference and the fast path differ on (date, h): replay the reference's choice."""
+    frame = horizon_frames(slices[slices["horizon"] == h])[h]
+    X, y = frame.forecasts, frame.actual
+    i = X.index.get_loc(date)
+    L, M = reference.LOOKBACK, X.shape[1]
+    fit, val = reference.split(X.iloc[i - L : i], L)
+    A_fit, A_val = reference.split(y.iloc[i - L : i], L)
+    prev = A_fit.shift(1)
+    mkt = (A_fit - prev) / prev
+    pred_dir = np.sign(fit.sub(prev, axis=0))
+    strat = pred_dir.mul(mkt, axis=0)
+    metrics = pd.DataFrame({"mse": (fit.sub(A_fit, axis=0) ** 2).mean(), "dir_acc": pred_dir.eq(np.sign(mkt), axis=0).mean(),
+                            "pnl": strat.sum(), "sharpe": reference.sharpe_of(strat)})
+    orderings = reference.ranks_and_scores(metrics)
+    scores, best_key, best = {}, None, -np.inf
+    for name in reference.STRATEGIES:
+        for agg in reference.AGGREGATORS:
+            for q in reference.QUANTILES:
+                top = orderings[name][: max(1, int(M * q))]
+                E = val[top].mean(axis=1) if agg == "mean" else val[top].median(axis=1)
+                scores[(name, agg, q)] = score = reference.quality(E, A_val)
+                if score > best:
+                    best_key, best = (name, agg, q), score
+    fast_key = (fast_row["strategy"], fast_row["aggregator"], fast_row["quantile"])
+    if fast_key != best_key:
+        if fast_key in scores and abs(scores[fast_key] - best) <= 1e-12 * max(1.0, abs(best)):
+            return f"tie between equal-quality combinations: {best_key} {best!r} vs {fast_key} {scores[fast_key]!r}"
+        return f"not a tie: reference best {best_key} {best!r}, fast winner {fast_key} {scores.get(fast_key)!r}"
+    name, n = fast_key[0], max(1, int(M * fast_key[2]))
+    ranks = pd.DataFrame({"mse": metrics["mse"].rank(pct=True), "acc": metrics["dir_acc"].rank(pct=True, ascending=False),
+                          "pnl": metrics["pnl"].rank(pct=True, ascending=False),
+                          "shp": metrics["sharpe"].rank(pct=True, ascending=False)})
+    w = reference.STRATEGIES[name]
+    ordered = (w[0] * ranks["mse"] + w[1] * ranks["acc"] + w[2] * ranks["pnl"] + w[3] * ranks["shp"]).sort_values(kind="stable")
+    if n < M and ordered.iloc[n - 1] == ordered.iloc[n]:
+        return f"same combination {fast_key}; tie in the {name} ordering at the top-{n} boundary"
+    return f"same combination {fast_key}, no ordering tie at the top-{n} boundary: unexplained"
+
+
+def compare(fast: pd.DataFrame, ref: pd.DataFrame, slices: pd.DataFrame) -> list[str]:
+    lines = []
+    both = ref.merge(fast, on=["date", "horizon"], suffixes=("_ref", "_fast"), validate="one_to_one")
+    a, b = both["forecast_ref"].to_numpy(float), both["forecast_fast"].to_numpy(float)
+    agree = np.isclose(b, a, rtol=1e-9, atol=0.0, equal_nan=True)
+    labels = ["strategy", "aggregator", "quantile", "n_selected"]
+    same_labels = np.all([both[f"{c}_ref"].to_numpy() == both[f"{c}_fast"].to_numpy() for c in labels], axis=0)
+    lines.append(f"(date, horizon) rows compared: {len(both)} (reference {len(ref)}, fast {len(fast)})")
+    lines.append(f"forecasts within 1e-9 relative: {agree.sum()}/{len(both)} = {agree.mean():.4%}; "
+                 f"bit-identical: {np.mean(a == b):.1%}")
+    lines.append(f"same strategy/aggregator/quantile/n_selected: {same_labels.sum()}/{len(both)}")
+    for _, row in both[~(agree & same_labels)].iterrows():
+        fast_row = pd.Series({c: row[f"{c}_fast"] for c in labels})
+        cause = diagnose(slices, row["date"], int(row["horizon"]), fast_row)
+        lines.append(f"  DIFF {row['date'].date()} h={row['horizon']}: reference {row['forecast_ref']!r} "
+                     f"{tuple(row[f'{c}_ref'] for c in labels)} vs fast {row['forecast_fast']!r} "
+                     f"{tuple(row[f'{c}_fast'] for c in labels)} -> {cause}")
+    if agree.all() and same_labels.all():
+        lines.append("  no difference to explain")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller shapes (about a minute)")
+    args = parser.parse_args()
+    bitcoin, crude = (QUICK_BITCOIN, QUICK_CRUDE) if args.quick else (BITCOIN, CRUDE)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    print(f"machine: {os.cpu_count()} CPUs; numpy {np.__version__}, pandas {pd.__version__}")
+    with tempfile.TemporaryDirectory(prefix="nexus-ensemble-bench-") as tmp:
+        btc_path, crude_path = Path(tmp) / "bitcoin.parquet", Path(tmp) / "crude.parquet"
+        rows, seconds = generate(bitcoin, btc_path)
+        print(f"generated {bitcoin.name} ({bitcoin.label()}): {rows:,} slices rows in {seconds:.1f} s")
+        rows, seconds = generate(crude, crude_path)
+        print(f"generated {crude.name} ({crude.label()}): {rows:,} slices rows in {seconds:.1f} s "
+              f"({crude_path.stat().st_size / 2**20:.0f} MB Parquet)")
+
+        # 1. Bitcoin scale: reference loop vs fast path, nexus_v2 mode
+        slices = pd.read_parquet(btc_path)
+        dynamic_quantile_ensemble(slices.head(1000), mode="nexus_v2")  # imports and caches warm
+        before, fast = timed_fast(slices, FAST_REPEATS)
+        ref, ref_seconds, how = run_reference(slices)
+        after, _ = timed_fast(slices, FAST_REPEATS)
+        fast_median = statistics.median(before + after)
+        print(f"\n== {bitcoin.name} scale, nexus_v2 mode ({bitcoin.label()}) ==")
+        print(f"reference loop: {ref_seconds:.1f} s wall ({how}); {len(ref)} (date, horizon) rows")
+        print("fast path: " + ", ".join(f"{s:.2f}" for s in before) + " s before; "
+              + ", ".join(f"{s:.2f}" for s in after) + " s after the reference")
+        print(f"fast path median {fast_median:.2f} s (min {min(before + after):.2f} s); "
+              f"reference / fast median = {ref_seconds / fast_median:.0f}x "
+              f"(/ fast min = {ref_seconds / min(before + after):.0f}x)")
+        for line in compare(fast, ref, slices):
+            print(line)
+        del slices, fast, ref
+
+        # 2. Crude-Oil scale: one asset's full history, both modes, each in a fresh process
+        print(f"\n== {crude.name} scale ({crude.label()}), fast path, one child process per mode ==")
+        results = []
+        for mode in ("nexus_v2", "point_in_time"):
+            m = measure(f"{crude.name}: load Parquet + ensemble, {mode}",
+                        [sys.executable, "-c", CHILD, str(crude_path), mode], env=env)
+            if m.returncode != 0:
+                print(m.stdout[-3000:])
+                return 1
+            print(f"{mode}: {m.stdout.strip()}")
+            results.append(m)
+        print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""``horizon_ensembles``: the dynamic quantile ensemble per asset, date and horizon.
+
+Each catalog asset uses its own ``selection_mode``. The input is a window of ``horizon_slices``:
+the trailing history the ensemble needs (lookback plus the longest horizon, in observations,
+turned into calendar days), and, when any catalog asset uses ``nexus_v2``, the forward window
+the old semantics look at. A range run computes all its dates of one asset in one call.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
+
+from nexus_assets.catalog import Catalog
+from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
+from nexus_assets.core.slicing import empty_slices
+from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP, HORIZON_SLICES_ASSET
+from nexus_assets.defs.partitions import (
+    DEFAULT_MAX_HORIZON,
+    calendar_days,
+    date_window_mapping,
+    days_by_asset,
+    partition_key,
+)
+from nexus_assets.defs.storage import PartitionFrames
+
+__all__ = ["HORIZON_ENSEMBLES", "ensemble_window_days", "build_ensemble_assets"]
+
+HORIZON_ENSEMBLES = "horizon_ensembles"
+
+
+def ensemble_window_days(catalog: Catalog, lookback: int = LOOKBACK) -> tuple[int, int]:
+    """Calendar days of ``horizon_slices`` history (and future) one date's ensemble reads.
+
+    Point-in-time: a pair (t, h) counts for D only when t + h <= D, so D needs ``lookback + h``
+    observations of history. nexus_v2: the window ends the day before D but looks ``h``
+    observations past each of its rows, and the ``actual`` column ``h`` past D.
+    """
+    history = forward = 0
+    for entry in catalog.assets:
+        longest = max(entry.horizons) if entry.horizons else DEFAULT_MAX_HORIZON
+        history = max(history, calendar_days(lookback + longest + 1, entry.calendar))
+        if entry.selection_mode == "nexus_v2":
+            forward = max(forward, calendar_days(longest, entry.calendar))
+    return history, forward
+
+
+def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOKBACK) -> list:
+    history, forward = ensemble_window_days(catalog, lookback)
+
+    @asset(
+        name=HORIZON_ENSEMBLES,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        kinds={"python", "parquet"},
+        freshness_policy=DAILY_FRESHNESS,
+        ins={
+            "horizon_slices": AssetIn(
+                key=HORIZON_SLICES_ASSET,
+                partition_mapping=date_window_mapping(history, forward),
+                metadata={"allow_missing_partitions": True},
+            )
+        },
+        description=(
+            "Dynamic quantile ensemble (Nexus v2 section 3): one row per date and horizon with the "
+            "ensemble forecast, the winning strategy/aggregator/quantile, the selected models' spread "
+            "(p05..p95) and the best child model. Mode per catalog asset: point_in_time (default) uses "
+            "only outcomes known by the date; nexus_v2 reproduces the old scripts exactly, look-ahead "
+            f"included, so in that mode a date's forecast changes as later data arrives. Reads "
+            f"{history} days of horizon_slices history" + (f" and {forward} days ahead." if forward else ".")
+        ),
+    )
+    def horizon_ensembles(context: AssetExecutionContext, horizon_slices: PartitionFrames) -> dict[str, pd.DataFrame]:
+        outputs: dict[str, pd.DataFrame] = {}
+        for key, days in days_by_asset(context.partition_keys).items():
+            entry = catalog[key]
+            prefix = f"{key}|"
+            # One catalog asset's window at a time: the mapping may span many assets and a year.
+            window = [horizon_slices[k] for k in horizon_slices if k.startswith(prefix)]
+            slices = pd.concat(window, ignore_index=True) if window else empty_slices()
+            result = dynamic_quantile_ensemble(slices, mode=entry.selection_mode, lookback=lookback, dates=days)
+            by_day = {stamp.date(): frame.reset_index(drop=True) for stamp, frame in result.groupby("date", sort=True)}
+            for day in days:
+                day_rows = by_day.get(day, result.iloc[0:0])
+                outputs[partition_key(key, day)] = day_rows
+                context.add_asset_metadata(_metadata(day_rows, entry.selection_mode), partition_key=partition_key(key, day))
+        return outputs
+
+    return [horizon_ensembles]
+
+
+def _metadata(rows: pd.DataFrame, mode: str) -> dict:
+    return {
+        "mode": mode,
+        "rows": len(rows),
+        "horizons": MetadataValue.json([int(h) for h in rows["horizon"]]),
+        "models_per_horizon": MetadataValue.json({str(int(h)): int(n) for h, n in zip(rows["horizon"], rows["n_models"])}),
+        "winners_per_strategy": MetadataValue.json({str(k): int(v) for k, v in rows["strategy"].value_counts().sort_index().items()}),
+    }

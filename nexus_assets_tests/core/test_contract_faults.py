@@ -1,0 +1,96 @@
+"""The contract rules the fault-tolerance work added: non-finite markers, rows in the future,
+the contract version as a problem, merging problems across chunks."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nexus_assets.core.contract import (
+    NON_FINITE_MARKERS,
+    ContractViolation,
+    Problem,
+    check_contract_version,
+    coerce_qml_rows,
+    merge_problems,
+    parse_times,
+    rows_after,
+    time_limit,
+)
+
+NAN, INF, MINUS_INF = (next(k for k, v in NON_FINITE_MARKERS.items() if check(v)) for check in (
+    lambda v: v != v, lambda v: v == float("inf"), lambda v: v == float("-inf")))
+
+
+def raw(**overrides) -> pd.DataFrame:
+    rows = {
+        "symbol": ["4382.0_100017", "4382.0_100018", "4382.0_100019"],
+        "time": ["2025-01-02", "2025-01-02", "2025-01-02"],
+        "n_predict": [5, 5, 5],
+        "close_predict": [101.5, 99.25, 102.0],
+        "target_var_price": [100.0, 100.0, 100.0],
+        "yn_p": [1.0, 0.0, None],
+        "yn_actual": [None, None, 1.0],
+    }
+    rows.update(overrides)
+    return pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in rows.items()})
+
+
+@pytest.mark.parametrize("field", ["close_predict", "target_var_price", "n_predict"])
+@pytest.mark.parametrize("marker", [NAN, INF, MINUS_INF], ids=["nan", "inf", "-inf"])
+def test_non_finite_marker_in_a_finite_field_is_refused_by_field_and_row(field, marker):
+    values = raw()[field].tolist()
+    values[1] = marker
+    with pytest.raises(ContractViolation) as caught:
+        coerce_qml_rows(raw(**{field: values}))
+    [problem] = [p for p in caught.value.problems if p.rule == "finite"]
+    assert problem.field == field and problem.count == 1
+    assert problem.examples[0]["row"] == 1 and problem.examples[0]["symbol"] == "4382.0_100018"
+    shown = problem.examples[0][field]
+    assert isinstance(shown, float) and (np.isnan(shown) if marker == NAN else np.isinf(shown))
+
+
+def test_nan_marker_in_a_direction_field_is_a_null_and_a_string_nan_is_a_type_error():
+    typed = coerce_qml_rows(raw(yn_p=[NAN, INF, 0.0]))
+    assert np.isnan(typed["yn_p"].iloc[0]) and typed["yn_p"].iloc[1] == float("inf")
+    with pytest.raises(ContractViolation, match="'close_predict' breaks rule 'type: number'"):
+        coerce_qml_rows(raw(close_predict=["NaN", 1.0, 2.0]))  # a quoted "NaN" is a string, not a number
+
+
+def test_time_limit_is_the_watermark_or_tomorrow_whichever_is_earlier():
+    today = dt.date(2025, 1, 10)
+    assert time_limit(pd.Timestamp("2025-01-08"), today).latest == pd.Timestamp("2025-01-08")
+    assert "upstream watermark" in time_limit(pd.Timestamp("2025-01-08"), today).rule
+    assert time_limit(None, today).latest == pd.Timestamp("2025-01-11")
+    later = time_limit(pd.Timestamp("2025-03-01"), today)  # a watermark in the future is no licence
+    assert later.latest == pd.Timestamp("2025-01-11") and "tomorrow" in later.rule
+
+
+def test_rows_after_names_time_and_the_rows():
+    frame = raw(time=["2025-01-02", "2025-01-09", "Sat, 11 Jan 2025 00:00:00 GMT"])
+    times, _ = parse_times(frame["time"])
+    problem = rows_after(frame, times, time_limit(pd.Timestamp("2025-01-08"), dt.date(2025, 1, 10)))
+    assert problem.field == "time" and problem.count == 2
+    assert problem.rule == "not in the future (at most 2025-01-08, the upstream watermark)"
+    assert [e["time"] for e in problem.examples] == ["2025-01-09", "2025-01-11"]
+    assert [e["row"] for e in problem.examples] == [1, 2]
+    assert rows_after(frame, times, time_limit(None, dt.date(2025, 1, 12))) is None
+
+
+def test_problems_of_two_chunks_merge():
+    a = Problem("time", "r", 2, [{"row": 1}, {"row": 2}])
+    b = Problem("time", "r", 5, [{"row": i} for i in range(10, 15)])
+    merged = merge_problems(a, b)
+    assert merged.count == 7 and [e["row"] for e in merged.examples] == [1, 2, 10, 11, 12]
+    assert merge_problems(None, b) is b and merge_problems(a, None) is a and merge_problems(None, None) is None
+
+
+def test_unknown_contract_version_is_a_problem_naming_the_header():
+    with pytest.raises(ContractViolation) as caught:
+        check_contract_version("3.1")
+    [problem] = caught.value.problems
+    assert problem.field == "X-QML-Contract-Version" and problem.rule == "major version 1"
+    assert problem.examples == [{"received": "3.1"}]

@@ -1,0 +1,232 @@
+"""Every scripted fault of ``qml-server``, through the ``qml_models`` asset in a real Dagster run.
+
+Days 3 to 5 of the test project are stored before each run (copied from a clean run); the run then
+asks for days 4 to 7. Each fault must end as the table says:
+
+- recovered: the run succeeds, the client's retries and back-off are in the run log, and every
+  file equals the clean run's, byte for byte;
+- refused: the run fails with a message naming the field, the rule and a few offending rows (or
+  the HTTP status), the blocking contract check fails for contract faults, and the stored files
+  are byte-identical to before, nothing added;
+- accepted: the run succeeds and stores what the contract allows.
+
+In every case the API key is nowhere: not in any event, log line, metadata entry, check result,
+error or stack trace, run record or snapshot, nor in any stored file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nexus_assets.qml.server import Fault
+from nexus_assets_tests.loopback import API_KEY, COIN, ApiPipeline, api_catalog_text, secret_leaks, serve
+
+STORED = ("2025-01-03", "2025-01-05")  # stored before the faulty run
+RUN = ("2025-01-04", "2025-01-07")  # what the faulty run asks for
+NEW = ("2025-01-06", "2025-01-07")  # days nothing was stored for
+
+
+def _key(day: str) -> str:
+    return f"{COIN.key}|{day}"
+
+
+def _in(span: tuple[str, str], path: str) -> bool:
+    day = path.split("date=")[1][:10]
+    return span[0] <= day <= span[1]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> dict[str, dict[str, bytes]]:
+    """Every file of a fault-free run over days 3 to 7, by asset."""
+    tmp = tmp_path_factory.mktemp("clean")
+    with pytest.MonkeyPatch.context() as env, serve(COIN) as server:
+        env.setenv("QML_API_BASE_URL", server.url)
+        env.setenv("QML_API_KEY", API_KEY)
+        pipe = ApiPipeline(tmp, api_catalog_text(COIN))
+        assert pipe.run(_key(STORED[0]), _key(RUN[1])).success
+    return {asset: pipe.files(asset) for asset in ("qml_models", "horizon_slices")}
+
+
+def _stored(clean) -> dict[str, dict[str, bytes]]:
+    return {asset: {p: b for p, b in files.items() if _in(STORED, p)} for asset, files in clean.items()}
+
+
+def _run(tmp_path: Path, monkeypatch, clean, faults: list[Fault], span=RUN):
+    """Store days 3 to 5, then run ``span`` against a server that plays ``faults``."""
+    pipe = ApiPipeline(tmp_path, api_catalog_text(COIN), unpublished_retries=1, unpublished_retry_seconds=0)
+    for asset, files in _stored(clean).items():
+        for relative, data in files.items():
+            target = pipe.data_dir / asset / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    with serve(COIN, faults=faults) as server:
+        monkeypatch.setenv("QML_API_BASE_URL", server.url)
+        monkeypatch.setenv("QML_API_KEY", API_KEY)
+        result = pipe.run(_key(span[0]), _key(span[1]))
+        requests_seen = server.data_requests
+    leaks = secret_leaks(API_KEY, pipe.instance, [result.run_id], pipe.data_dir)
+    assert not leaks, leaks
+    return pipe, result, requests_seen
+
+
+def _files(pipe) -> dict[str, dict[str, bytes]]:
+    return {asset: pipe.files(asset) for asset in ("qml_models", "horizon_slices")}
+
+
+def _failure_message(result) -> str:
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    data = failure.step_failure_data
+    return (data.user_failure_data.description if data.user_failure_data else None) or data.error.message
+
+
+def _kinds(result) -> list[str]:
+    return [e.event_type_value for e in result.all_events]
+
+
+# -- recovered ---------------------------------------------------------------------------------------
+
+TRANSIENT = [
+    pytest.param([Fault("stall", seconds=2.5)], "timeout", id="timeout"),
+    pytest.param([Fault("reset")], "connection error", id="connection-reset"),
+    pytest.param([Fault("truncate")], "cut short", id="body-cut-short"),
+    pytest.param([Fault("status", status=429, retry_after="1")], "HTTP 429", id="429-retry-after"),
+    pytest.param([Fault("status", status=500)], "HTTP 500", id="500"),
+    pytest.param([Fault("status", status=502)], "HTTP 502", id="502"),
+    pytest.param([Fault("status", status=503)], "HTTP 503", id="503"),
+    pytest.param([Fault("status", status=504)], "HTTP 504", id="504"),
+]
+
+
+@pytest.mark.parametrize(("faults", "named"), TRANSIENT)
+def test_transient_fault_is_retried_in_the_run_and_files_equal_a_clean_run(tmp_path, monkeypatch, clean, faults, named):
+    pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, faults)
+    assert result.success
+    assert requests_seen == 2
+    log = pipe.log_messages(result)
+    [retry] = [m for m in log if "attempt 1/3 failed" in m]
+    assert named in retry and "retrying in" in retry, retry
+    if faults[0].retry_after:
+        assert "retrying in 1.0s" in retry
+    assert any("ok after 2 attempt(s)" in m for m in log)
+    assert _files(pipe) == clean
+
+
+def test_retries_exhausted_then_the_step_is_retried_and_recovers(tmp_path, monkeypatch, clean):
+    pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, [Fault("status", status=503)] * 3)
+    assert result.success and requests_seen == 4
+    kinds = _kinds(result)
+    assert kinds.count("STEP_UP_FOR_RETRY") == 1 and "STEP_RESTARTED" in kinds
+    log = pipe.log_messages(result)
+    assert sum("failed (/get_qml_models/4301 answered HTTP 503)" in m for m in log) == 2
+    assert any("QML still failing after the client's retries" in m for m in log)
+    assert _files(pipe) == clean
+
+
+def test_empty_days_after_the_watermark_are_retried_until_published(tmp_path, monkeypatch, clean):
+    """Upstream has published up to day 5 only: days 6 and 7 are unpublished, the step asks
+    Dagster to retry, and the next attempt (watermark now day 20) stores them."""
+    pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, [Fault("watermark", day="2025-01-05")])
+    assert result.success and requests_seen == 2
+    assert _kinds(result).count("STEP_UP_FOR_RETRY") == 1
+    assert any(
+        "upstream has not published 2 requested day(s) yet" in m and _key("2025-01-06") in m for m in pipe.log_messages(result)
+    )
+    assert _files(pipe) == clean
+
+
+# -- refused -----------------------------------------------------------------------------------------
+
+REQUEST_ERRORS = [
+    pytest.param(Fault("status", status=401), "HTTP 401", id="401"),
+    pytest.param(Fault("status", status=403), "HTTP 403", id="403"),
+    pytest.param(Fault("content_type"), "unexpected Content-Type 'text/html'", id="wrong-content-type"),
+]
+
+
+@pytest.mark.parametrize(("fault", "named"), REQUEST_ERRORS)
+def test_request_error_fails_at_once_and_keeps_stored_files(tmp_path, monkeypatch, clean, fault, named):
+    pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, [fault])
+    assert not result.success and requests_seen == 1
+    assert named in _failure_message(result) and COIN.key in _failure_message(result)
+    assert "STEP_UP_FOR_RETRY" not in _kinds(result)
+    assert _files(pipe) == _stored(clean)
+
+
+CONTRACT = [
+    pytest.param(Fault("missing_field", field="close_predict"), "close_predict", "required field present", id="missing-field"),
+    pytest.param(Fault("renamed_field", field="symbol", to="model_id"), "symbol", "required field present", id="renamed-field"),
+    pytest.param(Fault("wrong_type", field="symbol"), "symbol", "type: non-empty string", id="symbol-as-number"),
+    pytest.param(Fault("wrong_type", field="time"), "time", "format: ISO 8601 or RFC 1123", id="time-as-epoch-ms"),
+    pytest.param(Fault("numbers_as_strings", field="target_var_price"), "target_var_price", "type: number", id="price-as-string"),
+    pytest.param(Fault("duplicate_rows"), "symbol, time, n_predict", "unique (symbol, time, n_predict)", id="duplicate-rows"),
+    pytest.param(Fault("set_value", field="close_predict", value="NaN"), "close_predict", "finite", id="nan-price"),
+    pytest.param(Fault("set_value", field="target_var_price", value="Infinity"), "target_var_price", "finite", id="infinite-target"),
+    pytest.param(Fault("set_value", field="close_predict", value="-Infinity"), "close_predict", "finite", id="minus-infinite-price"),
+    pytest.param(Fault("set_value", field="close_predict", value=0), "close_predict", "greater_than(0)", id="zero-price"),
+    pytest.param(Fault("set_value", field="target_var_price", value=-2), "target_var_price", "greater_than(0)", id="negative-target"),
+    pytest.param(Fault("conflicting_price"), "target_var_price", "one target_var_price per time", id="two-target-prices-one-day"),
+    pytest.param(Fault("future_rows"), "time", "not in the future", id="rows-after-watermark"),
+    pytest.param(Fault("contract_version", version="2.0"), "X-QML-Contract-Version", "major version 1", id="unknown-contract-version"),
+]
+
+
+@pytest.mark.parametrize(("fault", "field", "rule"), CONTRACT)
+def test_contract_fault_fails_the_check_names_the_rows_and_keeps_stored_files(tmp_path, monkeypatch, clean, fault, field, rule):
+    pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, [fault])
+    assert not result.success and requests_seen == 1  # not retried
+    message = _failure_message(result)
+    assert f"field {field!r}" in message and rule in message and COIN.key in message, message
+    if fault.kind not in ("missing_field", "renamed_field", "contract_version"):
+        assert "symbol=" in message and "n_predict=" in message, message  # a few offending rows
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "qml_contract"]
+    assert not check.passed and check.metadata["failures"].value >= 1
+    assert "STEP_UP_FOR_RETRY" not in _kinds(result)
+    assert not any(e.event_type_value == "ASSET_MATERIALIZATION" for e in result.all_events)
+    assert _files(pipe) == _stored(clean)
+
+
+# -- accepted ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "fault",
+    [pytest.param(Fault("mixed_time_formats"), id="mixed-time-formats"), pytest.param(Fault("ignore_range"), id="whole-history")],
+)
+def test_accepted_fault_stores_exactly_what_a_clean_run_stores(tmp_path, monkeypatch, clean, fault):
+    pipe, result, _ = _run(tmp_path, monkeypatch, clean, [fault])
+    assert result.success
+    assert _files(pipe) == clean
+
+
+def test_unknown_extra_field_is_stored(tmp_path, monkeypatch, clean):
+    pipe, result, _ = _run(tmp_path, monkeypatch, clean, [Fault("extra_field", field="model_note", value="v2")], span=NEW)
+    assert result.success
+    for day in ("2025-01-06", "2025-01-07"):
+        rows = pd.read_parquet(pipe.file("qml_models", _key(day)))
+        assert list(rows.columns)[-1] == "model_note" and (rows["model_note"] == "v2").all()
+    assert {p: b for p, b in _files(pipe)["qml_models"].items() if _in(STORED, p)} == _stored(clean)["qml_models"]
+
+
+def test_empty_day_before_the_watermark_is_stored_as_a_holiday(tmp_path, monkeypatch, clean):
+    pipe, result, _ = _run(tmp_path, monkeypatch, clean, [Fault("empty_day", day="2025-01-06")], span=NEW)
+    assert result.success
+    meta = {
+        e.step_materialization_data.materialization.partition: e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "qml_models"
+    }
+    assert meta[_key("2025-01-06")]["status"].value == "holiday" and meta[_key("2025-01-06")]["rows"].value == 0
+    assert meta[_key("2025-01-07")]["status"].value == "published"
+    assert pd.read_parquet(pipe.file("qml_models", _key("2025-01-06"))).empty
+    assert pipe.file("qml_models", _key("2025-01-07")).read_bytes() == clean["qml_models"][f"asset={COIN.key}/date=2025-01-07.parquet"]
+    assert {p: b for p, b in _files(pipe)["qml_models"].items() if _in(STORED, p)} == _stored(clean)["qml_models"]
+
+
+def test_key_scan_finds_a_planted_key(tmp_path, monkeypatch, clean):
+    """The scan used above can fail: a file holding the key is found."""
+    pipe, result, _ = _run(tmp_path, monkeypatch, clean, [])
+    (pipe.data_dir / "qml_models" / "leak.txt").write_text(f"key={API_KEY}")
+    assert secret_leaks(API_KEY, pipe.instance, [result.run_id], pipe.data_dir) == [str(pipe.data_dir / "qml_models" / "leak.txt")]
+    assert secret_leaks(COIN.key, pipe.instance, [result.run_id])  # the asset key is in events, so the scan reads them

@@ -1,0 +1,398 @@
+"""Every scripted fault of ``qml-server``, through the real ``QMLClient`` on loopback.
+
+Each fault ends one of four ways, asserted here: retried and recovered (the retries logged),
+refused at once (HTTP 4xx, wrong content type), refused as a contract violation (a message naming
+the field, the rule and a few offending rows), or accepted (the contract allows it). The API key
+never shows in a log line, a message or a traceback. The same faults through the Dagster asset:
+``nexus_assets_tests/defs/test_ingest_faults.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import ijson
+import pandas as pd
+import pytest
+import requests
+
+from nexus_assets.core.contract import ContractViolation, validate_qml_rows
+from nexus_assets.core.freshness import DayStatus, classify_day
+from nexus_assets.qml import client as client_module
+from nexus_assets.qml.client import QMLClient, QMLRequestError, QMLTransientError, RetryPolicy
+from nexus_assets.qml.server import FAULT_KINDS, Fault, apply_fault, load_faults
+from nexus_assets.qml.sources import embedded_project, pull_embedded
+from nexus_assets_tests.loopback import API_KEY, COIN, days, serve
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, jitter=0.01, max_retry_after=2)
+DAYS = days(dt.date(2025, 1, 4), dt.date(2025, 1, 7))
+FORMATS = pytest.mark.parametrize("prefer_parquet", [True, False], ids=["parquet", "json"])
+# Kinds exercised by the tables below (filled as they are built) and by the single tests of part 4.
+KINDS_TESTED: set[str] = set()
+KINDS_TESTED_ONE_BY_ONE = {"mixed_time_formats", "extra_field", "empty_day", "watermark", "contract_version", "ok", "ignore_range"}
+
+
+class Log:
+    def __init__(self) -> None:
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.infos.append(msg)
+
+    def warning(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+
+def _client(server, log: Log, prefer_parquet: bool = True, read_timeout: float = 5.0) -> QMLClient:
+    return QMLClient(server.url, API_KEY, retry=FAST, connect_timeout=2.0, read_timeout=read_timeout,
+                     prefer_parquet=prefer_parquet, log=log)
+
+
+def _reference(day_list=DAYS) -> pd.DataFrame:
+    return pull_embedded(COIN, day_list).rows
+
+
+def _texts(log: Log, error: BaseException | None = None) -> list[str]:
+    texts = log.infos + log.warnings
+    if error is not None:
+        texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
+    return texts
+
+
+def _assert_no_key(log: Log, error: BaseException | None = None) -> None:
+    leaks = [t[:120] for t in _texts(log, error) if API_KEY in t]
+    assert not leaks, leaks
+
+
+def _table(cases: list[tuple]) -> list:
+    KINDS_TESTED.update(case[1].kind for case in cases)
+    return [pytest.param(*case[1:], id=case[0]) for case in cases]
+
+
+# -- 1. transient: retried with back-off, logged, recovered ----------------------------------------
+
+TRANSIENT = _table([
+    ("timeout", Fault("stall", seconds=1.5)),
+    ("connection-reset", Fault("reset")),
+    ("body-cut-short", Fault("truncate")),
+    ("429-retry-after", Fault("status", status=429, retry_after="1")),
+    ("500", Fault("status", status=500)),
+    ("502", Fault("status", status=502)),
+    ("503", Fault("status", status=503)),
+    ("504", Fault("status", status=504)),
+])
+
+
+@FORMATS
+@pytest.mark.parametrize("fault", TRANSIENT)
+def test_transient_fault_is_retried_logged_and_recovered(fault: Fault, prefer_parquet: bool) -> None:
+    log = Log()
+    with serve(COIN, faults=[fault]) as server:
+        client = _client(server, log, prefer_parquet, read_timeout=0.5 if fault.kind == "stall" else 5.0)
+        pull = client.pull(COIN.project_id, DAYS)
+        assert server.data_requests == 2 and not server.faults
+    assert client.attempts == 2
+    pd.testing.assert_frame_equal(pull.rows, _reference(), check_exact=True)
+    [warning] = log.warnings
+    assert "attempt 1/3 failed" in warning and "retrying in" in warning
+    expected = {"stall": "timeout", "reset": "connection", "truncate": "cut short"}.get(fault.kind, f"HTTP {fault.status}")
+    assert expected in warning, warning
+    if fault.retry_after:
+        assert "retrying in 1.0s" in warning  # Retry-After wins over the shorter back-off
+    assert any("ok after 2 attempt(s)" in m for m in log.infos)
+    _assert_no_key(log)
+
+
+def test_retries_exhausted_raise_a_transient_error_naming_the_status() -> None:
+    log = Log()
+    with serve(COIN, faults=[Fault("status", status=503)] * 3) as server:
+        client = _client(server, log)
+        with pytest.raises(QMLTransientError, match="HTTP 503") as caught:
+            client.pull(COIN.project_id, DAYS)
+    assert client.attempts == 3 and len(log.warnings) == 2
+    _assert_no_key(log, caught.value)
+
+
+# -- 2. refused at once: the request itself is wrong -----------------------------------------------
+
+REQUEST_ERRORS = _table([
+    ("401", Fault("status", status=401), "401"),
+    ("403", Fault("status", status=403), "403"),
+    ("404", Fault("status", status=404), "404"),
+    ("wrong-content-type", Fault("content_type"), "text/html"),
+])
+
+
+@pytest.mark.parametrize(("fault", "named"), REQUEST_ERRORS)
+def test_request_error_is_not_retried(fault: Fault, named: str) -> None:
+    log = Log()
+    with serve(COIN, faults=[fault]) as server:
+        client = _client(server, log)
+        with pytest.raises(QMLRequestError, match=named) as caught:
+            client.pull(COIN.project_id, DAYS)
+        assert server.data_requests == 1
+    assert client.attempts == 1 and not log.warnings
+    _assert_no_key(log, caught.value)
+
+
+# -- 3. refused: the payload breaks the contract -----------------------------------------------------
+# (fault, field, rule, whether offending rows are shown: a missing column shows the fields received)
+
+CONTRACT = _table([
+    ("missing-field", Fault("missing_field", field="close_predict"), "close_predict", "required field present", False),
+    ("renamed-field", Fault("renamed_field", field="target_var_price"), "target_var_price", "required field present", False),
+    ("symbol-as-number", Fault("wrong_type", field="symbol"), "symbol", "type: non-empty string", True),
+    ("time-as-epoch-ms", Fault("wrong_type", field="time"), "time", "format: ISO 8601 or RFC 1123", True),
+    ("horizon-as-boolean", Fault("wrong_type", field="n_predict"), "n_predict", "type: number", True),
+    ("price-as-string", Fault("numbers_as_strings", field="close_predict"), "close_predict", "type: number", True),
+    ("horizon-as-string", Fault("numbers_as_strings", field="n_predict"), "n_predict", "type: number", True),
+    ("duplicate-rows", Fault("duplicate_rows"), "symbol, time, n_predict", "unique (symbol, time, n_predict)", True),
+    ("nan-price", Fault("set_value", field="close_predict", value="NaN"), "close_predict", "finite", True),
+    ("nan-target", Fault("set_value", field="target_var_price", value="NaN"), "target_var_price", "finite", True),
+    ("nan-horizon", Fault("set_value", field="n_predict", value="NaN"), "n_predict", "finite", True),
+    ("infinite-price", Fault("set_value", field="close_predict", value="Infinity"), "close_predict", "finite", True),
+    ("minus-infinite-target", Fault("set_value", field="target_var_price", value="-Infinity"), "target_var_price", "finite", True),
+    ("zero-price", Fault("set_value", field="close_predict", value=0), "close_predict", "greater_than(0)", True),
+    ("negative-price", Fault("set_value", field="close_predict", value=-5.5), "close_predict", "greater_than(0)", True),
+    ("zero-target", Fault("set_value", field="target_var_price", value=0), "target_var_price", "greater_than(0)", True),
+    ("negative-target", Fault("set_value", field="target_var_price", value=-1), "target_var_price", "greater_than(0)", True),
+    ("two-target-prices-one-day", Fault("conflicting_price"), "target_var_price", "one target_var_price per time", True),
+    ("rows-after-watermark", Fault("future_rows", days=3), "time", "not in the future (at most 2025-01-20, the upstream watermark)", True),
+    ("unknown-contract-version", Fault("contract_version", version="2.0"), "X-QML-Contract-Version", "major version 1", False),
+])
+
+
+def _refusal(client: QMLClient) -> ContractViolation:
+    """The contract violation a pull ends in: raised by the client, or found validating its rows."""
+    try:
+        pull = client.pull(COIN.project_id, DAYS)
+    except ContractViolation as exc:
+        return exc
+    report = validate_qml_rows(pull.rows)
+    assert not report.passed, "the faulty payload passed the contract"
+    with pytest.raises(ContractViolation) as caught:
+        report.raise_if_failed(COIN.key)
+    return caught.value
+
+
+@FORMATS
+@pytest.mark.parametrize(("fault", "field", "rule", "rows_shown"), CONTRACT)
+def test_contract_violation_names_field_rule_and_rows(fault, field, rule, rows_shown, prefer_parquet) -> None:
+    log = Log()
+    with serve(COIN, faults=[fault]) as server:
+        client = _client(server, log, prefer_parquet)
+        violation = _refusal(client)
+    assert client.attempts == 1 and not log.warnings  # never retried
+    message = str(violation)
+    assert field in message and rule in message, message
+    assert any(p.field == field and rule in p.rule for p in violation.problems), violation.problems
+    if rows_shown:
+        assert "symbol=" in message and "n_predict=" in message, message
+    if fault.kind == "renamed_field":
+        assert "targetVarPrice" in message  # the fields received are listed
+    _assert_no_key(log, violation)
+
+
+def test_json_nan_and_infinity_are_bare_tokens_on_the_wire_and_named_by_the_client() -> None:
+    """Python's json (so Flask) writes NaN/Infinity as tokens that are not JSON; ijson rejects them,
+    so the client reads them as markers the contract refuses by field and row."""
+    faults = [Fault("set_value", field="close_predict", value="NaN", rows=2)]
+    with serve(COIN, faults=faults) as server:
+        raw = requests.get(f"{server.url}/get_qml_models/{COIN.project_id}", headers={"qml-api-key": API_KEY},
+                           params={"from_date": "2025-01-04", "to_date": "2025-01-04"}, timeout=5).text
+    assert raw.count('"close_predict":NaN') == 2
+    with pytest.raises(ijson.common.JSONError):
+        list(ijson.items(io.BytesIO(raw.encode()), "item"))  # what the client would hit unaided
+    with serve(COIN, faults=faults + [Fault("set_value", field="target_var_price", value="-Infinity", rows=1)]) as server:
+        first, second = (_refusal(_client(server, Log(), prefer_parquet=False)) for _ in range(2))
+    assert "field 'close_predict' breaks rule 'finite' in 2 row(s)" in str(first) and "close_predict=nan" in str(first)
+    assert "field 'target_var_price' breaks rule 'finite' in 1 row(s)" in str(second) and "target_var_price=-inf" in str(second)
+
+
+def test_non_finite_tokens_survive_any_read_boundary() -> None:
+    """The token rewrite holds whatever the reads' sizes (a token never splits across two)."""
+    body = (
+        b'[{"symbol":"NaN","time":"x","close_predict": NaN ,"yn_p":-Infinity},'
+        b'{"symbol":"a:NaN","close_predict":Infinity},{"close_predict":1.5,"note":"Infinity"}]'
+    )
+    expected = [
+        {"symbol": "NaN", "time": "x", "close_predict": "\x00NaN", "yn_p": "\x00-Infinity"},
+        {"symbol": "a:NaN", "close_predict": "\x00Infinity"},
+        {"close_predict": 1.5, "note": "Infinity"},
+    ]
+
+    class Trickle(io.BytesIO):
+        def __init__(self, data: bytes, step: int) -> None:
+            super().__init__(data)
+            self.step = step
+
+        def read(self, size: int = -1) -> bytes:
+            return super().read(min(self.step, size) if size and size > 0 else self.step)
+
+    for step in (1, 2, 3, 5, 7, 11, 64, 4096):
+        parsed = list(ijson.items(client_module._NonFiniteTokens(Trickle(body, step)), "item", use_float=True))
+        assert parsed == expected, step
+
+
+# -- 4. accepted: the contract allows it -------------------------------------------------------------
+
+
+@FORMATS
+def test_mixed_time_formats_and_offsets_are_accepted(prefer_parquet: bool) -> None:
+    with serve(COIN, faults=[Fault("mixed_time_formats")]) as server:
+        raw = requests.get(f"{server.url}/get_qml_models/{COIN.project_id}", headers={"qml-api-key": API_KEY},
+                           params={"from_date": "2025-01-04", "to_date": "2025-01-07"}, timeout=5).json()
+        log = Log()
+        pull = _client(server, log, prefer_parquet).pull(COIN.project_id, DAYS)
+    sent = {r["time"] for r in raw}
+    assert {"Sat, 04 Jan 2025 00:00:00 GMT", "2025-01-04", "2025-01-04T05:30:00+05:30", "2025-01-03T19:00:00-05:00"} & sent
+    assert any(t.endswith("Z") for t in sent) and any(t.endswith("+00:00") for t in sent)
+    pd.testing.assert_frame_equal(pull.rows, _reference(), check_exact=True)
+
+
+@FORMATS
+def test_unknown_extra_field_is_kept(prefer_parquet: bool) -> None:
+    with serve(COIN, faults=[Fault("extra_field", field="model_note", value="retrained")]) as server:
+        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+    assert list(pull.rows.columns)[-1] == "model_note" and (pull.rows["model_note"] == "retrained").all()
+    pd.testing.assert_frame_equal(pull.rows.drop(columns="model_note"), _reference(), check_exact=True)
+    assert validate_qml_rows(pull.rows).passed
+
+
+@FORMATS
+def test_nan_in_a_direction_field_is_a_null(prefer_parquet: bool) -> None:
+    with serve(COIN, faults=[Fault("set_value", field="yn_p", value="NaN", rows=2)]) as server:
+        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+    assert pull.rows["yn_p"].isna().sum() == 2 and validate_qml_rows(pull.rows).passed
+    reference = _reference()
+    pd.testing.assert_frame_equal(pull.rows.drop(columns="yn_p"), reference.drop(columns="yn_p"), check_exact=True)
+
+
+@FORMATS
+def test_empty_day_before_the_watermark_is_a_holiday(prefer_parquet: bool) -> None:
+    with serve(COIN, faults=[Fault("empty_day", day="2025-01-05")]) as server:
+        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+    by_day = pull.by_day()
+    assert by_day[dt.date(2025, 1, 5)].empty and all(len(by_day[d]) for d in DAYS if d.day != 5)
+    assert classify_day(COIN, dt.date(2025, 1, 5), 0, pull.watermark) is DayStatus.HOLIDAY
+    kept = _reference()[_reference()["time"] != pd.Timestamp("2025-01-05")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pull.rows.reset_index(drop=True), kept, check_exact=True)
+
+
+@FORMATS
+def test_empty_days_after_the_watermark_are_unpublished(prefer_parquet: bool) -> None:
+    with serve(COIN, faults=[Fault("watermark", day="2025-01-05")]) as server:
+        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+    assert pull.watermark == pd.Timestamp("2025-01-05")
+    statuses = {d: classify_day(COIN, d, len(rows), pull.watermark) for d, rows in pull.by_day().items()}
+    assert [statuses[d] for d in DAYS] == [DayStatus.PUBLISHED] * 2 + [DayStatus.UNPUBLISHED] * 2
+
+
+@FORMATS
+def test_same_major_contract_version_and_ok_placeholder_are_accepted(prefer_parquet: bool) -> None:
+    with serve(COIN, faults=[Fault("ok"), Fault("contract_version", version="1.9")]) as server:
+        first = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+        second = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+    assert (first.contract_version, second.contract_version) == ("1", "1.9")
+    pd.testing.assert_frame_equal(second.rows, first.rows, check_exact=True)
+
+
+@FORMATS
+def test_whole_history_served_whatever_the_range_is_filtered_by_the_client(prefer_parquet: bool) -> None:
+    with serve(COIN, faults=[Fault("ignore_range")]) as server:
+        raw = requests.get(f"{server.url}/get_qml_models/{COIN.project_id}", headers={"qml-api-key": API_KEY},
+                           params={"from_date": "2025-01-04", "to_date": "2025-01-04"}, timeout=5).json()
+        server.script([Fault("ignore_range")])
+        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+    assert len({r["time"] for r in raw}) == 20  # the whole history, not the one day asked for
+    pd.testing.assert_frame_equal(pull.rows, _reference(), check_exact=True)
+
+
+# -- 5. the fault script itself ----------------------------------------------------------------------
+
+
+def test_fault_script_from_a_json_file(tmp_path: Path) -> None:
+    script = tmp_path / "faults.json"
+    script.write_text(json.dumps([
+        {"kind": "status", "status": 503, "retry_after": "0"},
+        {"kind": "set_value", "field": "close_predict", "value": "NaN", "rows": 1},
+        {"kind": "ok"},
+    ]))
+    assert load_faults(script) == [
+        Fault("status", status=503, retry_after="0"), Fault("set_value", field="close_predict", value="NaN", rows=1), Fault("ok"),
+    ]
+    for bad, message in [
+        ([{"kind": "explode"}], "unknown fault kind 'explode'"),
+        ([{"kind": "status", "sttaus": 500}], "unknown fault field(s) sttaus"),
+        ([{"kind": "set_value", "field": "symbol", "value": 1}], "field must be one of"),
+        ([{"kind": "set_value", "field": "close_predict", "value": "abc"}], "could not convert"),
+        ({"kind": "ok"}, "expected a JSON list"),
+    ]:
+        script.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_faults(script)
+
+
+def test_payload_faults_leave_the_served_history_untouched() -> None:
+    history = embedded_project(COIN).rows(COIN.start_date, COIN.end_date)
+    before = history.copy()
+    for kind in ("mixed_time_formats", "duplicate_rows", "conflicting_price", "future_rows", "empty_day"):
+        apply_fault(history, Fault(kind), pd.Timestamp(COIN.end_date))
+    apply_fault(history, Fault("set_value", field="n_predict", value="NaN"), pd.Timestamp(COIN.end_date))
+    apply_fault(history, Fault("wrong_type", field="time"), pd.Timestamp(COIN.end_date))
+    pd.testing.assert_frame_equal(history, before)
+
+
+def test_cli_serves_a_fault_script(tmp_path: Path) -> None:
+    catalog = tmp_path / "coin.toml"
+    catalog.write_text(
+        f'[[assets]]\nkey = "{COIN.key}"\nproject_id = {COIN.project_id}\nname = "{COIN.name}"\ndisplay_name = "x"\n'
+        f'category = "Crypto"\ncalendar = "crypto"\nstart_date = 2025-01-01\nend_date = 2025-01-20\nsource = "synthetic"\n'
+        f"horizons = [1, 2]\nmodels_per_horizon = 4\nseed = 7\n"
+    )
+    script = tmp_path / "faults.json"
+    script.write_text(json.dumps([{"kind": "status", "status": 503}, {"kind": "future_rows"}]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QML_")}
+    env.update(QML_API_KEY=API_KEY, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nexus_assets.cli", "qml-server", "--port", "0", "--catalog", str(catalog),
+         "--faults", str(script), "--verbose"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        listening = process.stdout.readline()
+        url = listening.split("listening on ")[1].split()[0]
+        assert "2 fault(s)" in process.stdout.readline()
+        log = Log()
+        client = QMLClient(url, API_KEY, retry=FAST, log=log)
+        with pytest.raises(ContractViolation, match="not in the future"):
+            client.pull(COIN.project_id, DAYS)
+        assert client.attempts == 2 and "HTTP 503" in log.warnings[0]
+        pd.testing.assert_frame_equal(client.pull(COIN.project_id, DAYS).rows, _reference(), check_exact=True)
+    finally:
+        process.kill()
+        out, err = process.communicate(timeout=10)
+    assert "fault status" in err and "fault future_rows" in err  # --verbose logs each fault applied
+    assert API_KEY not in out + err
+
+    script.write_text(json.dumps([{"kind": "nope"}]))
+    refused = subprocess.run(
+        [sys.executable, "-m", "nexus_assets.cli", "qml-server", "--port", "0", "--catalog", str(catalog), "--faults", str(script)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 2 and "unknown fault kind 'nope'" in refused.stderr
+
+
+def test_every_fault_kind_has_a_test() -> None:
+    """A new fault kind without a test in this file fails here."""
+    untested = set(FAULT_KINDS) - KINDS_TESTED - KINDS_TESTED_ONE_BY_ONE
+    assert not untested, sorted(untested)
