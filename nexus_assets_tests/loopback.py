@@ -69,6 +69,24 @@ def serve(*assets: CatalogAsset, faults: list[Fault] | tuple[Fault, ...] = (), a
         thread.join(timeout=5)
 
 
+class CollectingLog:
+    """A ``log`` for ``QMLClient`` that keeps every message, to assert on retries and leaks."""
+
+    def __init__(self) -> None:
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.infos.append(msg)
+
+    def warning(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+    @property
+    def messages(self) -> list[str]:
+        return self.infos + self.warnings
+
+
 class ApiPipeline(Pipeline):
     """``Pipeline`` on an ``api`` catalog whose QML resource retries fast (still bound to the
     ``QML_API_BASE_URL`` / ``QML_API_KEY`` environment variables, as in production)."""

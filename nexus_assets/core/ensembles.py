@@ -633,15 +633,12 @@ def _validate_ensembles(hz: _Horizon, top: np.ndarray, val_rows: np.ndarray, siz
             # rows) without NaN pairwise per row, as numpy sums a contiguous run; a block with a
             # NaN is copied first, which makes its sum sequential in column order. Ties between
             # equal-quality combinations depend on these bits, so both are reproduced.
+            total = filled[:, :n].sum(axis=1)  # pairwise within each row
             gappy = np.repeat((valid.reshape(R * S, V) < n).any(axis=1), V)
             if gappy.any():
                 if running is None:
                     running = _running_sums(filled, sizes, buffers.columns[:, :K])
-                total = running[n].copy()
-                whole = np.flatnonzero(~gappy)
-                total[whole] = filled[whole, :n].sum(axis=1)
-            else:
-                total = filled[:, :n].sum(axis=1)
+                total = np.where(gappy, running[n], total)
             ensembles[:, :, 0, j] = (total / valid).reshape(R, S, V)
             work = buffers.work[:K, :n]
             np.copyto(work, codes[:, :n])
@@ -693,7 +690,7 @@ def _median(work: np.ndarray, holes: tuple[np.ndarray, np.ndarray, np.ndarray] |
     median = sorted_values[row_of, upper]
     even = np.flatnonzero((valid % 2 == 0) & (valid > 0))
     if even.size and k > 0:
-        below = work[even, :k].max(axis=1) if even.size < len(valid) else work[:, :k].max(axis=1)
+        below = work[:, :k].max(axis=1)[even]
         median[even] = (sorted_values[row_of[even], below] + median[even]) / 2
     median[valid == 0] = np.nan
     return median

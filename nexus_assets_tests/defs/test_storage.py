@@ -6,7 +6,6 @@ import textwrap
 import duckdb
 import numpy as np
 import pandas as pd
-import pytest
 from upath import UPath
 
 from nexus_assets.defs.storage import partition_path, read_parquet, write_parquet_atomic

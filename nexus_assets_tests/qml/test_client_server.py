@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +40,7 @@ from nexus_assets.qml.client import (
 )
 from nexus_assets.qml.server import Fault, QMLServer
 from nexus_assets.qml.sources import embedded_project, keep_days, pull_embedded
+from nexus_assets_tests.loopback import CollectingLog, serve
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "k3y-5ecret-7f1c9a0e-never-log-me"
@@ -67,23 +67,9 @@ def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-@contextmanager
-def _serve(*assets: CatalogAsset, faults=()) -> Iterator[QMLServer]:
-    """A running ``QMLServer`` for ``assets``.
-
-    Started like ``QMLServer.start`` but with a short poll interval: ``QMLServer.stop`` otherwise
-    waits up to serve_forever's default 0.5 s poll, which would dominate this file's runtime.
-    (``test_sandbox_model_farm_project_through_the_server`` uses the server's own context manager.)
-    """
-    server = QMLServer({a.project_id: (embedded_project(a), a.start_date) for a in assets}, API_KEY, faults=faults)
-    thread = threading.Thread(target=server.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
-        thread.join(timeout=5)
+def _serve(*assets: CatalogAsset, faults=()):
+    """A running ``QMLServer`` for ``assets`` with this file's key (fast shutdown: see loopback.serve)."""
+    return serve(*assets, faults=faults, api_key=API_KEY)
 
 
 @pytest.fixture
@@ -103,22 +89,6 @@ def _assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(
         actual.reset_index(drop=True), expected.reset_index(drop=True), check_exact=True
     )
-
-
-class CollectingLog:
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def info(self, msg: str) -> None:
-        self.infos.append(msg)
-
-    def warning(self, msg: str) -> None:
-        self.warnings.append(msg)
-
-    @property
-    def messages(self) -> list[str]:
-        return self.infos + self.warnings
 
 
 # -- 1. both formats return the embedded rows exactly --------------------------------------------

@@ -29,7 +29,7 @@ from nexus_assets.qml import client as client_module
 from nexus_assets.qml.client import QMLClient, QMLRequestError, QMLTransientError, RetryPolicy
 from nexus_assets.qml.server import FAULT_KINDS, Fault, apply_fault, load_faults
 from nexus_assets.qml.sources import embedded_project, pull_embedded
-from nexus_assets_tests.loopback import API_KEY, COIN, days, serve
+from nexus_assets_tests.loopback import API_KEY, COIN, CollectingLog, days, serve
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, jitter=0.01, max_retry_after=2)
@@ -40,19 +40,7 @@ KINDS_TESTED: set[str] = set()
 KINDS_TESTED_ONE_BY_ONE = {"mixed_time_formats", "extra_field", "empty_day", "watermark", "contract_version", "ok", "ignore_range"}
 
 
-class Log:
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def info(self, msg: str) -> None:
-        self.infos.append(msg)
-
-    def warning(self, msg: str) -> None:
-        self.warnings.append(msg)
-
-
-def _client(server, log: Log, prefer_parquet: bool = True, read_timeout: float = 5.0) -> QMLClient:
+def _client(server, log: CollectingLog, prefer_parquet: bool = True, read_timeout: float = 5.0) -> QMLClient:
     return QMLClient(server.url, API_KEY, retry=FAST, connect_timeout=2.0, read_timeout=read_timeout,
                      prefer_parquet=prefer_parquet, log=log)
 
@@ -61,14 +49,14 @@ def _reference(day_list=DAYS) -> pd.DataFrame:
     return pull_embedded(COIN, day_list).rows
 
 
-def _texts(log: Log, error: BaseException | None = None) -> list[str]:
+def _texts(log: CollectingLog, error: BaseException | None = None) -> list[str]:
     texts = log.infos + log.warnings
     if error is not None:
         texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
     return texts
 
 
-def _assert_no_key(log: Log, error: BaseException | None = None) -> None:
+def _assert_no_key(log: CollectingLog, error: BaseException | None = None) -> None:
     leaks = [t[:120] for t in _texts(log, error) if API_KEY in t]
     assert not leaks, leaks
 
@@ -95,7 +83,7 @@ TRANSIENT = _table([
 @FORMATS
 @pytest.mark.parametrize("fault", TRANSIENT)
 def test_transient_fault_is_retried_logged_and_recovered(fault: Fault, prefer_parquet: bool) -> None:
-    log = Log()
+    log = CollectingLog()
     with serve(COIN, faults=[fault]) as server:
         client = _client(server, log, prefer_parquet, read_timeout=0.5 if fault.kind == "stall" else 5.0)
         pull = client.pull(COIN.project_id, DAYS)
@@ -113,7 +101,7 @@ def test_transient_fault_is_retried_logged_and_recovered(fault: Fault, prefer_pa
 
 
 def test_retries_exhausted_raise_a_transient_error_naming_the_status() -> None:
-    log = Log()
+    log = CollectingLog()
     with serve(COIN, faults=[Fault("status", status=503)] * 3) as server:
         client = _client(server, log)
         with pytest.raises(QMLTransientError, match="HTTP 503") as caught:
@@ -134,7 +122,7 @@ REQUEST_ERRORS = _table([
 
 @pytest.mark.parametrize(("fault", "named"), REQUEST_ERRORS)
 def test_request_error_is_not_retried(fault: Fault, named: str) -> None:
-    log = Log()
+    log = CollectingLog()
     with serve(COIN, faults=[fault]) as server:
         client = _client(server, log)
         with pytest.raises(QMLRequestError, match=named) as caught:
@@ -187,7 +175,7 @@ def _refusal(client: QMLClient) -> ContractViolation:
 @FORMATS
 @pytest.mark.parametrize(("fault", "field", "rule", "rows_shown"), CONTRACT)
 def test_contract_violation_names_field_rule_and_rows(fault, field, rule, rows_shown, prefer_parquet) -> None:
-    log = Log()
+    log = CollectingLog()
     with serve(COIN, faults=[fault]) as server:
         client = _client(server, log, prefer_parquet)
         violation = _refusal(client)
@@ -213,7 +201,7 @@ def test_json_nan_and_infinity_are_bare_tokens_on_the_wire_and_named_by_the_clie
     with pytest.raises(ijson.common.JSONError):
         list(ijson.items(io.BytesIO(raw.encode()), "item"))  # what the client would hit unaided
     with serve(COIN, faults=faults + [Fault("set_value", field="target_var_price", value="-Infinity", rows=1)]) as server:
-        first, second = (_refusal(_client(server, Log(), prefer_parquet=False)) for _ in range(2))
+        first, second = (_refusal(_client(server, CollectingLog(), prefer_parquet=False)) for _ in range(2))
     assert "field 'close_predict' breaks rule 'finite' in 2 row(s)" in str(first) and "close_predict=nan" in str(first)
     assert "field 'target_var_price' breaks rule 'finite' in 1 row(s)" in str(second) and "target_var_price=-inf" in str(second)
 
@@ -251,7 +239,7 @@ def test_mixed_time_formats_and_offsets_are_accepted(prefer_parquet: bool) -> No
     with serve(COIN, faults=[Fault("mixed_time_formats")]) as server:
         raw = requests.get(f"{server.url}/get_qml_models/{COIN.project_id}", headers={"qml-api-key": API_KEY},
                            params={"from_date": "2025-01-04", "to_date": "2025-01-07"}, timeout=5).json()
-        log = Log()
+        log = CollectingLog()
         pull = _client(server, log, prefer_parquet).pull(COIN.project_id, DAYS)
     sent = {r["time"] for r in raw}
     assert {"Sat, 04 Jan 2025 00:00:00 GMT", "2025-01-04", "2025-01-04T05:30:00+05:30", "2025-01-03T19:00:00-05:00"} & sent
@@ -262,7 +250,7 @@ def test_mixed_time_formats_and_offsets_are_accepted(prefer_parquet: bool) -> No
 @FORMATS
 def test_unknown_extra_field_is_kept(prefer_parquet: bool) -> None:
     with serve(COIN, faults=[Fault("extra_field", field="model_note", value="retrained")]) as server:
-        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+        pull = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
     assert list(pull.rows.columns)[-1] == "model_note" and (pull.rows["model_note"] == "retrained").all()
     pd.testing.assert_frame_equal(pull.rows.drop(columns="model_note"), _reference(), check_exact=True)
     assert validate_qml_rows(pull.rows).passed
@@ -271,7 +259,7 @@ def test_unknown_extra_field_is_kept(prefer_parquet: bool) -> None:
 @FORMATS
 def test_nan_in_a_direction_field_is_a_null(prefer_parquet: bool) -> None:
     with serve(COIN, faults=[Fault("set_value", field="yn_p", value="NaN", rows=2)]) as server:
-        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+        pull = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
     assert pull.rows["yn_p"].isna().sum() == 2 and validate_qml_rows(pull.rows).passed
     reference = _reference()
     pd.testing.assert_frame_equal(pull.rows.drop(columns="yn_p"), reference.drop(columns="yn_p"), check_exact=True)
@@ -280,7 +268,7 @@ def test_nan_in_a_direction_field_is_a_null(prefer_parquet: bool) -> None:
 @FORMATS
 def test_empty_day_before_the_watermark_is_a_holiday(prefer_parquet: bool) -> None:
     with serve(COIN, faults=[Fault("empty_day", day="2025-01-05")]) as server:
-        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+        pull = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
     by_day = pull.by_day()
     assert by_day[dt.date(2025, 1, 5)].empty and all(len(by_day[d]) for d in DAYS if d.day != 5)
     assert classify_day(COIN, dt.date(2025, 1, 5), 0, pull.watermark) is DayStatus.HOLIDAY
@@ -291,7 +279,7 @@ def test_empty_day_before_the_watermark_is_a_holiday(prefer_parquet: bool) -> No
 @FORMATS
 def test_empty_days_after_the_watermark_are_unpublished(prefer_parquet: bool) -> None:
     with serve(COIN, faults=[Fault("watermark", day="2025-01-05")]) as server:
-        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+        pull = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
     assert pull.watermark == pd.Timestamp("2025-01-05")
     statuses = {d: classify_day(COIN, d, len(rows), pull.watermark) for d, rows in pull.by_day().items()}
     assert [statuses[d] for d in DAYS] == [DayStatus.PUBLISHED] * 2 + [DayStatus.UNPUBLISHED] * 2
@@ -300,8 +288,8 @@ def test_empty_days_after_the_watermark_are_unpublished(prefer_parquet: bool) ->
 @FORMATS
 def test_same_major_contract_version_and_ok_placeholder_are_accepted(prefer_parquet: bool) -> None:
     with serve(COIN, faults=[Fault("ok"), Fault("contract_version", version="1.9")]) as server:
-        first = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
-        second = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+        first = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
+        second = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
     assert (first.contract_version, second.contract_version) == ("1", "1.9")
     pd.testing.assert_frame_equal(second.rows, first.rows, check_exact=True)
 
@@ -312,7 +300,7 @@ def test_whole_history_served_whatever_the_range_is_filtered_by_the_client(prefe
         raw = requests.get(f"{server.url}/get_qml_models/{COIN.project_id}", headers={"qml-api-key": API_KEY},
                            params={"from_date": "2025-01-04", "to_date": "2025-01-04"}, timeout=5).json()
         server.script([Fault("ignore_range")])
-        pull = _client(server, Log(), prefer_parquet).pull(COIN.project_id, DAYS)
+        pull = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
     assert len({r["time"] for r in raw}) == 20  # the whole history, not the one day asked for
     pd.testing.assert_frame_equal(pull.rows, _reference(), check_exact=True)
 
@@ -372,7 +360,7 @@ def test_cli_serves_a_fault_script(tmp_path: Path) -> None:
         listening = process.stdout.readline()
         url = listening.split("listening on ")[1].split()[0]
         assert "2 fault(s)" in process.stdout.readline()
-        log = Log()
+        log = CollectingLog()
         client = QMLClient(url, API_KEY, retry=FAST, log=log)
         with pytest.raises(ContractViolation, match="not in the future"):
             client.pull(COIN.project_id, DAYS)
