@@ -3,10 +3,11 @@
 Side by side, in one run, on seeded synthetic data (SyntheticProject + slice_horizons):
   1. Bitcoin scale (4 horizons x 810 models x 370 crypto days), nexus_v2 mode: the reference loop
      (nexus_assets_tests/core/reference_ensembles.py, a per-date pandas loop as the old script)
-     against the fast path on the same slices. The fast path runs 5 times before and 5 times
-     after the reference (the machine is shared, so interleaving evens out load); its median is
-     compared with the reference's single full run. Every (date, horizon) forecast is compared
-     within 1e-9 relative; every difference is listed with its diagnosed cause.
+     against the fast path on the same slices, each in a fresh child process: the fast path 5
+     times, the reference once, the fast path 5 times again (the machine is shared; interleaving
+     evens out load). The reference's wall time is compared with the fast path's median. Every
+     (date, horizon) forecast is compared within 1e-9 relative; every difference is listed with
+     its diagnosed cause.
   2. Crude-Oil scale (10 horizons x 10,000 models x 370 trading days, ~37M slices rows): one
      asset's full history with the fast path, nexus_v2 then point_in_time, each in a fresh child
      process that reads the slices from Parquet (symbols dictionary-encoded, i.e. categorical)
@@ -23,6 +24,7 @@ import argparse
 import datetime as dt
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +41,11 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from _measure import measure, table  # noqa: E402
 
-from nexus_assets.core.ensembles import dynamic_quantile_ensemble  # noqa: E402
 from nexus_assets.core.slicing import horizon_frames, slice_horizons  # noqa: E402
 from nexus_assets.qml.synthetic import SyntheticProject  # noqa: E402
 from nexus_assets_tests.core import reference_ensembles as reference  # noqa: E402
 
-FAST_REPEATS = 5  # before and again after the reference
+FAST_REPEATS = 5  # in a process before, and in another after, the reference
 REFERENCE_BUDGET_S = 15 * 60  # above this estimate the reference runs on a subset of dates
 
 
@@ -72,7 +73,48 @@ CRUDE = Shape("Crude_Oil", 1866, tuple(range(1, 11)), 10_000, 370, "exchange", d
 QUICK_BITCOIN = Shape("Bitcoin (quick)", 1860, (1, 3), 300, 110, "crypto", dt.date(2025, 1, 1))
 QUICK_CRUDE = Shape("Crude_Oil (quick)", 1866, (1, 2, 3), 3_000, 200, "exchange", dt.date(2024, 8, 1))
 
-CHILD = """
+FAST_CHILD = """
+import sys, time
+import pandas as pd
+from nexus_assets.core.ensembles import dynamic_quantile_ensemble
+source, target, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+slices = pd.read_parquet(source)
+dynamic_quantile_ensemble(slices[slices["horizon"] == slices["horizon"].min()].head(20000), mode="nexus_v2")  # warm
+seconds = []
+for _ in range(repeats):
+    started = time.perf_counter()
+    out = dynamic_quantile_ensemble(slices, mode="nexus_v2")
+    seconds.append(time.perf_counter() - started)
+out.to_parquet(target)
+print(" ".join(f"{s:.3f}" for s in seconds))
+"""
+
+REFERENCE_CHILD = """
+import sys, time
+import pandas as pd
+from nexus_assets_tests.core.reference_ensembles import LOOKBACK, reference_ensemble
+source, target, budget = sys.argv[1], sys.argv[2], float(sys.argv[3])
+slices = pd.read_parquet(source)
+dates = sorted(slices["date"].unique())
+started = time.perf_counter()
+reference_ensemble(slices, mode="nexus_v2", dates=dates[-3:])  # probe: seconds per date
+estimate = (time.perf_counter() - started) / 3 * (len(dates) - LOOKBACK)
+if estimate <= budget:
+    started = time.perf_counter()
+    out = reference_ensemble(slices, mode="nexus_v2")
+    seconds, how = time.perf_counter() - started, f"full run (estimated {estimate:.0f} s beforehand)"
+else:  # only if the full loop would take longer than the budget
+    subset = dates[LOOKBACK :: max(1, round(estimate / budget))]
+    started = time.perf_counter()
+    out = reference_ensemble(slices, mode="nexus_v2", dates=subset)
+    part = time.perf_counter() - started
+    seconds = part * (len(dates) - LOOKBACK) / len(subset)
+    how = f"SUBSET of {len(subset)} dates ran in {part:.0f} s, EXTRAPOLATED to all dates"
+out.to_parquet(target)
+print(f"{seconds:.3f}|{how}")
+"""
+
+CRUDE_CHILD = """
 import gc, sys, time
 import pyarrow.parquet as pq
 from nexus_assets.core.ensembles import dynamic_quantile_ensemble
@@ -109,33 +151,12 @@ def generate(shape: Shape, path: Path) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
-def timed_fast(slices: pd.DataFrame, repeats: int) -> tuple[list[float], pd.DataFrame]:
-    seconds, out = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        out = dynamic_quantile_ensemble(slices, mode="nexus_v2")
-        seconds.append(time.perf_counter() - started)
-    return seconds, out
-
-
-def run_reference(slices: pd.DataFrame) -> tuple[pd.DataFrame, float, str]:
-    """The full reference loop; on a subset of dates, extrapolated, only if it would take > 15 min."""
-    all_dates = sorted(slices["date"].unique())
-    probe = all_dates[-3:]
-    started = time.perf_counter()
-    reference.reference_ensemble(slices, mode="nexus_v2", dates=probe)
-    per_date = (time.perf_counter() - started) / len(probe)
-    estimate = per_date * (len(all_dates) - reference.LOOKBACK)
-    if estimate <= REFERENCE_BUDGET_S:
-        started = time.perf_counter()
-        out = reference.reference_ensemble(slices, mode="nexus_v2")
-        return out, time.perf_counter() - started, f"full run (estimated {estimate:.0f} s beforehand)"
-    subset = all_dates[reference.LOOKBACK :: max(1, round(estimate / REFERENCE_BUDGET_S))]
-    started = time.perf_counter()
-    out = reference.reference_ensemble(slices, mode="nexus_v2", dates=subset)
-    part = time.perf_counter() - started
-    total = part * (len(all_dates) - reference.LOOKBACK) / len(subset)
-    return out, total, f"SUBSET of {len(subset)} dates ran in {part:.0f} s, extrapolated to all dates"
+def child(script: str, *args: str, env: dict[str, str]) -> str:
+    """Run ``script`` in a fresh interpreter; return its last line of output."""
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"child failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 def diagnose(slices: pd.DataFrame, date: pd.Timestamp, h: int, fast_row: pd.Series) -> str:
@@ -215,30 +236,29 @@ def main() -> int:
         print(f"generated {crude.name} ({crude.label()}): {rows:,} slices rows in {seconds:.1f} s "
               f"({crude_path.stat().st_size / 2**20:.0f} MB Parquet)")
 
-        # 1. Bitcoin scale: reference loop vs fast path, nexus_v2 mode
-        slices = pd.read_parquet(btc_path)
-        dynamic_quantile_ensemble(slices.head(1000), mode="nexus_v2")  # imports and caches warm
-        before, fast = timed_fast(slices, FAST_REPEATS)
-        ref, ref_seconds, how = run_reference(slices)
-        after, _ = timed_fast(slices, FAST_REPEATS)
+        # 1. Bitcoin scale: reference loop vs fast path, nexus_v2 mode, each in a fresh process
+        fast_path, ref_path = Path(tmp) / "fast.parquet", Path(tmp) / "reference.parquet"
+        before = [float(x) for x in child(FAST_CHILD, str(btc_path), str(fast_path), str(FAST_REPEATS), env=env).split()]
+        seconds, how = child(REFERENCE_CHILD, str(btc_path), str(ref_path), str(REFERENCE_BUDGET_S), env=env).split("|")
+        ref_seconds = float(seconds)
+        after = [float(x) for x in child(FAST_CHILD, str(btc_path), str(fast_path), str(FAST_REPEATS), env=env).split()]
         fast_median = statistics.median(before + after)
         print(f"\n== {bitcoin.name} scale, nexus_v2 mode ({bitcoin.label()}) ==")
-        print(f"reference loop: {ref_seconds:.1f} s wall ({how}); {len(ref)} (date, horizon) rows")
-        print("fast path: " + ", ".join(f"{s:.2f}" for s in before) + " s before; "
-              + ", ".join(f"{s:.2f}" for s in after) + " s after the reference")
+        print(f"reference loop: {ref_seconds:.1f} s wall ({how})")
+        print("fast path: " + ", ".join(f"{s:.2f}" for s in before) + " s before the reference; "
+              + ", ".join(f"{s:.2f}" for s in after) + " s after")
         print(f"fast path median {fast_median:.2f} s (min {min(before + after):.2f} s); "
               f"reference / fast median = {ref_seconds / fast_median:.0f}x "
               f"(/ fast min = {ref_seconds / min(before + after):.0f}x)")
-        for line in compare(fast, ref, slices):
+        for line in compare(pd.read_parquet(fast_path), pd.read_parquet(ref_path), pd.read_parquet(btc_path)):
             print(line)
-        del slices, fast, ref
 
         # 2. Crude-Oil scale: one asset's full history, both modes, each in a fresh process
         print(f"\n== {crude.name} scale ({crude.label()}), fast path, one child process per mode ==")
         results = []
         for mode in ("nexus_v2", "point_in_time"):
             m = measure(f"{crude.name}: load Parquet + ensemble, {mode}",
-                        [sys.executable, "-c", CHILD, str(crude_path), mode], env=env)
+                        [sys.executable, "-c", CRUDE_CHILD, str(crude_path), mode], env=env)
             if m.returncode != 0:
                 print(m.stdout[-3000:])
                 return 1

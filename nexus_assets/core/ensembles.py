@@ -36,9 +36,12 @@ Definitions the spec leaves open (identical in both modes)
   evaluated left to right with all four terms, so a NaN rank (only ``mse`` can be NaN: a model
   with no error pair in the fit rows) makes the score NaN even where its weight is 0.
 - Models are ordered by score ascending with a *stable* sort, NaN scores last: equal scores keep
-  column order, i.e. ascending ``symbol``. (pandas' default ``sort_values`` is an unstable
-  introsort whose tie order is an implementation detail; ``sort_values(kind="stable")`` is the
-  reproducible reading, and is what the reference implementation uses.)
+  column order, i.e. ascending ``symbol`` (``sort_values(kind="stable")``, which the reference
+  uses). pandas' default ``sort_values`` (``kind="quicksort"``) leaves equal scores in an order
+  that depends on the numpy build and CPU (with numpy 2.4 on AVX2 it differs from column order in
+  most rows with ties, even for 10 models), so the old script's tie order cannot be reproduced
+  anyway; the stable order is the reproducible reading. Ties are common: models with the same
+  direction sequence share ``dir_acc``, ``pnl`` and ``sharpe``.
 - The first combination (strategy, aggregator, quantile order) whose score is strictly greater
   than the best so far (initially -inf) wins. If none is (every score NaN or -inf, e.g. a long
   horizon whose fit window has no realised prices yet), the Nexus v2 script would have no winner
@@ -301,7 +304,8 @@ def _symbol_ranks(symbols: pd.Series) -> np.ndarray:
         encoded = pa.array(symbols).dictionary_encode()
         if isinstance(encoded, pa.ChunkedArray):
             encoded = encoded.combine_chunks()
-        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        indices = encoded.indices if encoded.null_count == 0 else encoded.indices.fill_null(-1)
+        codes = indices.to_numpy(zero_copy_only=False)
         names = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
     else:
         codes, uniques = pd.factorize(symbols)
@@ -349,14 +353,11 @@ def _horizon_ensemble(
         out = _merge(out, _single_result(idx, X[idx, only]))
     if multi.any():
         missing = np.isnan(X)
-        # value ranks within each row (NaN last; inf stands in for NaN, which numpy sorts slowly)
-        sortable = np.where(missing, np.inf, X) if not np.isinf(X).any() else X
-        by_value = (np.argsort(sortable, axis=1) + (np.arange(T) * M)[:, None]).ravel()
-        codes = np.empty(T * M, dtype="int32" if M < 2**31 else "int64")
-        codes[by_value] = np.tile(np.arange(M, dtype=codes.dtype), T)
-        horizon = _Horizon(X, np.where(missing, 0.0, X), codes.reshape(T, M), X.reshape(-1).take(by_value).reshape(T, M),
-                           np.count_nonzero(~missing, axis=1), price, actual, pivot.first_seen,
-                           _row_terms(X, price, actual, mode), mode, lookback, quantiles)
+        codes, sorted_values = _value_codes(X, missing)
+        horizon = _Horizon(X, np.where(missing, 0.0, X), codes, sorted_values, np.count_nonzero(~missing, axis=1),
+                           price, actual, pivot.first_seen, _row_terms(X, price, actual, mode), mode, lookback,
+                           quantiles)
+        del missing, codes, sorted_values
         for m in np.unique(known[multi]):  # rows that share a model count share n per quantile
             idx = np.flatnonzero(multi & (known == m))
             out = _merge(out, _ensemble_rows(horizon, idx, start[idx], int(m)))
@@ -366,6 +367,17 @@ def _horizon_ensemble(
     result["horizon"] = np.full(len(order), h, dtype="int64")
     result["actual"] = actual[result["row"]]
     return result
+
+
+def _value_codes(X: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of each forecast within its row of ``X`` (NaN last) and each row sorted."""
+    T, M = X.shape
+    sortable = np.where(missing, np.inf, X) if not np.isinf(X).any() else X  # numpy sorts NaN slowly
+    by_value = (np.argsort(sortable, axis=1) + (np.arange(T) * M)[:, None]).ravel()
+    del sortable
+    codes = np.empty(T * M, dtype="int32" if M < 2**31 else "int64")
+    codes[by_value] = np.tile(np.arange(M, dtype=codes.dtype), T)
+    return codes.reshape(T, M), X.reshape(-1).take(by_value).reshape(T, M)
 
 
 @dataclass(frozen=True)
@@ -492,10 +504,13 @@ def _pct_rank(values: np.ndarray, descending: bool) -> np.ndarray:
     pos = np.arange(M)
     new_group = np.ones((R, M), dtype=bool)
     new_group[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
-    first = np.maximum.accumulate(np.where(new_group, pos, 0), axis=1)
-    group_end = np.ones((R, M), dtype=bool)
-    group_end[:, :-1] = new_group[:, 1:]
-    last = np.minimum.accumulate(np.where(group_end, pos, M)[:, ::-1], axis=1)[:, ::-1]
+    if new_group.all():  # no ties (NaN, kept as NaN, compare unequal): the rank is the position
+        first = last = np.broadcast_to(pos, (R, M))
+    else:
+        first = np.maximum.accumulate(np.where(new_group, pos, 0), axis=1)
+        group_end = np.ones((R, M), dtype=bool)
+        group_end[:, :-1] = new_group[:, 1:]
+        last = np.minimum.accumulate(np.where(group_end, pos, M)[:, ::-1], axis=1)[:, ::-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = ((first + last + 2) * 0.5) / n_valid[:, None]  # average 1-based rank / count, as pandas
     pct[~valid] = np.nan
@@ -541,7 +556,13 @@ def _top_models(scores: np.ndarray, known: np.ndarray | None, n_top: int) -> np.
     padded_key[row, slot] = key[row, col]
     padded_col[row, slot] = col
     # Stable: equal scores keep column order; padding (inf, at the end) stays behind real models.
-    best = np.argsort(padded_key, axis=1, kind="stable")[:, :n_top]
+    # A row whose keys are all distinct sorts the same either way, and the default sort is faster.
+    best = np.argsort(padded_key, axis=1)
+    ranked = np.take_along_axis(padded_key, best, axis=1)
+    tied = (ranked[:, 1:] == ranked[:, :-1]).any(axis=1)
+    if tied.any():
+        best[tied] = np.argsort(padded_key[tied], axis=1, kind="stable")
+    best = best[:, :n_top]
     return np.take_along_axis(padded_col, best, axis=1).reshape(R, S, n_top)
 
 
@@ -633,12 +654,16 @@ def _validate_ensembles(hz: _Horizon, top: np.ndarray, val_rows: np.ndarray, siz
             # rows) without NaN pairwise per row, as numpy sums a contiguous run; a block with a
             # NaN is copied first, which makes its sum sequential in column order. Ties between
             # equal-quality combinations depend on these bits, so both are reproduced.
-            total = filled[:, :n].sum(axis=1)  # pairwise within each row
             gappy = np.repeat((valid.reshape(R * S, V) < n).any(axis=1), V)
             if gappy.any():
                 if running is None:
                     running = _running_sums(filled, sizes, buffers.columns[:, :K])
-                total = np.where(gappy, running[n], total)
+                total = running[n].copy()
+                whole = np.flatnonzero(~gappy)
+                if whole.size:
+                    total[whole] = filled[whole, :n].sum(axis=1)
+            else:
+                total = filled[:, :n].sum(axis=1)  # pairwise within each row
             ensembles[:, :, 0, j] = (total / valid).reshape(R, S, V)
             work = buffers.work[:K, :n]
             np.copyto(work, codes[:, :n])
@@ -690,7 +715,7 @@ def _median(work: np.ndarray, holes: tuple[np.ndarray, np.ndarray, np.ndarray] |
     median = sorted_values[row_of, upper]
     even = np.flatnonzero((valid % 2 == 0) & (valid > 0))
     if even.size and k > 0:
-        below = work[:, :k].max(axis=1)[even]
+        below = work[:, :k].max(axis=1)[even] if 2 * even.size > len(valid) else work[even, :k].max(axis=1)
         median[even] = (sorted_values[row_of[even], below] + median[even]) / 2
     median[valid == 0] = np.nan
     return median

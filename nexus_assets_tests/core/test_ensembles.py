@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from nexus_assets.core import ensembles
 from nexus_assets.core.ensembles import dynamic_quantile_ensemble, ensemble_columns
-from nexus_assets.core.slicing import horizon_frames, slice_horizons
+from nexus_assets.core.slicing import empty_slices, horizon_frames, slice_horizons
 from nexus_assets.qml.synthetic import SyntheticProject
 from nexus_assets_tests.core import reference_ensembles as reference
 
@@ -38,7 +38,8 @@ def roughen(slices, seed, drop=0.06, nan=0.03):
 
 def with_single_model_horizon(slices, horizon=7):
     """A horizon whose only model is a copy of one model of horizon 1."""
-    one = slices[(slices["horizon"] == 1) & (slices["symbol"] == slices["symbol"].min())].copy()
+    first = slices[slices["horizon"] == 1]
+    one = first[first["symbol"] == first["symbol"].min()].copy()
     one["horizon"] = horizon
     one["symbol"] = "9999.0_1"
     return pd.concat([slices, one], ignore_index=True)
@@ -163,6 +164,10 @@ def test_output_schema():
         assert set(out["strategy"]) <= set(ensembles.STRATEGIES)
         assert (out["p05"] <= out["p25"]).all() and (out["p25"] <= out["p75"]).all() and (out["p75"] <= out["p95"]).all()
     assert ensemble_columns("nexus_v2").index("actual") == ensemble_columns("nexus_v2").index("forecast") + 1
+    for mode in ("nexus_v2", "point_in_time"):  # no input, or no date that can be forecast: typed and empty
+        typed = dynamic_quantile_ensemble(slices, mode=mode, lookback=20).dtypes
+        assert dynamic_quantile_ensemble(empty_slices(), mode=mode).dtypes.equals(typed)
+        assert dynamic_quantile_ensemble(slices, mode=mode, lookback=20, dates=["1999-01-01"]).dtypes.equals(typed)
 
 
 def test_dates_subset_equals_rows_of_full_output():
