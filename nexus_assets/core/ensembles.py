@@ -50,6 +50,8 @@ Definitions the spec leaves open (identical in both modes)
   than two values exist or the variance is not positive. The variance is computed from window
   sums (``(S2 - S1**2 / n) / (n - 1)``); all window sums are sequential in row order, so two
   models with identical values in a window get bit-identical metrics and tie exactly, as in pandas.
+  (Only if a model's values in a window are all equal and non-zero can this differ from pandas'
+  two-pass std, which may then leave a tiny positive std instead of 0.)
 - A horizon with a single model (``M == 1``; in point-in-time mode, one model known on the date)
   outputs that model's forecast for every such row, with no warm-up: strategy ``single_model``,
   aggregator ``none``, quantile 1.0, ``n_selected = n_models = 1``.
@@ -71,12 +73,14 @@ over single dates or models; everything else is numpy over (dates x models) arra
 the slices are pivoted into ``X`` (dates x models). The model metrics of all forecast dates come
 from window sums of per-row terms (errors, ``dir * return``, its square; counts by cumulative
 sums). Percentile ranks: one row-wise argsort per metric (``dir_acc`` by counting). The
-``int(0.3 M)`` best models of each strategy: a partition, then a stable sort of the candidates.
+largest ``n`` best models of each strategy: a partition, then a stable sort of the candidates.
 The 80 ensembles on the validate rows: the ordered models' forecasts are gathered for a block of
 dates at once; means are sums over the first ``n`` columns, computed with the bits pandas uses
-(pairwise, or sequential when the block has a NaN); medians are one int32 partition per quantile
-on value-rank codes. Quality scores and winners are vectorised over dates and combinations with
-the same floating-point operations as pandas, so equal-quality ties resolve as in the reference.
+(``frame.mean(axis=1)`` sums pairwise per row, or sequentially when the block has a NaN; pandas
+takes another path below 6 validate rows, i.e. ``lookback`` < 6, where only the bits of exact
+equal-quality ties may differ); medians are one int32 partition per quantile on value-rank codes.
+Quality scores and winners are vectorised over dates and combinations with the same
+floating-point operations as pandas, so equal-quality ties resolve as in the reference.
 """
 
 from __future__ import annotations
@@ -257,7 +261,7 @@ def _floats(column: pd.Series) -> np.ndarray:
 
 def _pivot(columns: _Columns, positions: np.ndarray) -> _Pivot:
     """The golden engine's ``X_h`` and ``price_h`` for the rows at ``positions`` (one horizon)."""
-    date_codes, days = pd.factorize(columns.date[positions], sort=True)
+    date_codes, days = _date_codes(columns.date[positions])
     symbol_codes, n_models = _dense(columns.symbol[positions])
     n_dates = len(days)
     flat = date_codes.astype("int64") * n_models + symbol_codes
@@ -272,13 +276,24 @@ def _pivot(columns: _Columns, positions: np.ndarray) -> _Pivot:
     prices = columns.price[positions]
     ok = ~np.isnan(prices)
     codes_ok, prices_ok = date_codes[ok], prices[ok]
-    if len(codes_ok) and (np.diff(codes_ok) < 0).any():  # rows not in date order: sort, stably
+    if (codes_ok[1:] < codes_ok[:-1]).any():  # rows not in date order: sort, stably
         sorter = np.argsort(codes_ok, kind="stable")
         codes_ok, prices_ok = codes_ok[sorter], prices_ok[sorter]
     heads = np.flatnonzero(np.r_[True, codes_ok[1:] != codes_ok[:-1]]) if len(codes_ok) else codes_ok
     price = np.full(n_dates, np.nan)
     price[codes_ok[heads]] = prices_ok[heads]
     return _Pivot(np.asarray(days, dtype="datetime64[ns]"), X, price, first_seen)
+
+
+def _date_codes(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each date among the sorted distinct dates, and those dates."""
+    if len(dates) and not (dates[1:] < dates[:-1]).any():  # the stored order: no hashing needed
+        new = np.empty(len(dates), dtype=bool)
+        new[0] = True
+        np.not_equal(dates[1:], dates[:-1], out=new[1:])
+        return np.cumsum(new) - 1, dates[new]
+    codes, days = pd.factorize(dates, sort=True)
+    return codes, np.asarray(days, dtype="datetime64[ns]")
 
 
 def _dense(ranks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -494,13 +509,14 @@ def _pct_rank(values: np.ndarray, descending: bool) -> np.ndarray:
     """Row-wise ``pandas.Series.rank(pct=True, ascending=not descending)``: average ties, NaN kept."""
     key = np.negative(values) if descending else values
     missing = np.isnan(key)
-    if missing.any() and not np.isinf(key).any():
+    gaps = bool(missing.any())
+    if gaps and not np.isinf(key).any():
         key = np.where(missing, np.inf, key)  # numpy's fast sort paths do not take NaN; inf sorts last too
     order = np.argsort(key, axis=1)  # tie order is irrelevant: ties share the average rank
     ranked = np.take_along_axis(key, order, axis=1)
     R, M = key.shape
-    valid = ~np.take_along_axis(missing, order, axis=1)
-    n_valid = valid.sum(axis=1)
+    valid = ~np.take_along_axis(missing, order, axis=1) if gaps else np.ones((R, M), dtype=bool)
+    n_valid = valid.sum(axis=1) if gaps else np.full(R, M)
     pos = np.arange(M)
     new_group = np.ones((R, M), dtype=bool)
     new_group[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
@@ -513,7 +529,8 @@ def _pct_rank(values: np.ndarray, descending: bool) -> np.ndarray:
         last = np.minimum.accumulate(np.where(group_end, pos, M)[:, ::-1], axis=1)[:, ::-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = ((first + last + 2) * 0.5) / n_valid[:, None]  # average 1-based rank / count, as pandas
-    pct[~valid] = np.nan
+    if gaps:
+        pct[~valid] = np.nan
     out = np.empty_like(pct)
     np.put_along_axis(out, order, pct, axis=1)
     return out
@@ -538,7 +555,8 @@ def _count_pct_rank(counts: np.ndarray, most: int) -> np.ndarray:
 def _top_models(scores: np.ndarray, known: np.ndarray | None, n_top: int) -> np.ndarray:
     """First ``n_top`` models of each (row, strategy) by score ascending; stable; NaN, then unknown, last."""
     R, S, M = scores.shape
-    key = np.where(np.isnan(scores), _NAN_SCORE, scores)
+    nan = np.isnan(scores)
+    key = np.where(nan, _NAN_SCORE, scores) if nan.any() else scores
     if known is not None:
         key = np.where(known[:, None, :], key, np.inf)
     key = key.reshape(R * S, M)
