@@ -55,6 +55,7 @@ Definitions the spec leaves open (identical in both modes)
 - A horizon with a single model (``M == 1``; in point-in-time mode, one model known on the date)
   outputs that model's forecast for every such row, with no warm-up: strategy ``single_model``,
   aggregator ``none``, quantile 1.0, ``n_selected = n_models = 1``.
+- ``best_child`` is the symbol of the model ``best_child_forecast`` is taken from.
 - A forecast, ``best_child_forecast`` or percentile is NaN when the models it is taken from have
   no forecast on the date (e.g. the winner is one model and it is missing that day).
 
@@ -139,7 +140,7 @@ SINGLE_MODEL = "single_model"
 NO_AGGREGATOR = "none"
 ENSEMBLE_COLUMNS: tuple[str, ...] = (
     "date", "horizon", "forecast", "strategy", "aggregator", "quantile", "n_selected", "n_models",
-    "best_child_forecast", "p05", "p25", "p75", "p95", "mode",
+    "best_child_forecast", "best_child", "p05", "p25", "p75", "p95", "mode",
 )
 """Output columns in ``point_in_time`` mode; ``nexus_v2`` adds ``actual`` after ``forecast``."""
 
@@ -213,9 +214,11 @@ def dynamic_quantile_ensemble(
     wanted = None if dates is None else np.unique(pd.to_datetime(pd.Index(list(dates))).to_numpy("datetime64[ns]"))
     parts = []
     horizon_values = slices["horizon"].to_numpy(dtype="int64")
+    symbol_ranks, symbol_names = _symbol_ranks(slices["symbol"])
     columns = _Columns(
         slices["date"].to_numpy("datetime64[ns]"),
-        _symbol_ranks(slices["symbol"]),
+        symbol_ranks,
+        symbol_names,
         _floats(slices["forecast"]),
         _floats(slices["price"]),
     )
@@ -241,6 +244,7 @@ class _Pivot:
     X: np.ndarray  # (T, M) forecasts, NaN where a model has no row (or a NaN forecast)
     price: np.ndarray  # (T,) first non-null price of each date, in row order
     first_seen: np.ndarray  # (M,) first row on which each model has a slices row
+    symbols: np.ndarray  # (M,) the model (column) names, ascending
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,7 @@ class _Columns:
 
     date: np.ndarray  # datetime64[ns]
     symbol: np.ndarray  # rank of the symbol in ascending order
+    names: np.ndarray  # the distinct symbols, ascending (``names[rank]``)
     forecast: np.ndarray
     price: np.ndarray
 
@@ -262,7 +267,8 @@ def _floats(column: pd.Series) -> np.ndarray:
 def _pivot(columns: _Columns, positions: np.ndarray) -> _Pivot:
     """The golden engine's ``X_h`` and ``price_h`` for the rows at ``positions`` (one horizon)."""
     date_codes, days = _date_codes(columns.date[positions])
-    symbol_codes, n_models = _dense(columns.symbol[positions])
+    symbol_codes, present = _dense(columns.symbol[positions])
+    n_models = len(present)
     n_dates = len(days)
     flat = date_codes.astype("int64") * n_models + symbol_codes
     counts = np.bincount(flat, minlength=n_dates * n_models)
@@ -282,7 +288,7 @@ def _pivot(columns: _Columns, positions: np.ndarray) -> _Pivot:
     heads = np.flatnonzero(np.r_[True, codes_ok[1:] != codes_ok[:-1]]) if len(codes_ok) else codes_ok
     price = np.full(n_dates, np.nan)
     price[codes_ok[heads]] = prices_ok[heads]
-    return _Pivot(np.asarray(days, dtype="datetime64[ns]"), X, price, first_seen)
+    return _Pivot(np.asarray(days, dtype="datetime64[ns]"), X, price, first_seen, columns.names[present])
 
 
 def _date_codes(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -296,15 +302,16 @@ def _date_codes(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(days, dtype="datetime64[ns]")
 
 
-def _dense(ranks: np.ndarray) -> tuple[np.ndarray, int]:
-    """Renumber ranks 0.. in the same order, keeping only the values present."""
+def _dense(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber ranks 0.. in the same order, keeping only the values present (also returned)."""
     present = np.bincount(ranks) > 0
     remap = np.cumsum(present) - 1
-    return remap[ranks].astype("int64"), int(present.sum())
+    return remap[ranks].astype("int64"), np.flatnonzero(present)
 
 
-def _symbol_ranks(symbols: pd.Series) -> np.ndarray:
-    """For every row, the rank of its symbol among the distinct symbols in ascending order.
+def _symbol_ranks(symbols: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """For every row, the rank of its symbol among the distinct symbols in ascending order; and
+    those distinct symbols, ascending.
 
     Ascending ``str`` order is the column order of the golden engine's pivot, which is also the
     order in which ties between models are broken. Symbols are encoded once for all horizons:
@@ -328,8 +335,9 @@ def _symbol_ranks(symbols: pd.Series) -> np.ndarray:
     if len(codes) and codes.min() < 0:
         raise ValueError("slices have rows without a symbol")
     rank = np.empty(len(names), dtype="int32" if len(names) < 2**31 else "int64")
-    rank[np.argsort(names, kind="stable")] = np.arange(len(names))
-    return rank.take(codes)
+    order = np.argsort(names, kind="stable")
+    rank[order] = np.arange(len(names))
+    return rank.take(codes), names[order]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +373,7 @@ def _horizon_ensemble(
     if single.any():
         idx = np.flatnonzero(single)
         only = np.argmin(pivot.first_seen) if mode == "point_in_time" else 0
-        out = _merge(out, _single_result(idx, X[idx, only]))
+        out = _merge(out, _single_result(idx, X[idx, only], only))
     if multi.any():
         missing = np.isnan(X)
         codes, sorted_values = _value_codes(X, missing)
@@ -381,6 +389,7 @@ def _horizon_ensemble(
     result["date"] = pivot.dates[result["row"]]
     result["horizon"] = np.full(len(order), h, dtype="int64")
     result["actual"] = actual[result["row"]]
+    result["best_child"] = pivot.symbols[result["child"]]
     return result
 
 
@@ -813,6 +822,7 @@ def _winners(hz: _Horizon, rows: np.ndarray, top: np.ndarray, sizes: np.ndarray,
         "n_selected": n_selected.astype("int64"),
         "n_models": np.full(R, n_models, dtype="int64"),
         "best_child_forecast": hz.X[rows, child],
+        "child": child.astype("int64"),
         **{f"p{p:02d}": fan[j] for j, p in enumerate(PERCENTILES)},
     }
 
@@ -839,7 +849,7 @@ def _linear_percentiles(ordered: np.ndarray, count: np.ndarray, percents: Sequen
     return out
 
 
-def _single_result(rows: np.ndarray, value: np.ndarray) -> dict[str, np.ndarray]:
+def _single_result(rows: np.ndarray, value: np.ndarray, child: int) -> dict[str, np.ndarray]:
     n = len(rows)
     return {
         "row": rows.astype("int64"),
@@ -850,12 +860,13 @@ def _single_result(rows: np.ndarray, value: np.ndarray) -> dict[str, np.ndarray]
         "n_selected": np.ones(n, dtype="int64"),
         "n_models": np.ones(n, dtype="int64"),
         "best_child_forecast": value.copy(),
+        "child": np.full(n, child, dtype="int64"),
         **{f"p{p:02d}": value.copy() for p in PERCENTILES},
     }
 
 
 def _empty_result() -> dict[str, np.ndarray]:
-    return _single_result(np.array([], dtype="int64"), np.array([], dtype="float64"))
+    return _single_result(np.array([], dtype="int64"), np.array([], dtype="float64"), 0)
 
 
 def _merge(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -865,7 +876,7 @@ def _merge(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.n
 def _assemble(parts: list[dict[str, np.ndarray]], mode: str) -> pd.DataFrame:
     columns = ensemble_columns(mode)
     merged = _empty_result() | {"date": np.array([], dtype="datetime64[ns]"), "horizon": np.array([], dtype="int64"),
-                                "actual": np.array([], dtype="float64")}
+                                "actual": np.array([], dtype="float64"), "best_child": np.array([], dtype=object)}
     for part in parts:
         merged = {k: np.concatenate([merged[k], part[k]]) for k in merged}
     frame = pd.DataFrame(
@@ -880,6 +891,7 @@ def _assemble(parts: list[dict[str, np.ndarray]], mode: str) -> pd.DataFrame:
             "n_selected": pd.Series(merged["n_selected"], dtype="int64"),
             "n_models": pd.Series(merged["n_models"], dtype="int64"),
             "best_child_forecast": pd.Series(merged["best_child_forecast"], dtype="float64"),
+            "best_child": pd.Series(merged["best_child"], dtype="str"),
             **{f"p{p:02d}": pd.Series(merged[f"p{p:02d}"], dtype="float64") for p in PERCENTILES},
             "mode": pd.Series([mode] * len(merged["date"]), dtype="str"),
         }

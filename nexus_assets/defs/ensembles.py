@@ -12,6 +12,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
+from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combinations
 from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
 from nexus_assets.core.slicing import empty_slices
 from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP, HORIZON_SLICES_ASSET
@@ -24,7 +25,7 @@ from nexus_assets.defs.partitions import (
 )
 from nexus_assets.defs.storage import PartitionFrames
 
-__all__ = ["HORIZON_ENSEMBLES", "ensemble_window_days", "build_ensemble_assets"]
+__all__ = ["HORIZON_ENSEMBLES", "build_ensemble_assets", "ensemble_window_days", "ensembles_with_combinations"]
 
 HORIZON_ENSEMBLES = "horizon_ensembles"
 
@@ -39,7 +40,7 @@ def ensemble_window_days(catalog: Catalog, lookback: int = LOOKBACK) -> tuple[in
     history = forward = 0
     for entry in catalog.assets:
         longest = max(entry.horizons) if entry.horizons else DEFAULT_MAX_HORIZON
-        history = max(history, calendar_days(lookback + longest + 1, entry.calendar))
+        history = max(history, calendar_days(max(lookback + longest + 1, VARIANCE_WINDOW), entry.calendar))
         if entry.selection_mode == "nexus_v2":
             forward = max(forward, calendar_days(longest, entry.calendar))
     return history, forward
@@ -66,7 +67,9 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
         description=(
             "Dynamic quantile ensemble (Nexus v2 section 3): one row per date and horizon with the "
             "ensemble forecast, the winning strategy/aggregator/quantile, the selected models' spread "
-            "(p05..p95) and the best child model. Mode per catalog asset: point_in_time (default) uses "
+            "(p05..p95), the best child model and its symbol, the day's price, and the plain within-horizon "
+            "combinations the horizon search compares (raw_mean, raw_median, low_variance: the 10% of models "
+            "with the lowest forecast variance over the last 60 rows). Mode per catalog asset: point_in_time (default) uses "
             "only outcomes known by the date; nexus_v2 reproduces the old scripts exactly, look-ahead "
             f"included, so in that mode a date's forecast changes as later data arrives. Reads "
             f"{history} days of horizon_slices history" + (f" and {forward} days ahead." if forward else ".")
@@ -80,7 +83,7 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
             # One catalog asset's window at a time: the mapping may span many assets and a year.
             window = [horizon_slices[k] for k in horizon_slices if k.startswith(prefix)]
             slices = pd.concat(window, ignore_index=True) if window else empty_slices()
-            result = dynamic_quantile_ensemble(slices, mode=entry.selection_mode, lookback=lookback, dates=days)
+            result = ensembles_with_combinations(slices, mode=entry.selection_mode, lookback=lookback, dates=days)
             by_day = {stamp.date(): frame.reset_index(drop=True) for stamp, frame in result.groupby("date", sort=True)}
             for day in days:
                 day_rows = by_day.get(day, result.iloc[0:0])
@@ -89,6 +92,15 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
         return outputs
 
     return [horizon_ensembles]
+
+
+def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: int, dates) -> pd.DataFrame:
+    """The stored horizon_ensembles table: the quantile ensemble plus the day's price and the plain
+    combinations, on the (date, horizon) rows the ensemble forecasts."""
+    result = dynamic_quantile_ensemble(slices, mode=mode, lookback=lookback, dates=dates)
+    plain = within_horizon_combinations(slices, dates=dates)
+    merged = result.merge(plain, on=["date", "horizon"], how="left", validate="one_to_one")
+    return merged[[*result.columns[:-1], *plain.columns[2:], result.columns[-1]]]  # `mode` stays last
 
 
 def _metadata(rows: pd.DataFrame, mode: str) -> dict:

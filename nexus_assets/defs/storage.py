@@ -11,6 +11,14 @@ mid-write leaves only its hidden temporary file, which the next write of that pa
 Assets hand over ``{partition key: DataFrame}`` (a range run stores one file per key); inputs
 come back the same way, in key order, skipping partitions missing at the start of history when
 the input says ``allow_missing_partitions``.
+
+An asset whose partition holds several tables declares them in its definition metadata
+(``tables: ["signals", "slopes"]``) and hands over ``{partition key: {table: DataFrame}}``; each
+table is its own Hive dataset, ``<root>/<asset key>/<table>/asset=<asset>/date=<day>.parquet``,
+and comes back as a :class:`PartitionTables` mapping read lazily. Each file is written atomically;
+the tables of one partition are written one after the other, so a writer killed between two
+leaves a partition whose tables come from different attempts until it is re-materialised (the
+materialisation is only recorded after the last write, so Dagster shows it as not done).
 """
 
 from __future__ import annotations
@@ -32,7 +40,17 @@ from upath import UPath
 
 from nexus_assets.defs.partitions import split_key
 
-__all__ = ["ParquetPartitionIOManager", "PartitionFrames", "partition_path", "write_parquet_atomic", "read_parquet"]
+__all__ = [
+    "ParquetPartitionIOManager",
+    "PartitionFrames",
+    "PartitionTables",
+    "TABLES_METADATA",
+    "partition_path",
+    "read_parquet",
+    "write_parquet_atomic",
+]
+
+TABLES_METADATA = "tables"  # definition metadata key: the table names of a multi-table asset
 
 
 def partition_path(root: str, asset_key_path: list[str], partition: str | None) -> UPath:
@@ -140,7 +158,8 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
             write_parquet_atomic(self._path(key_path, None), obj)
             return
         keys = sorted(context.asset_partition_keys)
-        if isinstance(obj, pd.DataFrame) and len(keys) == 1:
+        tables = _tables(context.definition_metadata)
+        if (isinstance(obj, pd.DataFrame) or (tables and _is_table_set(obj, tables))) and len(keys) == 1:
             obj = {keys[0]: obj}
         if not isinstance(obj, Mapping) or sorted(obj) != keys:
             got = sorted(obj) if isinstance(obj, Mapping) else type(obj).__name__
@@ -148,7 +167,18 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: the asset must return one DataFrame per partition key "
                 f"of the run; expected {keys[:3]}... ({len(keys)} keys), got {str(got)[:200]}"
             )
-        written = sum(write_parquet_atomic(self._path(key_path, k), obj[k]) for k in keys)
+        if tables:
+            written = 0
+            for k in keys:
+                if not _is_table_set(obj[k], tables):
+                    got = sorted(obj[k]) if isinstance(obj[k], Mapping) else type(obj[k]).__name__
+                    raise ValueError(
+                        f"{context.asset_key.to_user_string()} partition {k}: expected the tables {list(tables)}, "
+                        f"got {got}"
+                    )
+                written += sum(write_parquet_atomic(self._path([*key_path, t], k), obj[k][t]) for t in tables)
+        else:
+            written = sum(write_parquet_atomic(self._path(key_path, k), obj[k]) for k in keys)
         context.add_output_metadata(
             {"files_written": len(keys), "bytes_written": written, "root": str(UPath(self.base_dir).joinpath(*key_path))}
         )
@@ -158,9 +188,18 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
         if not context.has_asset_partitions:
             return read_parquet(self._path(key_path, None))
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions", False))
-        paths: dict[str, UPath] = {}
+        upstream = context.upstream_output
+        tables = _tables(upstream.definition_metadata if upstream is not None else None)
+        paths: dict[str, UPath | dict[str, UPath]] = {}
         for key in sorted(context.asset_partition_keys):
-            path = self._path(key_path, key)
+            if tables:
+                # a partition counts as materialised once its last-written table exists
+                path = self._path([*key_path, tables[-1]], key)
+                if path.exists():
+                    paths[key] = {t: self._path([*key_path, t], key) for t in tables}
+                    continue
+            else:
+                path = self._path(key_path, key)
             if not path.exists():
                 if allow_missing:
                     continue
@@ -172,6 +211,36 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
         return PartitionFrames(paths)
 
 
+def _tables(metadata: Mapping | None) -> tuple[str, ...]:
+    value = (metadata or {}).get(TABLES_METADATA)
+    if value is None:
+        return ()
+    value = getattr(value, "value", value)  # a MetadataValue once Dagster has normalised it
+    return tuple(str(t) for t in value)
+
+
+def _is_table_set(obj: object, tables: tuple[str, ...]) -> bool:
+    return isinstance(obj, Mapping) and sorted(obj) == sorted(tables) and all(
+        isinstance(v, pd.DataFrame) for v in obj.values()
+    )
+
+
+class PartitionTables(Mapping[str, pd.DataFrame]):
+    """The tables of one partition of a multi-table asset, each read when accessed."""
+
+    def __init__(self, paths: Mapping[str, UPath]) -> None:
+        self._paths = dict(paths)
+
+    def __getitem__(self, table: str) -> pd.DataFrame:
+        return read_parquet(self._paths[table])
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
 class PartitionFrames(Mapping[str, pd.DataFrame]):
     """The partitions of an input, read from Parquet when accessed (never all at once).
 
@@ -179,11 +248,14 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     asset reads one catalog asset's window, computes, and lets it go.
     """
 
-    def __init__(self, paths: Mapping[str, UPath]) -> None:
+    def __init__(self, paths: Mapping[str, UPath | Mapping[str, UPath]]) -> None:
         self._paths = dict(paths)
 
-    def __getitem__(self, key: str) -> pd.DataFrame:
-        return read_parquet(self._paths[key])
+    def __getitem__(self, key: str) -> pd.DataFrame | PartitionTables:
+        path = self._paths[key]
+        if isinstance(path, Mapping):
+            return PartitionTables(path)
+        return read_parquet(path)
 
     def __iter__(self):
         return iter(self._paths)

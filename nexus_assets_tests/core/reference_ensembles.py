@@ -48,7 +48,7 @@ def reference_ensemble(slices, *, mode="point_in_time", lookback=LOOKBACK, dates
         else:
             raise ValueError(mode)
     columns = ["date", "horizon", "forecast", "strategy", "aggregator", "quantile", "n_selected", "n_models",
-               "best_child_forecast", "p05", "p25", "p75", "p95", "mode"]
+               "best_child_forecast", "best_child", "p05", "p25", "p75", "p95", "mode"]
     if mode == "nexus_v2":
         columns.insert(3, "actual")
     frame = pd.DataFrame.from_records(records, columns=[c for c in columns if c != "mode"])
@@ -137,13 +137,13 @@ def output_row(date, h, X_row, choice, child, M, extra):
     else:
         pct = list(np.nanpercentile(values, PERCENTILES))
     return {"date": date, "horizon": h, "forecast": forecast, "strategy": name, "aggregator": agg, "quantile": q,
-            "n_selected": n, "n_models": M, "best_child_forecast": X_row[child],
+            "n_selected": n, "n_models": M, "best_child_forecast": X_row[child], "best_child": child,
             "p05": pct[0], "p25": pct[1], "p75": pct[2], "p95": pct[3], **extra}
 
 
-def single_model_row(date, h, value, extra):
+def single_model_row(date, h, value, symbol, extra):
     return {"date": date, "horizon": h, "forecast": value, "strategy": "single_model", "aggregator": "none",
-            "quantile": 1.0, "n_selected": 1, "n_models": 1, "best_child_forecast": value,
+            "quantile": 1.0, "n_selected": 1, "n_models": 1, "best_child_forecast": value, "best_child": symbol,
             "p05": value, "p25": value, "p75": value, "p95": value, **extra}
 
 
@@ -153,7 +153,7 @@ def nexus_v2_rows(h, X, y, L, quantiles, wanted):
     if M == 1:
         for i in range(len(X)):
             if wanted is None or X.index[i] in wanted:
-                rows.append(single_model_row(X.index[i], h, X.iloc[i, 0], {"actual": y.iloc[i]}))
+                rows.append(single_model_row(X.index[i], h, X.iloc[i, 0], X.columns[0], {"actual": y.iloc[i]}))
         return rows
     for i in range(L, len(X)):
         if wanted is not None and X.index[i] not in wanted:
@@ -190,7 +190,7 @@ def point_in_time_rows(h, X, price, y, first_seen, L, quantiles, wanted):
         known = [c for c in X.columns if first_seen[c] <= date]
         M = len(known)
         if M == 1:
-            rows.append(single_model_row(date, h, X.iloc[i][known[0]], {}))
+            rows.append(single_model_row(date, h, X.iloc[i][known[0]], known[0], {}))
             continue
         # usable training pairs: rows t with t + h <= i; the window is the last L of them
         last = i - h

@@ -17,7 +17,7 @@ from nexus_assets_tests.core import reference_ensembles as reference
 START = dt.date(2025, 1, 1)
 FEW_QUANTILES = (0.01, 0.05, 0.15, 0.30)  # keeps the reference quick; the full list runs once below
 NUMBERS = ["forecast", "quantile", "best_child_forecast", "p05", "p25", "p75", "p95"]
-LABELS = ["date", "horizon", "strategy", "aggregator", "n_selected", "n_models", "mode"]
+LABELS = ["date", "horizon", "strategy", "aggregator", "n_selected", "n_models", "best_child", "mode"]
 
 
 def synthetic_slices(seed=5, horizons=(1, 2, 5), models=14, days=48, calendar="crypto"):
@@ -154,9 +154,10 @@ def test_output_schema():
         dtypes = out.dtypes.astype(str).to_dict()
         assert dtypes["date"] == "datetime64[ns]"
         assert {dtypes[c] for c in ("horizon", "n_selected", "n_models")} == {"int64"}
-        assert {dtypes[c] for c in ("strategy", "aggregator", "mode")} == {"str"}
+        assert {dtypes[c] for c in ("strategy", "aggregator", "best_child", "mode")} == {"str"}
+        assert set(out["best_child"]) <= set(slices["symbol"])
         floats = [c for c in out.columns if c not in ("date", "horizon", "n_selected", "n_models", "strategy",
-                                                      "aggregator", "mode")]
+                                                      "aggregator", "best_child", "mode")]
         assert {dtypes[c] for c in floats} == {"float64"}
         assert out[["date", "horizon"]].equals(out[["date", "horizon"]].sort_values(["date", "horizon"]))
         assert not out.duplicated(["date", "horizon"]).any()

@@ -5,8 +5,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from nexus_assets.core.ensembles import dynamic_quantile_ensemble
-from nexus_assets.defs.ensembles import ensemble_window_days
+from nexus_assets.core.ensembles import LOOKBACK
+from nexus_assets.defs.ensembles import ensemble_window_days, ensembles_with_combinations
 from nexus_assets_tests.defs.conftest import Pipeline, sandbox_catalog_text
 
 
@@ -34,7 +34,7 @@ def test_partitions_equal_the_core_on_the_whole_history(runs, mode):
     pipe, result = runs[mode]
     assert result.success
     slices = stored(pipe, "horizon_slices", "9004_VIX", DAYS)
-    expected = dynamic_quantile_ensemble(slices, mode=mode)
+    expected = ensembles_with_combinations(slices, mode=mode, lookback=LOOKBACK, dates=None)
     got = stored(pipe, "horizon_ensembles", "9004_VIX", DAYS)
     assert len(got) > 100 and set(got["mode"]) == {mode}
     # every stored date equals the core run on the whole stored history: the window was enough
@@ -44,6 +44,7 @@ def test_partitions_equal_the_core_on_the_whole_history(runs, mode):
         got[got["date"] <= last].reset_index(drop=True), expected[expected["date"] <= last].reset_index(drop=True)
     )
     assert ("actual" in got.columns) == (mode == "nexus_v2")
+    assert got[["price", "raw_mean", "raw_median", "low_variance"]].notna().all().all()
 
 
 def test_warm_up_days_are_empty_partitions_and_metadata(runs):
