@@ -78,9 +78,9 @@ def _demo(args: argparse.Namespace) -> int:
     if failed:
         print(f"FAILED    {', '.join(failed)}")
         return 1
-    for asset_key in ("qml_models", "horizon_slices", "horizon_ensembles"):
+    for asset_key in ("qml_models", "horizon_slices", "horizon_ensembles", "horizon_search", "signals", "metrics"):
         root = Path(settings.data_dir) / asset_key
-        files = list(root.glob("asset=*/date=*.parquet")) if root.is_dir() else []
+        files = list(root.glob("**/asset=*/date=*.parquet")) if root.is_dir() else []
         print(f"stored    {asset_key}: {len(files)} files under {root}")
     print("next      DAGSTER_HOME=" + str(Path('.dagster_home').resolve()) + " dagster dev   # browse the runs and the partition grid")
     return 0

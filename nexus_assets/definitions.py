@@ -9,9 +9,12 @@ from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_pr
 from nexus_assets.defs.checks import build_freshness_checks
 from nexus_assets.defs.ensembles import build_ensemble_assets
 from nexus_assets.defs.ingest import GROUP, build_ingest_assets
+from nexus_assets.defs.metrics import build_metric_assets
 from nexus_assets.defs.partitions import asset_date_partitions
 from nexus_assets.defs.resources import QMLResource
 from nexus_assets.defs.schedules import build_daily_schedule
+from nexus_assets.defs.search import build_search_assets
+from nexus_assets.defs.signals import build_signal_assets
 from nexus_assets.defs.storage import ParquetPartitionIOManager
 from nexus_assets.settings import Settings
 
@@ -28,7 +31,13 @@ def _env(name: str):
 def build_definitions(settings: Settings) -> Definitions:
     catalog = settings.catalog()
     partitions = asset_date_partitions(catalog)
-    assets = build_ingest_assets(catalog, partitions, settings) + build_ensemble_assets(catalog, partitions)
+    assets = (
+        build_ingest_assets(catalog, partitions, settings)
+        + build_ensemble_assets(catalog, partitions)
+        + build_search_assets(catalog, partitions)
+        + build_signal_assets(catalog, partitions)
+        + build_metric_assets(catalog, partitions)
+    )
     main_job = define_asset_job(
         MAIN_JOB,
         selection=AssetSelection.groups(GROUP),

@@ -8,18 +8,21 @@ from nexus_assets.definitions import MAIN_JOB, build_definitions
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets.settings import Settings
 
+# in pipeline order; a rename is a decision
+ASSET_KEYS = ["qml_models", "horizon_slices", "horizon_ensembles", "horizon_search", "signals", "metrics"]
+
 
 def test_module_definitions_load_with_bundled_catalog():
     import nexus_assets.definitions as module
 
     repo = module.defs.get_repository_def()
-    assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == ["horizon_ensembles", "horizon_slices", "qml_models"]
+    assert sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()) == sorted(ASSET_KEYS)
 
 
 def test_asset_and_check_names_are_a_decision(pipeline):
     defs = pipeline().defs
     graph = defs.get_repository_def().asset_graph
-    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == ["horizon_ensembles", "horizon_slices", "qml_models"]
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(ASSET_KEYS)
     checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
     assert checks == [
         "qml_models:fresh_9001_SP500",
@@ -27,6 +30,8 @@ def test_asset_and_check_names_are_a_decision(pipeline):
         "qml_models:qml_contract",
         "qml_models:qml_restatement",
     ]
+    order = [k.to_user_string() for k in graph.toposorted_asset_keys]
+    assert order == ASSET_KEYS
     node = graph.get(AssetKey("qml_models"))
     assert node.group_name == "nexus" and node.pools == {"qml_api"}
 

@@ -1,0 +1,138 @@
+"""``metrics``: each date's track record, using only outcomes realised by that date.
+
+Reads ``signals`` from the start of the asset's history to the date (the simulation must start at
+the same point whatever range a run covers, so the record of a date never depends on how it was
+backfilled); a range run simulates once and slices the record per date.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
+
+from nexus_assets.catalog import Catalog
+from nexus_assets.core.metrics import record
+from nexus_assets.core.signals import parse_horizons
+from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP
+from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, partition_key
+from nexus_assets.defs.signals import SIGNALS
+from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
+
+__all__ = ["METRICS", "METRIC_TABLES", "build_metric_assets", "record_window_days"]
+
+METRICS = "metrics"
+METRIC_TABLES = ("statistics", "trades", "daily")
+OPEN_ENDED_HISTORY_DAYS = 20 * 366  # catalogs without an end_date: twenty years of history
+
+
+def record_window_days(catalog: Catalog) -> int:
+    """Calendar days of signals a date's record reads: back to the catalog's first day."""
+    if catalog.end_date is not None:
+        return (catalog.end_date - catalog.start_date).days
+    return OPEN_ENDED_HISTORY_DAYS
+
+
+def build_metric_assets(catalog: Catalog, partitions_def) -> list:
+    history = record_window_days(catalog)
+
+    @asset(
+        name=METRICS,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        kinds={"python", "parquet"},
+        freshness_policy=DAILY_FRESHNESS,
+        metadata={TABLES_METADATA: list(METRIC_TABLES)},
+        ins={
+            "signals": AssetIn(
+                key=SIGNALS,
+                partition_mapping=date_window_mapping(history),
+                metadata={"allow_missing_partitions": True},
+            )
+        },
+        description=(
+            "The record as of each date, from outcomes realised by then: a point-in-time trading simulation of "
+            "the raw and the optimised signal (trade at the signal date's price, mark to market every "
+            "observation, catalog cost_bps per side), empyrical return statistics annualised by the asset's "
+            "calendar, trade statistics, forward directional accuracy at 1 observation and each horizon, "
+            "minimum-sample flags, and the Nexus v2 legacy figures side by side (basis `legacy`). Tables: "
+            "`statistics` (long), `trades` (every trade), `daily` (returns, equity, drawdown)."
+        ),
+    )
+    def metrics(context: AssetExecutionContext, signals: PartitionFrames) -> dict:
+        outputs: dict[str, dict[str, pd.DataFrame]] = {}
+        for key, days in days_by_asset(context.partition_keys).items():
+            entry = catalog[key]
+            prefix = f"{key}|"
+            window = [signals[k]["signals"] for k in signals if k.startswith(prefix)]
+            window = [w for w in window if len(w)]
+            history = pd.concat(window, ignore_index=True) if window else None
+            for horizons, group in _days_by_horizon_set(history, days, entry.horizons).items():
+                records = record(history if history is not None else _empty_signals(), as_of=group,
+                                 calendar=entry.calendar, cost_bps=entry.cost_bps, horizons=horizons)
+                for day in group:
+                    pk = partition_key(key, day)
+                    outputs[pk] = {name: records[day][name] for name in METRIC_TABLES}
+                    context.add_asset_metadata(_metadata(outputs[pk]), partition_key=pk)
+        return outputs
+
+    return [metrics]
+
+
+def _days_by_horizon_set(history, days, configured) -> dict:
+    """As-of days grouped by the horizons their accuracy is reported at: the catalog's, else those
+    of the raw signal on or before the day (a horizon that appears later never changes a past date)."""
+    if configured:
+        return {tuple(sorted(configured)): list(days)}
+    if history is None:
+        return {(): list(days)}
+    raw = history[history["variant"] == "raw"][["date", "horizons"]].sort_values("date")
+    groups: dict[tuple, list] = {}
+    seen: set[int] = set()
+    rows = iter(raw.itertuples(index=False))
+    pending = next(rows, None)
+    for day in sorted(days):
+        while pending is not None and pending.date.date() <= day:
+            seen.update(parse_horizons(pending.horizons))
+            pending = next(rows, None)
+        groups.setdefault(tuple(sorted(seen)), []).append(day)
+    return groups
+
+
+def _empty_signals() -> pd.DataFrame:
+    from nexus_assets.core.signals import daily_signals
+    from nexus_assets.defs.signals import _no_ensembles
+
+    return daily_signals(_no_ensembles(), threshold=0.0)["signals"]
+
+
+def _metadata(tables: dict) -> dict:
+    stats = tables["statistics"]
+    if stats.empty:
+        return {"record": "none (no signal on or before this date)"}
+    meta: dict = {}
+    for signal in ("raw", "optimised"):
+        for basis, names in (("point_in_time", ("sharpe_ratio", "max_drawdown", "total_return", "trades")),
+                             ("legacy", ("sharpe_ratio", "total_return"))):
+            sel = stats[(stats["signal"] == signal) & (stats["basis"] == basis)].set_index("statistic")
+            for name in names:
+                if name in sel.index:
+                    value = sel.at[name, "value"]
+                    meta[f"{signal}_{'' if basis == 'point_in_time' else 'legacy_'}{name}"] = (
+                        None if pd.isna(value) else float(value))
+    trades = tables["trades"]
+    recent = trades[(trades["basis"] == "point_in_time") & (trades["signal"] == "raw")].tail(30)
+    meta["last_30_trades_raw"] = MetadataValue.md(_trades_markdown(recent))
+    return meta
+
+
+def _trades_markdown(trades: pd.DataFrame) -> str:
+    lines = ["| entry | exit | direction | entry price | exit price | net return | status |", "|---|---|---|---|---|---|---|"]
+    for t in trades.itertuples(index=False):
+        exit_date = "" if pd.isna(t.exit_date) else pd.Timestamp(t.exit_date).date().isoformat()
+        lines.append(f"| {pd.Timestamp(t.entry_date).date().isoformat()} | {exit_date} | {t.direction} | "
+                     f"{t.entry_price:.4f} | {t.exit_price:.4f} | {t.net_return:.4%} | {t.status} |")
+    return "\n".join(lines)
+
+

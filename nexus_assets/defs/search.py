@@ -1,0 +1,117 @@
+"""``horizon_search``: the point-in-time grid search of spec section 6, one leaderboard per date.
+
+Reads a trailing window of ``horizon_ensembles`` (the folds plus a margin, in calendar days of the
+asset's calendar); a range run searches all its dates of one asset in one call.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
+
+from nexus_assets.catalog import Catalog
+from nexus_assets.core.search import horizon_search as search_horizons
+from nexus_assets.core.trading import periods_per_year
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
+from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP
+from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, partition_key
+from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
+
+__all__ = ["HORIZON_SEARCH", "SEARCH_TABLES", "N_FOLDS", "FOLD_LENGTH", "build_search_assets", "search_window_days"]
+
+HORIZON_SEARCH = "horizon_search"
+SEARCH_TABLES = ("leaderboard",)
+N_FOLDS = 5
+FOLD_LENGTH = 30
+
+
+def search_window_days(catalog: Catalog, n_folds: int = N_FOLDS, fold_length: int = FOLD_LENGTH) -> int:
+    """Calendar days of ensembles a date's search reads: every fold, the observation before the
+    first fold (its return needs the previous price and position) and a margin."""
+    return max(calendar_days(n_folds * fold_length + 2, entry.calendar) for entry in catalog.assets)
+
+
+def build_search_assets(catalog: Catalog, partitions_def) -> list:
+    history = search_window_days(catalog)
+
+    @asset(
+        name=HORIZON_SEARCH,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        kinds={"python", "parquet"},
+        freshness_policy=DAILY_FRESHNESS,
+        metadata={TABLES_METADATA: list(SEARCH_TABLES)},
+        ins={
+            "horizon_ensembles": AssetIn(
+                key=HORIZON_ENSEMBLES,
+                partition_mapping=date_window_mapping(history),
+                metadata={"allow_missing_partitions": True},
+            )
+        },
+        description=(
+            "Horizon search (Nexus v2 section 6, point in time): for each date, every horizon subset of size "
+            ">= 2 (beam search beyond 12 horizons) x thresholds 0..0.5 x within-horizon combination (quantile "
+            f"ensemble, raw mean, median, lowest-variance models), scored by the mean Sharpe over {N_FOLDS} "
+            f"walk-forward folds of {FOLD_LENGTH} observations that end before the date, at least 10 trades. "
+            "Table `leaderboard`: the top 20 (rank 1 is the winner the optimised signal uses). "
+            f"Reads {history} days of horizon_ensembles."
+        ),
+    )
+    def horizon_search(context: AssetExecutionContext, horizon_ensembles: PartitionFrames) -> dict:
+        outputs: dict[str, dict[str, pd.DataFrame]] = {}
+        for key, days in days_by_asset(context.partition_keys).items():
+            entry = catalog[key]
+            prefix = f"{key}|"
+            window = [horizon_ensembles[k] for k in horizon_ensembles if k.startswith(prefix)]
+            window = [w for w in window if len(w)]
+            ensembles = pd.concat(window, ignore_index=True) if window else None
+            board = search_horizons(ensembles, dates=days, periods=periods_per_year(entry.calendar),
+                                    cost_bps=entry.cost_bps, n_folds=N_FOLDS, fold_length=FOLD_LENGTH) \
+                if ensembles is not None else None
+            empty = _empty_board() if board is None else board.iloc[0:0]
+            by_day = {} if board is None else {s.date(): f.reset_index(drop=True) for s, f in board.groupby("date")}
+            for day in days:
+                rows = by_day.get(day, empty)
+                pk = partition_key(key, day)
+                outputs[pk] = {"leaderboard": rows}
+                context.add_asset_metadata(_metadata(rows), partition_key=pk)
+        return outputs
+
+    return [horizon_search]
+
+
+def _empty_board() -> pd.DataFrame:
+    import datetime as dt
+
+    from nexus_assets.core.search import horizon_search as run
+
+    probe = pd.DataFrame({"date": pd.Series([], dtype="datetime64[ns]"), "horizon": pd.Series([], dtype="int64"),
+                          **{c: pd.Series([], dtype="float64") for c in
+                             ("price", "forecast", "raw_mean", "raw_median", "low_variance")}})
+    return run(probe, dates=[dt.date(2000, 1, 1)], periods=252, cost_bps=0.0)
+
+
+def _metadata(board: pd.DataFrame) -> dict:
+    if board.empty:
+        return {"winner": "none (not enough folds or trades yet: the optimised signal uses the raw configuration)",
+                "candidates_eligible": 0}
+    best = board.iloc[0]
+    return {
+        "winner": f"horizons {best['horizons']} | threshold {best['threshold']:g} | {best['combination']}",
+        "objective_mean_fold_sharpe": float(best["objective"]),
+        "trades_in_folds": int(best["trades"]),
+        "folds": int(best["n_folds"]),
+        "candidates": int(best["candidates"]),
+        "method": str(best["method"]),
+        "leaderboard": MetadataValue.md(_markdown(board.head(10), ["rank", "horizons", "threshold", "combination",
+                                                                    "objective", "trades"])),
+    }
+
+
+def _markdown(frame: pd.DataFrame, columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in frame[columns].itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""``signals``: the day's pairwise-slope signals, raw (all horizons) and optimised (the search's pick).
+
+Reads the same partition of ``horizon_ensembles`` (the day's forecasts) and of ``horizon_search``
+(the day's winner); nothing else, so a day's signal is point in time whenever its inputs are.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
+
+from nexus_assets.catalog import Catalog
+from nexus_assets.core.signals import daily_signals
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
+from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP
+from nexus_assets.defs.partitions import days_by_asset, partition_key
+from nexus_assets.defs.search import HORIZON_SEARCH
+from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
+
+__all__ = ["SIGNALS", "SIGNAL_TABLES", "build_signal_assets"]
+
+SIGNALS = "signals"
+SIGNAL_TABLES = ("signals", "slopes")
+
+
+def build_signal_assets(catalog: Catalog, partitions_def) -> list:
+    @asset(
+        name=SIGNALS,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        kinds={"python", "parquet"},
+        freshness_policy=DAILY_FRESHNESS,
+        metadata={TABLES_METADATA: list(SIGNAL_TABLES)},
+        ins={
+            "horizon_ensembles": AssetIn(key=HORIZON_ENSEMBLES, metadata={"allow_missing_partitions": True}),
+            "horizon_search": AssetIn(key=HORIZON_SEARCH, metadata={"allow_missing_partitions": True}),
+        },
+        description=(
+            "Pairwise-slope signal (Nexus v2 section 4) per date, two variants: `raw` (every horizon, the "
+            "quantile-ensemble forecasts, the catalog's signal_threshold) and `optimised` (the horizon subset, "
+            "threshold and combination horizon_search chose for the date; the raw configuration while it has "
+            "no winner). Only pairs where both forecasts exist. Tables: `signals` (net_prob, bullish/bearish "
+            "counts and probabilities, pairs, mean_drift, strength and tier, agreement_ratio, signal, position, "
+            "the separation-weighted variant, price) and `slopes` (every pair's slope: the heatmap)."
+        ),
+    )
+    def signals(context: AssetExecutionContext, horizon_ensembles: PartitionFrames, horizon_search: PartitionFrames) -> dict:
+        outputs: dict[str, dict[str, pd.DataFrame]] = {}
+        for key, days in days_by_asset(context.partition_keys).items():
+            entry = catalog[key]
+            keys = [partition_key(key, day) for day in days]
+            ensembles = [horizon_ensembles[k] for k in keys if k in horizon_ensembles]
+            boards = [horizon_search[k]["leaderboard"] for k in keys if k in horizon_search]
+            frame = pd.concat(ensembles, ignore_index=True) if ensembles else None
+            winners = pd.concat([b[b["rank"] == 1] for b in boards if len(b)], ignore_index=True) if any(
+                len(b) for b in boards) else None
+            if frame is None or frame.empty:
+                tables = daily_signals(_no_ensembles(), threshold=entry.signal_threshold)
+            else:
+                tables = daily_signals(frame, threshold=entry.signal_threshold, winners=winners)
+            by_day = {name: {s.date(): f.reset_index(drop=True) for s, f in table.groupby("date")}
+                      for name, table in tables.items()}
+            for day, pk in zip(days, keys):
+                day_tables = {name: by_day[name].get(day, tables[name].iloc[0:0]) for name in SIGNAL_TABLES}
+                outputs[pk] = day_tables
+                context.add_asset_metadata(_metadata(day_tables["signals"]), partition_key=pk)
+        return outputs
+
+    return [signals]
+
+
+def _no_ensembles() -> pd.DataFrame:
+    from nexus_assets.core.signals import COMBINATIONS
+
+    return pd.DataFrame({"date": pd.Series([], dtype="datetime64[ns]"), "horizon": pd.Series([], dtype="int64"),
+                         "price": pd.Series([], dtype="float64"),
+                         **{c: pd.Series([], dtype="float64") for c in COMBINATIONS.values()}})
+
+
+def _metadata(signals: pd.DataFrame) -> dict:
+    if signals.empty:
+        return {"signal": "none (no ensemble forecast on this date)"}
+    rows = {r.variant: r for r in signals.itertuples(index=False)}
+    raw, best = rows["raw"], rows["optimised"]
+    return {
+        "signal": raw.signal,
+        "net_prob": float(raw.net_prob),
+        "tier": raw.tier,
+        "pairs": int(raw.pairs),
+        "horizons": raw.horizons,
+        "optimised_signal": best.signal,
+        "optimised_net_prob": float(best.net_prob),
+        "optimised_config": f"horizons {best.horizons} | threshold {best.threshold:g} | {best.combination} "
+                            f"({best.config_source})",
+    }
