@@ -10,6 +10,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
+from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS
 from nexus_assets.core.search import horizon_search as search_horizons
 from nexus_assets.core.trading import periods_per_year
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
@@ -21,8 +22,6 @@ __all__ = ["HORIZON_SEARCH", "SEARCH_TABLES", "N_FOLDS", "FOLD_LENGTH", "build_s
 
 HORIZON_SEARCH = "horizon_search"
 SEARCH_TABLES = ("leaderboard",)
-N_FOLDS = 5
-FOLD_LENGTH = 30
 
 
 def search_window_days(catalog: Catalog, n_folds: int = N_FOLDS, fold_length: int = FOLD_LENGTH) -> int:
@@ -66,14 +65,12 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
             prefix = f"{key}|"
             window = [horizon_ensembles[k] for k in horizon_ensembles if k.startswith(prefix)]
             window = [w for w in window if len(w)]
-            ensembles = pd.concat(window, ignore_index=True) if window else None
+            ensembles = pd.concat(window, ignore_index=True) if window else _NO_ENSEMBLES
             board = search_horizons(ensembles, dates=days, periods=periods_per_year(entry.calendar),
-                                    cost_bps=entry.cost_bps, n_folds=N_FOLDS, fold_length=FOLD_LENGTH) \
-                if ensembles is not None else None
-            empty = _empty_board() if board is None else board.iloc[0:0]
-            by_day = {} if board is None else {s.date(): f.reset_index(drop=True) for s, f in board.groupby("date")}
+                                    cost_bps=entry.cost_bps, n_folds=N_FOLDS, fold_length=FOLD_LENGTH)
+            by_day = {s.date(): f.reset_index(drop=True) for s, f in board.groupby("date")}
             for day in days:
-                rows = by_day.get(day, empty)
+                rows = by_day.get(day, board.iloc[0:0])
                 pk = partition_key(key, day)
                 outputs[pk] = {"leaderboard": rows}
                 context.add_asset_metadata(_metadata(rows), partition_key=pk)
@@ -82,15 +79,13 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
     return [horizon_search]
 
 
-def _empty_board() -> pd.DataFrame:
-    import datetime as dt
-
-    from nexus_assets.core.search import horizon_search as run
-
-    probe = pd.DataFrame({"date": pd.Series([], dtype="datetime64[ns]"), "horizon": pd.Series([], dtype="int64"),
-                          **{c: pd.Series([], dtype="float64") for c in
-                             ("price", "forecast", "raw_mean", "raw_median", "low_variance")}})
-    return run(probe, dates=[dt.date(2000, 1, 1)], periods=252, cost_bps=0.0)
+_NO_ENSEMBLES = pd.DataFrame(
+    {
+        "date": pd.Series([], dtype="datetime64[ns]"),
+        "horizon": pd.Series([], dtype="int64"),
+        **{c: pd.Series([], dtype="float64") for c in ("price", "forecast", "raw_mean", "raw_median", "low_variance")},
+    }
+)
 
 
 def _metadata(board: pd.DataFrame) -> dict:

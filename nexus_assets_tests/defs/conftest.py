@@ -2,7 +2,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetSelection, DagsterInstance
 
 from nexus_assets.definitions import MAIN_JOB, build_definitions
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
@@ -29,12 +29,17 @@ class Pipeline:
         self.defs = build_definitions(self.settings)
         self.instance = DagsterInstance.ephemeral()
 
-    def run(self, first: str, last: str):
+    def run(self, first: str, last: str, *, through: str | None = None):
+        """The main job over a partition range; ``through`` stops at that asset (and its upstream)."""
         job = self.defs.resolve_job_def(MAIN_JOB)
+        selection = None
+        if through is not None:
+            selection = list(AssetSelection.assets(through).upstream().resolve(self.defs.get_repository_def().asset_graph))
         return job.execute_in_process(
             instance=self.instance,
             tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
             raise_on_error=False,
+            asset_selection=selection,
         )
 
     def file(self, asset_key: str, partition: str) -> Path:

@@ -22,6 +22,7 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from nexus_assets.catalog import load_catalog
 from nexus_assets.defs.ingest import rows_sha256
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG, daily_run_request
+from nexus_assets.qml.server import Fault
 from nexus_assets_tests.loopback import (
     API_KEY,
     COIN,
@@ -49,7 +50,10 @@ def test_backfill_and_daily_run_at_once_end_consistent(tmp_path, monkeypatch, po
     home = instance_home(tmp_path / "home", REPO / "dagster.yaml" if pool_limited else None)
     data_dir = tmp_path / "data"
 
-    with serve(COIN, OTHER) as server, open(tmp_path / "children.log", "w") as stderr, run_forker(server.url, stderr) as forker:
+    # the first two pulls stall: whichever run pulls first holds the pool while the other reaches
+    # its pull, however the machine schedules the two processes (no change to the data)
+    stalls = [Fault("stall", seconds=5.0)] * 2
+    with serve(COIN, OTHER, faults=stalls) as server, open(tmp_path / "children.log", "w") as stderr, run_forker(server.url, stderr) as forker:
         runs = [  # started together, one instance, one data dir
             forker.start(home, catalog_path, data_dir, *backfill),
             forker.start(home, catalog_path, data_dir, daily.tags[RANGE_START_TAG], daily.tags[RANGE_END_TAG]),

@@ -22,7 +22,7 @@ def runs(tmp_path_factory):
     legacy = Pipeline(tmp_path_factory.mktemp("v2"), text.replace('source = "sandbox"', 'source = "sandbox"\nselection_mode = "nexus_v2"'))
     results = {}
     for name, pipe in (("point_in_time", point), ("nexus_v2", legacy)):
-        results[name] = (pipe, pipe.run("9004_VIX|2018-01-01", "9004_VIX|2018-05-20"))
+        results[name] = (pipe, pipe.run("9004_VIX|2018-01-01", "9004_VIX|2018-05-20", through="horizon_ensembles"))
     return results
 
 
