@@ -82,6 +82,9 @@ def _demo(args: argparse.Namespace) -> int:
         root = Path(settings.data_dir) / asset_key
         files = list(root.glob("**/asset=*/date=*.parquet")) if root.is_dir() else []
         print(f"stored    {asset_key}: {len(files)} files under {root}")
+    index = Path(settings.data_dir) / "dashboard" / "index.html"
+    if index.is_file():
+        print(f"site      {index.resolve()}   # the dashboard: open it in a browser (works offline)")
     print("next      DAGSTER_HOME=" + str(Path('.dagster_home').resolve()) + " dagster dev   # browse the runs and the partition grid")
     return 0
 

@@ -7,6 +7,7 @@ import os
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor
 
 from nexus_assets.defs.checks import build_freshness_checks
+from nexus_assets.defs.dashboard import build_dashboard_assets
 from nexus_assets.defs.ensembles import build_ensemble_assets
 from nexus_assets.defs.ingest import GROUP, build_ingest_assets
 from nexus_assets.defs.metrics import build_metric_assets
@@ -37,6 +38,7 @@ def build_definitions(settings: Settings) -> Definitions:
         + build_search_assets(catalog, partitions)
         + build_signal_assets(catalog, partitions)
         + build_metric_assets(catalog, partitions)
+        + build_dashboard_assets(catalog, partitions, settings)
     )
     main_job = define_asset_job(
         MAIN_JOB,

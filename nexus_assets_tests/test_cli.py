@@ -50,4 +50,7 @@ def test_demo_command(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "9004_VIX" in result.stdout and "success" in result.stdout and "horizon_slices: 5 files" in result.stdout
+    assert "metrics: 15 files" in result.stdout  # 3 tables x 5 days
+    index = tmp_path / "data" / "dashboard" / "index.html"
+    assert f"site      {index.resolve()}" in result.stdout and index.is_file()
     assert (tmp_path / ".dagster_home" / "dagster.yaml").is_file()  # runs are kept for `dagster dev`

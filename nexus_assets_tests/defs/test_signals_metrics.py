@@ -1,15 +1,20 @@
-"""horizon_search -> signals -> metrics through Dagster: windows are enough, a daily run reproduces
-the range backfill byte for byte, tables are stored as their own Hive datasets."""
+"""horizon_search -> signals -> metrics -> dashboard through Dagster: windows are enough, a daily run
+reproduces the range backfill byte for byte, tables are stored as their own Hive datasets, and the
+generated pages show the stored numbers (also in a real browser)."""
 
 import datetime as dt
+import os
 
 import pandas as pd
 import pytest
+from dagster import AssetKey, AssetRecordsFilter
 
+from nexus_assets.core.dashboard import PANELS, DataStatus, PageInputs
 from nexus_assets.core.metrics import record
 from nexus_assets.core.search import horizon_search
 from nexus_assets.core.signals import daily_signals
 from nexus_assets.defs.search import FOLD_LENGTH, N_FOLDS
+from nexus_assets_tests.core.dashboard.reference import assert_page_shows, expected_values, html_values
 from nexus_assets_tests.defs.conftest import Pipeline, sandbox_catalog_text
 
 ASSET = "9004_VIX"
@@ -65,6 +70,7 @@ def test_a_daily_run_reproduces_the_backfill_byte_for_byte(backfill):
     outputs = [f"{asset_key}/{name}/asset={ASSET}/date={day}.parquet" for asset_key, names in
                (("horizon_search", ["leaderboard"]), ("signals", ["signals", "slopes"]),
                 ("metrics", ["statistics", "trades", "daily"])) for name in names]
+    outputs.append(f"dashboard/asset={ASSET}/date={day}.html")  # a page is a pure function of its partitions
     before = {path: (pipe.data_dir / path).read_bytes() for path in outputs}
     result = pipe.run(f"{ASSET}|{day}", f"{ASSET}|{day}")  # what the daily schedule runs
     assert result.success
@@ -80,3 +86,74 @@ def test_metadata_names_the_signal_and_the_record(backfill):
     assert "raw_sharpe_ratio" in meta and "last_30_trades_raw" in meta
     sig = pipe.instance.fetch_materializations(__import__("dagster").AssetKey("signals"), limit=1).records
     assert sig[0].asset_materialization.metadata["signal"].value in ("BULLISH", "BEARISH", "NEUTRAL")
+
+
+def stored_tables(pipe, asset_key, names, day):
+    return {n: pd.read_parquet(pipe.data_dir / asset_key / n / f"asset={ASSET}" / f"date={day}.parquet") for n in names}
+
+
+def test_dashboard_page_shows_the_stored_numbers_and_the_site_is_built(backfill):
+    pipe, _ = backfill
+    site = pipe.data_dir / "dashboard"
+    day = dt.date(2018, 8, 30)
+    html = (site / f"asset={ASSET}" / f"date={day}.html").read_text()
+    assert (site / "index.html").is_file() and (site / f"asset={ASSET}" / "index.html").is_file()
+    assert len(list((site / "assets").glob("plotly-*.min.js"))) == 1 and "cdn" not in html.lower()
+    assert len(list(site.glob(f"asset={ASSET}/date=*.html"))) == len(DAYS)
+    for panel in PANELS:
+        assert f'data-panel="{panel}"' in html
+    ensembles = pd.concat([pd.read_parquet(pipe.file("horizon_ensembles", f"{ASSET}|{d}")) for d in DAYS
+                           if d <= day], ignore_index=True)
+    dates = ensembles["date"].drop_duplicates().sort_values().tail(30)
+    inputs = PageInputs.from_partitions(
+        asset=ASSET, display_name="x", category="x", calendar="exchange", date=day,
+        signals=stored_tables(pipe, "signals", ["signals", "slopes"], day),
+        metrics=stored_tables(pipe, "metrics", ["statistics", "trades", "daily"], day),
+        horizon_search=stored_tables(pipe, "horizon_search", ["leaderboard"], day),
+        ensembles=ensembles[ensembles["date"] == pd.Timestamp(day)].reset_index(drop=True),
+        ensemble_window=ensembles[ensembles["date"].isin(dates)].reset_index(drop=True),
+        status=DataStatus(partition_key=f"{ASSET}|{day}", source="sandbox"),
+    )
+    # every number of every panel but the data status equals the stored tables, and nothing else is shown
+    found = [f for f in html_values(html) if f["panel"] != "status"]
+    assert_page_shows(found, [e for e in expected_values(inputs) if e.panel != "status"])
+    status = {f["field"]: f["value"] for f in html_values(html) if f["panel"] == "status"}
+    meta = pipe.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("qml_models"), asset_partitions=[f"{ASSET}|{day}"]), limit=1
+    ).records[0].asset_materialization.metadata
+    assert status["rows"] == str(meta["rows"].value) and status["models"] == str(meta["models"].value)
+    assert meta["upstream_watermark"].value in html and status["freshness"] == "fresh"
+    page_meta = pipe.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("dashboard"), asset_partitions=[f"{ASSET}|{day}"]), limit=1
+    ).records[0].asset_materialization.metadata
+    assert page_meta["page"].value == (site / f"asset={ASSET}" / f"date={day}.html").resolve().as_uri()
+
+
+def test_generated_page_in_headless_chromium(backfill):
+    from nexus_assets.core.dashboard.screenshots import find_chromium, launch
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or find_chromium() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("Playwright or Chromium missing in CI (apt-get install -y chromium; pip install -e '.[test]')")
+        pytest.skip("Playwright or Chromium missing")
+    pipe, _ = backfill
+    page_file = pipe.data_dir / "dashboard" / f"asset={ASSET}" / f"date={LAST}.html"
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            page = browser.new_page()
+            problems = []
+            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(page_file.as_uri())
+            page.wait_for_function("() => Array.from(document.querySelectorAll('[data-figure]')).every("
+                                   "d => d.getAttribute('data-rendered') === 'true')", timeout=60_000)
+            assert page.locator("[data-panel]").count() >= len(PANELS)
+            assert page.locator(".js-plotly-plot svg").count() > 0
+            assert problems == []
+        finally:
+            browser.close()

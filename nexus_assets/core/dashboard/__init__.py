@@ -1,0 +1,49 @@
+"""The dashboard: static HTML pages rendered from the stored tables (pure; no Dagster).
+
+``render_page`` turns one asset's tables as of one date into one self-contained page,
+``render_index`` and ``render_history`` build the site's index and each asset's calendar, and
+``write_site_assets`` puts the one shared copy of plotly.js into the site. Layout of a site:
+:mod:`nexus_assets.core.dashboard.site`; what a page shows and how numbers are rounded:
+:mod:`.page` and :mod:`.formatting`; the security rules: :mod:`.markup`.
+"""
+
+from __future__ import annotations
+
+from nexus_assets.core.dashboard.index import render_history, render_index, summarise
+from nexus_assets.core.dashboard.inputs import (
+    REQUIRED_COLUMNS,
+    AssetSummary,
+    DataStatus,
+    DaySummary,
+    InputError,
+    PageInputs,
+)
+from nexus_assets.core.dashboard.page import PANELS, render_page
+from nexus_assets.core.dashboard.site import (
+    INDEX,
+    history_path,
+    page_path,
+    plotly_js_path,
+    write_site_assets,
+    write_site_file,
+)
+
+__all__ = [
+    "PageInputs",
+    "DataStatus",
+    "DaySummary",
+    "AssetSummary",
+    "InputError",
+    "REQUIRED_COLUMNS",
+    "PANELS",
+    "render_page",
+    "render_index",
+    "render_history",
+    "summarise",
+    "write_site_assets",
+    "write_site_file",
+    "page_path",
+    "history_path",
+    "plotly_js_path",
+    "INDEX",
+]

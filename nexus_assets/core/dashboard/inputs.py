@@ -1,0 +1,185 @@
+"""What a dashboard page is rendered from: the stored tables of one asset and date, and their status.
+
+The tables are the partition values of the ``signals``, ``metrics``, ``horizon_search`` and
+``horizon_ensembles`` assets (their columns are fixed by the design of issue 4). Only the columns
+listed in :data:`REQUIRED_COLUMNS` are read (the dates of :data:`DATE_COLUMNS` as naive
+``datetime64``, any unit); extra columns (``actual`` in ``nexus_v2`` mode, new
+statistics) are ignored, and an empty table (the warm-up, a search without a winner) renders as
+an explained empty panel. Rows outside the page's date are dropped on the way in, so the caller
+may pass a partition's tables as stored or wider slices of the history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "DATE_COLUMNS",
+    "DataStatus",
+    "PageInputs",
+    "DaySummary",
+    "AssetSummary",
+    "InputError",
+]
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "signals": (
+        "date", "variant", "combination", "horizons", "threshold", "n_horizons", "pairs", "bullish",
+        "bearish", "net_prob", "mean_drift", "strength", "tier", "agreement_ratio", "signal", "position",
+        "weighted_net_prob", "weighted_signal", "price", "config_source",
+    ),
+    "slopes": ("date", "variant", "horizon_short", "horizon_long", "forecast_short", "forecast_long", "slope"),
+    "statistics": ("date", "signal", "basis", "statistic", "value", "n", "min_n", "sufficient", "definition"),
+    "trades": (
+        "signal", "basis", "trade", "direction", "entry_date", "entry_price", "exit_date", "exit_price",
+        "status", "holding_observations", "holding_days", "gross_return", "cost", "net_return",
+    ),
+    "daily": (
+        "date", "signal", "price", "net_prob", "position", "strategy_return", "equity", "drawdown", "buy_and_hold",
+    ),
+    "leaderboard": (
+        "date", "rank", "horizons", "n_horizons", "threshold", "combination", "objective", "n_folds", "trades",
+        "fold_start", "fold_end", "candidates", "method",
+    ),
+    "ensembles": ("date", "horizon", "forecast", "strategy", "aggregator", "quantile", "n_selected", "n_models",
+                  "p05", "p25", "p75", "p95", "best_child", "price"),
+    "ensemble_window": ("date", "horizon", "best_child"),
+}
+
+DATE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "signals": ("date",), "slopes": ("date",), "statistics": ("date",), "trades": ("entry_date", "exit_date"),
+    "daily": ("date",), "leaderboard": ("date", "fold_start", "fold_end"), "ensembles": ("date",),
+    "ensemble_window": ("date",),
+}
+
+
+class InputError(ValueError):
+    """Page inputs that cannot be rendered; the message names the table and what is missing."""
+
+
+@dataclass(frozen=True)
+class DataStatus:
+    """Where the page's data came from, as recorded on the ``qml_models`` materialisation of the day.
+
+    ``freshness`` is ``"fresh"``, ``"late"`` or ``"unknown"``; ``freshness_detail`` says why
+    (e.g. :meth:`nexus_assets.core.freshness.FreshnessStatus.describe`). ``rows`` and ``models`` are
+    the QML rows and child models of the day; ``partition_key`` is the ``asset|date`` key the page
+    was generated from.
+    """
+
+    partition_key: str
+    source: str
+    contract_version: str | None = None
+    upstream_watermark: dt.date | None = None
+    freshness: str = "unknown"
+    freshness_detail: str = ""
+    rows: int | None = None
+    models: int | None = None
+    day_status: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class PageInputs:
+    """Everything one page shows: one asset, one date ``date`` (the as-of date D).
+
+    ``signals``/``slopes``: the ``signals`` partition of D. ``statistics``/``trades``/``daily``:
+    the ``metrics`` partition of D (history up to D). ``leaderboard``: the ``horizon_search``
+    partition of D. ``ensembles``: the ``horizon_ensembles`` rows of D (the forecast fan).
+    ``ensemble_window``: ``horizon_ensembles`` rows of a trailing window ending at D (e.g. the
+    last 30 observations), for the child models selected most often. ``previous_date`` and
+    ``next_date`` are the dates of the neighbouring pages to link to (None: no link; when
+    ``previous_date`` is not given, the last ``daily`` date before D is used).
+    """
+
+    asset: str
+    display_name: str
+    category: str
+    calendar: str
+    date: dt.date
+    signals: pd.DataFrame
+    slopes: pd.DataFrame
+    statistics: pd.DataFrame
+    trades: pd.DataFrame
+    daily: pd.DataFrame
+    leaderboard: pd.DataFrame
+    ensembles: pd.DataFrame
+    ensemble_window: pd.DataFrame
+    status: DataStatus
+    previous_date: dt.date | None = None
+    next_date: dt.date | None = None
+
+    @classmethod
+    def from_partitions(
+        cls,
+        *,
+        asset: str,
+        display_name: str,
+        category: str,
+        calendar: str,
+        date: dt.date,
+        signals: Mapping[str, pd.DataFrame],
+        metrics: Mapping[str, pd.DataFrame],
+        horizon_search: Mapping[str, pd.DataFrame],
+        ensembles: pd.DataFrame,
+        ensemble_window: pd.DataFrame,
+        status: DataStatus,
+        previous_date: dt.date | None = None,
+        next_date: dt.date | None = None,
+    ) -> PageInputs:
+        """Build the inputs from the stored partition values (dicts of tables) of D."""
+        return cls(
+            asset=asset, display_name=display_name, category=category, calendar=calendar, date=date,
+            signals=signals["signals"], slopes=signals["slopes"],
+            statistics=metrics["statistics"], trades=metrics["trades"], daily=metrics["daily"],
+            leaderboard=horizon_search["leaderboard"], ensembles=ensembles, ensemble_window=ensemble_window,
+            status=status, previous_date=previous_date, next_date=next_date,
+        )
+
+    def check(self) -> None:
+        """Raise :class:`InputError` naming the table and its missing columns, if any."""
+        if not isinstance(self.date, dt.date) or isinstance(self.date, dt.datetime):
+            raise InputError(f"date must be a datetime.date, got {self.date!r}")
+        for name, required in REQUIRED_COLUMNS.items():
+            frame = getattr(self, name)
+            if not isinstance(frame, pd.DataFrame):
+                raise InputError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
+            missing = [column for column in required if column not in frame.columns]
+            if missing:
+                raise InputError(
+                    f"{name}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}. "
+                    "Pass the stored table of the design of issue 4 (see REQUIRED_COLUMNS)."
+                )
+            for column in DATE_COLUMNS.get(name, ()):
+                if len(frame) and not pd.api.types.is_datetime64_dtype(frame[column]):
+                    raise InputError(f"{name}.{column}: expected naive datetime64 dates, got {frame[column].dtype}; "
+                                     "convert with pd.to_datetime (and tz_localize(None) for aware times).")
+
+
+@dataclass(frozen=True)
+class DaySummary:
+    """One page at a glance, for the site index and the asset's history (see :func:`summarise`)."""
+
+    date: dt.date
+    signal: str | None
+    net_prob: float | None
+    tier: str | None
+    optimised_signal: str | None
+    optimised_net_prob: float | None
+
+
+@dataclass(frozen=True)
+class AssetSummary:
+    """One asset on the site index: its pages (``days``, any order) and its freshness."""
+
+    asset: str
+    display_name: str
+    category: str
+    calendar: str
+    freshness: str = "unknown"
+    freshness_detail: str = ""
+    days: tuple[DaySummary, ...] = field(default_factory=tuple)

@@ -1,0 +1,238 @@
+"""``dashboard``: one static HTML page per asset and date, and the site's index and histories.
+
+The site lives at ``$NEXUS_DATA_DIR/dashboard/``: ``asset=<asset>/date=<day>.html`` (a page, with a
+small ``.json`` summary next to it that the index is built from), ``asset=<asset>/index.html`` (the
+asset's history), ``index.html`` (every asset's latest page, its signal and freshness) and one
+shared ``assets/plotly-<version>.min.js``. A page reads only its own date's partitions (and the
+trailing ensembles for the models selected most often), so re-rendering a past day gives the same
+bytes: "historical rewind". The index and the histories are rebuilt at the end of every run that
+wrote pages; the index's freshness is judged against today's date, so it is the one file that
+changes with the clock.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
+
+import datetime as dt
+import json
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetRecordsFilter,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from upath import UPath
+
+from nexus_assets.catalog import Catalog, CatalogAsset
+from nexus_assets.core.dashboard import (
+    INDEX,
+    AssetSummary,
+    DataStatus,
+    DaySummary,
+    PageInputs,
+    history_path,
+    page_path,
+    render_history,
+    render_index,
+    render_page,
+    summarise,
+    write_site_assets,
+    write_site_file,
+)
+from nexus_assets.core.freshness import freshness_status
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
+from nexus_assets.defs.ingest import GROUP, QML_MODELS
+from nexus_assets.defs.metrics import METRICS
+from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, partition_key
+from nexus_assets.defs.search import HORIZON_SEARCH
+from nexus_assets.defs.signals import SIGNALS
+from nexus_assets.defs.storage import PartitionFrames
+from nexus_assets.settings import Settings
+
+__all__ = ["DASHBOARD", "MODEL_WINDOW", "build_dashboard_assets", "site_root"]
+
+DASHBOARD = "dashboard"
+MODEL_WINDOW = 30  # observations of ensembles behind "the child models selected most often"
+
+
+def site_root(settings: Settings) -> UPath:
+    return UPath(settings.data_dir) / DASHBOARD
+
+
+def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings) -> list:
+    window = max(calendar_days(MODEL_WINDOW, entry.calendar) for entry in catalog.assets)
+    root = site_root(settings)
+
+    @asset(
+        name=DASHBOARD,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        kinds={"python", "html"},
+        ins={
+            "signals": AssetIn(key=SIGNALS),
+            "metrics": AssetIn(key=METRICS),
+            "horizon_search": AssetIn(key=HORIZON_SEARCH),
+            "horizon_ensembles": AssetIn(
+                key=HORIZON_ENSEMBLES,
+                partition_mapping=date_window_mapping(window),
+                metadata={"allow_missing_partitions": True},
+            ),
+        },
+        description=(
+            "One self-contained HTML page per asset and date (signal card, price 'snake', forecast fan, slope "
+            "heatmap, equity vs buy and hold, metrics point in time and legacy, last 30 trades, most selected "
+            "child models, data status), under $NEXUS_DATA_DIR/dashboard/asset=<asset>/date=<day>.html, plus "
+            "the site index (dashboard/index.html) and each asset's history, rebuilt after each run. Offline: "
+            "one shared plotly.js, no CDN; a strict Content-Security-Policy. The page link is in each "
+            "partition's metadata."
+        ),
+    )
+    def dashboard(
+        context: AssetExecutionContext,
+        signals: PartitionFrames,
+        metrics: PartitionFrames,
+        horizon_search: PartitionFrames,
+        horizon_ensembles: PartitionFrames,
+    ) -> MaterializeResult:
+        write_site_assets(root)
+        touched = []
+        for key, days in days_by_asset(context.partition_keys).items():
+            entry = catalog[key]
+            touched.append(entry)
+            prefix = f"{key}|"
+            frames = [horizon_ensembles[k] for k in horizon_ensembles if k.startswith(prefix)]
+            frames = [f for f in frames if len(f)]
+            ensembles = pd.concat(frames, ignore_index=True) if frames else None
+            for day in days:
+                pk = partition_key(key, day)
+                status = _data_status(context, entry, day)
+                of_day = ensembles[ensembles["date"] == pd.Timestamp(day)] if ensembles is not None else None
+                trailing = _trailing(ensembles, day)
+                inputs = PageInputs.from_partitions(
+                    asset=key,
+                    display_name=entry.display_name,
+                    category=entry.category,
+                    calendar=entry.calendar,
+                    date=day,
+                    signals=signals[pk],
+                    metrics=metrics[pk],
+                    horizon_search=horizon_search[pk],
+                    ensembles=of_day if of_day is not None else horizon_ensembles[pk],
+                    ensemble_window=trailing if trailing is not None else horizon_ensembles[pk],
+                    status=status,
+                    previous_date=day - dt.timedelta(days=1) if day > entry.start_date else None,
+                    next_date=day + dt.timedelta(days=1) if entry.end_date is None or day < entry.end_date else None,
+                )
+                path = write_site_file(root, page_path(key, day), render_page(inputs))
+                summary = summarise(inputs)
+                write_site_file(root, _summary_path(key, day), json.dumps(_summary_json(summary), sort_keys=True))
+                context.add_asset_metadata(
+                    {
+                        "page": MetadataValue.url(_file_url(path)),
+                        "page_path": MetadataValue.path(str(path)),
+                        "signal": summary.signal or "none",
+                        "optimised_signal": summary.optimised_signal or "none",
+                    },
+                    partition_key=pk,
+                )
+        index = rebuild_site(root, catalog, [e.key for e in touched])
+        context.log.info(f"dashboard: {len(context.partition_keys)} pages; site index at {index}")
+        return MaterializeResult(metadata={"site_index": MetadataValue.url(_file_url(index))})
+
+    return [dashboard]
+
+
+def rebuild_site(root: UPath, catalog: Catalog, assets: list[str] | None = None, today: dt.date | None = None) -> UPath:
+    """Rebuild the histories of ``assets`` (default: all) and the index from the page summaries."""
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    summaries = []
+    for entry in catalog.assets:
+        days = _read_summaries(root, entry.key)
+        latest = max((d.date for d in days), default=None)
+        status = freshness_status(entry, today, latest, None) if latest else None
+        summary = AssetSummary(
+            asset=entry.key,
+            display_name=entry.display_name,
+            category=entry.category,
+            calendar=entry.calendar,
+            freshness="unknown" if status is None else ("fresh" if not status.pipeline_late else "late"),
+            freshness_detail="no page yet" if status is None else status.describe(),
+            days=tuple(days),
+        )
+        summaries.append(summary)
+        if days and (assets is None or entry.key in assets):
+            write_site_file(root, history_path(entry.key), render_history(summary), skip_unchanged=True)
+    return write_site_file(root, INDEX, render_index(summaries), skip_unchanged=True)
+
+
+def _summary_path(asset: str, day: dt.date) -> str:
+    return page_path(asset, day)[: -len(".html")] + ".json"
+
+
+def _summary_json(summary: DaySummary) -> dict:
+    return {
+        "date": summary.date.isoformat(),
+        "signal": summary.signal,
+        "net_prob": summary.net_prob,
+        "tier": summary.tier,
+        "optimised_signal": summary.optimised_signal,
+        "optimised_net_prob": summary.optimised_net_prob,
+    }
+
+
+def _read_summaries(root: UPath, asset: str) -> list[DaySummary]:
+    folder = root / f"asset={asset}"
+    if not folder.exists():
+        return []
+    out = []
+    for path in sorted(folder.glob("date=*.json")):
+        raw = json.loads(path.read_text())
+        out.append(DaySummary(dt.date.fromisoformat(raw["date"]), raw["signal"], raw["net_prob"], raw["tier"],
+                              raw["optimised_signal"], raw["optimised_net_prob"]))
+    return out
+
+
+def _trailing(ensembles: pd.DataFrame | None, day: dt.date) -> pd.DataFrame | None:
+    if ensembles is None:
+        return None
+    before = ensembles[ensembles["date"] <= pd.Timestamp(day)]
+    dates = before["date"].drop_duplicates().sort_values().tail(MODEL_WINDOW)
+    return before[before["date"].isin(dates)].reset_index(drop=True)
+
+
+def _data_status(context: AssetExecutionContext, entry: CatalogAsset, day: dt.date) -> DataStatus:
+    """The day's ingestion record (qml_models' metadata) and whether upstream had published the day
+    by the morning after it: a page shows the day as it was, not as of today."""
+    pk = partition_key(entry.key, day)
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(QML_MODELS), asset_partitions=[pk]), limit=1
+    ).records
+    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()} if records else {}
+    watermark = dt.date.fromisoformat(meta["upstream_watermark"]) if meta.get("upstream_watermark") else None
+    status = freshness_status(entry, day + dt.timedelta(days=1), day, watermark)
+    fresh = "unknown" if watermark is None else ("late" if status.upstream_late else "fresh")
+    return DataStatus(
+        partition_key=pk,
+        source=str(meta.get("source") or entry.source),
+        contract_version=meta.get("contract_version"),
+        upstream_watermark=watermark,
+        freshness=fresh,
+        freshness_detail=status.describe() if watermark is not None else "no upstream watermark recorded",
+        rows=meta.get("rows"),
+        models=meta.get("models"),
+        day_status=meta.get("status"),
+    )
+
+
+def _file_url(path: UPath) -> str:
+    if path.protocol in ("", "file", "local"):
+        import pathlib
+
+        return pathlib.Path(str(path.path if hasattr(path, "path") else path)).resolve().as_uri()
+    return str(path)
