@@ -122,6 +122,40 @@ def _qml_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site(args: argparse.Namespace) -> int:
+    """Serve the dashboard site over HTTP on loopback, so the Dagster UI's page links open."""
+    import functools
+    import http.server
+
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+    from nexus_assets.settings import Settings
+
+    root = Path(Settings.from_env().data_dir) / "dashboard"
+    if not (root / "index.html").is_file():
+        print(f"site: no dashboard under {root} yet; run `nexus-assets demo` (or materialise `dashboard`) first",
+              file=sys.stderr)
+        return 2
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *_):  # quiet: a page load is dozens of requests
+            pass
+
+    httpd = http.server.ThreadingHTTPServer((args.host, args.port), functools.partial(Handler, directory=str(root)))
+    host, port = httpd.server_address[:2]
+    print(f"site      serving {root} at http://{host}:{port}/  (Ctrl-C stops)", flush=True)
+    print(f"          for page links in the Dagster UI: NEXUS_SITE_URL=http://{host}:{port} dagster dev", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nexus-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--verbose", action="store_true", help="log every request line (never headers)")
     server.add_argument("--faults", metavar="FILE", help="fault script: a JSON list of fault objects, consumed one per data request")
     server.set_defaults(run=_qml_server)
+
+    site = commands.add_parser("site", help="serve the dashboard ($NEXUS_DATA_DIR/dashboard) over HTTP on loopback")
+    site.add_argument("--host", default="127.0.0.1")
+    site.add_argument("--port", type=int, default=8787)
+    site.set_defaults(run=_site)
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -26,13 +26,17 @@ class Settings:
     - ``NEXUS_CATALOG``: catalog TOML (default: the bundled sandbox catalog);
     - ``NEXUS_DATA_DIR``: root of the Parquet store, a local path or any fsspec URL (default ``./data``);
     - ``NEXUS_UNPUBLISHED_RETRIES`` / ``NEXUS_UNPUBLISHED_RETRY_SECONDS``: how often and how long
-      apart a pull is retried when upstream has not published a requested day yet (default 3 x 900 s).
+      apart a pull is retried when upstream has not published a requested day yet (default 3 x 900 s);
+    - ``NEXUS_SITE_URL``: where the dashboard site is served (e.g. ``http://127.0.0.1:8787`` by
+      ``nexus-assets site``); the dashboard's metadata links pages there, else as ``file://`` paths,
+      which browsers do not open from the Dagster UI's http page.
     """
 
     catalog_path: str
     data_dir: str
     unpublished_retries: int = 3
     unpublished_retry_seconds: int = 900
+    site_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -45,6 +49,7 @@ class Settings:
             data_dir=data_dir,
             unpublished_retries=int(env.get("NEXUS_UNPUBLISHED_RETRIES", "3")),
             unpublished_retry_seconds=int(env.get("NEXUS_UNPUBLISHED_RETRY_SECONDS", "900")),
+            site_url=(env.get("NEXUS_SITE_URL") or "").rstrip("/") or None,
         )
 
     def catalog(self) -> Catalog:

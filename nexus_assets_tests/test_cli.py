@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,40 @@ def test_demo_command(tmp_path):
     index = tmp_path / "data" / "dashboard" / "index.html"
     assert f"site      {index.resolve()}" in result.stdout and index.is_file()
     assert (tmp_path / ".dagster_home" / "dagster.yaml").is_file()  # runs are kept for `dagster dev`
+
+
+def test_site_serves_the_dashboard_and_links_point_there(tmp_path):
+    """`nexus-assets site` serves the pages; with NEXUS_SITE_URL the dashboard metadata links there."""
+    import urllib.request
+
+    from dagster import AssetKey, DagsterInstance
+
+    from nexus_assets.definitions import MAIN_JOB, build_definitions
+    from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
+    from nexus_assets.settings import Settings
+
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(sandbox_catalog_text(keys=("9004_VIX",)))
+    settings = Settings.from_env({"NEXUS_CATALOG": str(catalog), "NEXUS_DATA_DIR": str(tmp_path / "data"),
+                                  "NEXUS_SITE_URL": "http://127.0.0.1:8787/"})
+    instance = DagsterInstance.ephemeral()
+    result = build_definitions(settings).resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=instance, tags={RANGE_START_TAG: "9004_VIX|2018-03-01", RANGE_END_TAG: "9004_VIX|2018-03-02"})
+    assert result.success
+    [record] = instance.fetch_materializations(AssetKey("dashboard"), limit=1).records
+    assert record.asset_materialization.metadata["page"].value.startswith("http://127.0.0.1:8787/asset=9004_VIX/date=")
+
+    env = env_for(tmp_path, sandbox_catalog_text(keys=("9004_VIX",)))
+    proc = subprocess.Popen([sys.executable, "-m", "nexus_assets.cli", "site", "--port", "0"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = line.split(" at ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        page = urllib.request.urlopen(url + "asset=9004_VIX/date=2018-03-02.html", timeout=10).read().decode()
+        assert 'data-panel="signal"' in page
+        assert b"9004_VIX" in urllib.request.urlopen(url + "index.html", timeout=10).read()
+        assert urllib.request.urlopen(url + "assets/", timeout=10).status == 200  # the shared plotly.js
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=45) == 0

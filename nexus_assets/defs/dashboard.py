@@ -134,7 +134,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                 write_site_file(root, _summary_path(key, day), json.dumps(_summary_json(summary), sort_keys=True))
                 context.add_asset_metadata(
                     {
-                        "page": MetadataValue.url(_file_url(path)),
+                        "page": MetadataValue.url(_link(settings, path, page_path(key, day))),
                         "page_path": MetadataValue.path(str(path)),
                         "signal": summary.signal or "none",
                         "optimised_signal": summary.optimised_signal or "none",
@@ -143,7 +143,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                 )
         index = rebuild_site(root, catalog, [e.key for e in touched])
         context.log.info(f"dashboard: {len(context.partition_keys)} pages; site index at {index}")
-        return MaterializeResult(metadata={"site_index": MetadataValue.url(_file_url(index))})
+        return MaterializeResult(metadata={"site_index": MetadataValue.url(_link(settings, index, INDEX))})
 
     return [dashboard]
 
@@ -228,6 +228,13 @@ def _data_status(context: AssetExecutionContext, entry: CatalogAsset, day: dt.da
         models=meta.get("models"),
         day_status=meta.get("status"),
     )
+
+
+def _link(settings: Settings, path: UPath, relative: str) -> str:
+    """The page's address: under ``NEXUS_SITE_URL`` when the site is served, else the file's URL."""
+    if settings.site_url:
+        return f"{settings.site_url}/{relative}"
+    return _file_url(path)
 
 
 def _file_url(path: UPath) -> str:
