@@ -131,7 +131,8 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                 )
                 path = write_site_file(root, page_path(key, day), render_page(inputs))
                 summary = summarise(inputs)
-                write_site_file(root, _summary_path(key, day), json.dumps(_summary_json(summary), sort_keys=True))
+                write_site_file(root, _summary_path(key, day),
+                                json.dumps(_summary_json(summary, status.upstream_watermark), sort_keys=True))
                 context.add_asset_metadata(
                     {
                         "page": MetadataValue.url(_link(settings, path, page_path(key, day))),
@@ -153,15 +154,15 @@ def rebuild_site(root: UPath, catalog: Catalog, assets: list[str] | None = None,
     today = today or dt.datetime.now(dt.timezone.utc).date()
     summaries = []
     for entry in catalog.assets:
-        days = _read_summaries(root, entry.key)
+        days, watermark = _read_summaries(root, entry.key)
         latest = max((d.date for d in days), default=None)
-        status = freshness_status(entry, today, latest, None) if latest else None
+        status = freshness_status(entry, today, latest, watermark) if latest else None
         summary = AssetSummary(
             asset=entry.key,
             display_name=entry.display_name,
             category=entry.category,
             calendar=entry.calendar,
-            freshness="unknown" if status is None else ("fresh" if not status.pipeline_late else "late"),
+            freshness="unknown" if status is None else ("fresh" if status.fresh else "late"),
             freshness_detail="no page yet" if status is None else status.describe(),
             days=tuple(days),
         )
@@ -175,8 +176,9 @@ def _summary_path(asset: str, day: dt.date) -> str:
     return page_path(asset, day)[: -len(".html")] + ".json"
 
 
-def _summary_json(summary: DaySummary) -> dict:
+def _summary_json(summary: DaySummary, watermark: dt.date | None) -> dict:
     return {
+        "upstream_watermark": watermark.isoformat() if watermark else None,
         "date": summary.date.isoformat(),
         "signal": summary.signal,
         "net_prob": summary.net_prob,
@@ -186,16 +188,19 @@ def _summary_json(summary: DaySummary) -> dict:
     }
 
 
-def _read_summaries(root: UPath, asset: str) -> list[DaySummary]:
+def _read_summaries(root: UPath, asset: str) -> tuple[list[DaySummary], dt.date | None]:
+    """The asset's page summaries, and the upstream watermark recorded with its latest page."""
     folder = root / f"asset={asset}"
     if not folder.exists():
-        return []
-    out = []
-    for path in sorted(folder.glob("date=*.json")):
+        return [], None
+    out, watermark = [], None
+    for path in sorted(folder.glob("date=*.json")):  # date order: the last one is the latest page
         raw = json.loads(path.read_text())
         out.append(DaySummary(dt.date.fromisoformat(raw["date"]), raw["signal"], raw["net_prob"], raw["tier"],
                               raw["optimised_signal"], raw["optimised_net_prob"]))
-    return out
+        mark = raw.get("upstream_watermark")
+        watermark = dt.date.fromisoformat(mark) if mark else None
+    return out, watermark
 
 
 def _trailing(ensembles: pd.DataFrame | None, day: dt.date) -> pd.DataFrame | None:

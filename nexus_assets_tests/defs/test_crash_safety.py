@@ -38,7 +38,7 @@ CRASH = CatalogAsset(
     horizons=(1, 2, 3, 5), models_per_horizon=300, seed=5,
 )
 FIRST, LAST = f"{CRASH.key}|2025-01-01", f"{CRASH.key}|2025-01-12"
-KILLS = 8
+KILLS = 6  # each kill is a run of the whole graph; 6 keep both kinds of kill point (3 each)
 
 
 # -- the storage layer: what a killed writer leaves, and who removes it ---------------------------

@@ -157,3 +157,22 @@ def test_generated_page_in_headless_chromium(backfill):
             assert problems == []
         finally:
             browser.close()
+
+
+def test_site_index_freshness_uses_the_latest_page_and_its_watermark(backfill, tmp_path):
+    import shutil
+
+    from nexus_assets.catalog import load_catalog
+    from nexus_assets.defs.dashboard import rebuild_site
+
+    pipe, _ = backfill
+    site = tmp_path / "site"
+    shutil.copytree(pipe.data_dir / "dashboard", site)
+    catalog = load_catalog(pipe.catalog_path)
+    index = rebuild_site(site, catalog, today=dt.date(2018, 9, 1))  # the morning after the last page
+    html = (site / "index.html").read_text()
+    assert 'data-field="freshness" data-value="fresh"' in html and "fresh through 2018-08-31" in html
+    rebuild_site(site, catalog, today=dt.date(2018, 9, 12))  # eight sessions later, nothing new
+    html = (site / "index.html").read_text()
+    assert 'data-value="late"' in html and "latest materialised day 2018-08-31 is before the expected 2018-09-11" in html
+    assert str(index).endswith("index.html")
