@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from nexus_assets.catalog import CatalogAsset
-from nexus_assets.defs import storage
+from nexus_assets import atomic
 from nexus_assets.defs.storage import partition_path, write_parquet_atomic
 from nexus_assets_tests.loopback import (
     API_KEY,
@@ -48,8 +48,8 @@ def _frame() -> pd.DataFrame:
     return pd.DataFrame({"v": np.arange(5, dtype="int64")})
 
 
-def _temp(path, pid: int, host: str = storage._HOST) -> str:
-    name = f"{storage._temp_prefix(os.fspath(path))}{pid}-{host}-{uuid.uuid4().hex}.tmp"
+def _temp(path, pid: int, host: str = atomic._HOST) -> str:
+    name = f"{atomic._temp_prefix(os.fspath(path))}{pid}-{host}-{uuid.uuid4().hex}.tmp"
     temp = os.path.join(os.path.dirname(os.fspath(path)), name)
     with open(temp, "wb") as handle:
         handle.write(b"PAR1 partial")

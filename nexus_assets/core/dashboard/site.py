@@ -11,7 +11,7 @@ Pages link each other and plotly.js by relative URLs, so a site works from any f
 ``file://`` and behind any static server, without network. ``<site>`` is a local path or an fsspec
 URL (``s3://bucket/nexus/dashboard``): a local file is written under a hidden temporary name in its
 folder and renamed over the target (readers see the old file or the new one); an object store
-gets a single PUT.
+gets a single PUT (both by :func:`nexus_assets.atomic.write_bytes_atomic`, as the Parquet store).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import uuid
 from importlib import resources
 from urllib.parse import quote
 
 from upath import UPath
+
+from nexus_assets.atomic import write_bytes_atomic
 
 __all__ = [
     "INDEX",
@@ -84,33 +85,15 @@ def write_site_file(site_root: str | os.PathLike[str] | UPath, relative: str, da
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     target = UPath(site_root).joinpath(*relative.split("/"))
-    if target.protocol in ("", "file", "local"):
-        local = os.fspath(target.path if hasattr(target, "path") else target)
-        if skip_unchanged and _same_bytes(local, payload):
-            return target
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        temp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(payload)
-            os.replace(temp, local)
-        finally:
-            if os.path.exists(temp):
-                os.remove(temp)
-    else:
-        if skip_unchanged and target.exists() and target.read_bytes() == payload:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(payload)
+    if skip_unchanged and _same_bytes(target, payload):
+        return target
+    write_bytes_atomic(target, payload)
     return target
 
 
-def _same_bytes(local: str, payload: bytes) -> bool:
+def _same_bytes(target: UPath, payload: bytes) -> bool:
     try:
-        if os.path.getsize(local) != len(payload):
-            return False
-        with open(local, "rb") as handle:
-            return handle.read() == payload
+        return target.stat().st_size == len(payload) and target.read_bytes() == payload
     except FileNotFoundError:
         return False
 
