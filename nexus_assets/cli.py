@@ -111,22 +111,23 @@ def _qml_server(args: argparse.Namespace) -> int:
     print(f"qml-server listening on {server.url} serving projects {sorted(projects)}", flush=True)
     if faults:
         print(f"qml-server fault script: {len(faults)} fault(s), one per data request: {', '.join(f.kind for f in faults)}", flush=True)
+    return _serve(server.httpd)
+
+
+def _serve(httpd) -> int:
+    """Serve until SIGTERM or Ctrl-C / SIGINT, then close the socket; exit status 0."""
     # shutdown() waits for serve_forever() to return, so it must not run on the serving thread
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown, daemon=True).start())
-    _stop_on_interrupt()
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
+    # SIGINT stops it even when a script started it in the background: a non-interactive shell
+    # starts background jobs with SIGINT ignored, and Python then leaves it so
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        server.httpd.serve_forever()
+        httpd.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.httpd.server_close()
+        httpd.server_close()
     return 0
-
-
-def _stop_on_interrupt() -> None:
-    """Ctrl-C / SIGINT stops a server even when it was started in the background by a script:
-    a non-interactive shell starts background jobs with SIGINT ignored, and Python then leaves it so."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _site(args: argparse.Namespace) -> int:
@@ -153,15 +154,7 @@ def _site(args: argparse.Namespace) -> int:
     host, port = httpd.server_address[:2]
     print(f"site      serving {root} at http://{host}:{port}/  (Ctrl-C stops)", flush=True)
     print(f"          for page links in the Dagster UI: NEXUS_SITE_URL=http://{host}:{port} dagster dev", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=httpd.shutdown, daemon=True).start())
-    _stop_on_interrupt()
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        httpd.server_close()
-    return 0
+    return _serve(httpd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ changes with the clock.
 
 import datetime as dt
 import json
+import pathlib
 
 import pandas as pd
 from dagster import (
@@ -45,7 +46,7 @@ from nexus_assets.core.dashboard import (
     write_site_file,
 )
 from nexus_assets.core.freshness import freshness_status
-from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
 from nexus_assets.defs.ingest import GROUP, QML_MODELS
 from nexus_assets.defs.metrics import METRICS
 from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, partition_key
@@ -105,15 +106,12 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             touched.append(entry)
-            prefix = f"{key}|"
-            frames = [horizon_ensembles[k] for k in horizon_ensembles if k.startswith(prefix)]
-            frames = [f for f in frames if len(f)]
-            ensembles = pd.concat(frames, ignore_index=True) if frames else None
+            ensembles = horizon_ensembles.concat(key)
+            ensembles = empty_ensembles() if ensembles is None else ensembles
+            ingested = _ingestion_metadata(context.instance, [partition_key(key, day) for day in days])
             for day in days:
                 pk = partition_key(key, day)
-                status = _data_status(context, entry, day)
-                of_day = ensembles[ensembles["date"] == pd.Timestamp(day)] if ensembles is not None else None
-                trailing = _trailing(ensembles, day)
+                status = _data_status(entry, day, ingested.get(pk, {}))
                 inputs = PageInputs.from_partitions(
                     asset=key,
                     display_name=entry.display_name,
@@ -123,8 +121,8 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                     signals=signals[pk],
                     metrics=metrics[pk],
                     horizon_search=horizon_search[pk],
-                    ensembles=of_day if of_day is not None else horizon_ensembles[pk],
-                    ensemble_window=trailing if trailing is not None else horizon_ensembles[pk],
+                    ensembles=ensembles[ensembles["date"] == pd.Timestamp(day)].reset_index(drop=True),
+                    ensemble_window=_trailing(ensembles, day),
                     status=status,
                     previous_date=day - dt.timedelta(days=1) if day > entry.start_date else None,
                     next_date=day + dt.timedelta(days=1) if entry.end_date is None or day < entry.end_date else None,
@@ -203,22 +201,34 @@ def _read_summaries(root: UPath, asset: str) -> tuple[list[DaySummary], dt.date 
     return out, watermark
 
 
-def _trailing(ensembles: pd.DataFrame | None, day: dt.date) -> pd.DataFrame | None:
-    if ensembles is None:
-        return None
+def _trailing(ensembles: pd.DataFrame, day: dt.date) -> pd.DataFrame:
     before = ensembles[ensembles["date"] <= pd.Timestamp(day)]
     dates = before["date"].drop_duplicates().sort_values().tail(MODEL_WINDOW)
     return before[before["date"].isin(dates)].reset_index(drop=True)
 
 
-def _data_status(context: AssetExecutionContext, entry: CatalogAsset, day: dt.date) -> DataStatus:
+def _ingestion_metadata(instance, keys: list[str]) -> dict[str, dict]:
+    """The metadata of the latest ``qml_models`` materialisation of each of ``keys``: one paged
+    query for a run's partitions, not one per page."""
+    latest: dict[str, dict] = {}
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(QML_MODELS), asset_partitions=keys), limit=1000, cursor=cursor
+        )
+        for record in result.records:  # newest first
+            materialisation = record.asset_materialization
+            if materialisation.partition not in latest:
+                latest[materialisation.partition] = {k: v.value for k, v in materialisation.metadata.items()}
+        if not result.has_more:
+            return latest
+        cursor = result.cursor
+
+
+def _data_status(entry: CatalogAsset, day: dt.date, meta: dict) -> DataStatus:
     """The day's ingestion record (qml_models' metadata) and whether upstream had published the day
     by the morning after it: a page shows the day as it was, not as of today."""
     pk = partition_key(entry.key, day)
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey(QML_MODELS), asset_partitions=[pk]), limit=1
-    ).records
-    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()} if records else {}
     watermark = dt.date.fromisoformat(meta["upstream_watermark"]) if meta.get("upstream_watermark") else None
     status = freshness_status(entry, day + dt.timedelta(days=1), day, watermark)
     fresh = "unknown" if watermark is None else ("late" if status.upstream_late else "fresh")
@@ -244,7 +254,5 @@ def _link(settings: Settings, path: UPath, relative: str) -> str:
 
 def _file_url(path: UPath) -> str:
     if path.protocol in ("", "file", "local"):
-        import pathlib
-
         return pathlib.Path(str(path.path if hasattr(path, "path") else path)).resolve().as_uri()
     return str(path)

@@ -9,23 +9,30 @@ the old semantics look at. A range run computes all its dates of one asset in on
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combinations
 from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
 from nexus_assets.core.slicing import empty_slices
-from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP, HORIZON_SLICES_ASSET
+from nexus_assets.defs.ingest import HORIZON_SLICES_ASSET, step_asset_args
 from nexus_assets.defs.partitions import (
     DEFAULT_MAX_HORIZON,
     calendar_days,
     date_window_mapping,
     days_by_asset,
     partition_key,
+    split_by_day,
 )
 from nexus_assets.defs.storage import PartitionFrames
 
-__all__ = ["HORIZON_ENSEMBLES", "build_ensemble_assets", "ensemble_window_days", "ensembles_with_combinations"]
+__all__ = [
+    "HORIZON_ENSEMBLES",
+    "build_ensemble_assets",
+    "empty_ensembles",
+    "ensemble_window_days",
+    "ensembles_with_combinations",
+]
 
 HORIZON_ENSEMBLES = "horizon_ensembles"
 
@@ -51,12 +58,7 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
 
     @asset(
         name=HORIZON_ENSEMBLES,
-        group_name=GROUP,
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
-        io_manager_key="parquet_io_manager",
-        kinds={"python", "parquet"},
-        freshness_policy=DAILY_FRESHNESS,
+        **step_asset_args(partitions_def),
         ins={
             "horizon_slices": AssetIn(
                 key=HORIZON_SLICES_ASSET,
@@ -79,14 +81,11 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
         outputs: dict[str, pd.DataFrame] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
-            prefix = f"{key}|"
             # One catalog asset's window at a time: the mapping may span many assets and a year.
-            window = [horizon_slices[k] for k in horizon_slices if k.startswith(prefix)]
-            slices = pd.concat(window, ignore_index=True) if window else empty_slices()
+            slices = horizon_slices.concat(key)
+            slices = empty_slices() if slices is None else slices
             result = ensembles_with_combinations(slices, mode=entry.selection_mode, lookback=lookback, dates=days)
-            by_day = {stamp.date(): frame.reset_index(drop=True) for stamp, frame in result.groupby("date", sort=True)}
-            for day in days:
-                day_rows = by_day.get(day, result.iloc[0:0])
+            for day, day_rows in split_by_day(result, days).items():
                 outputs[partition_key(key, day)] = day_rows
                 context.add_asset_metadata(_metadata(day_rows, entry.selection_mode), partition_key=partition_key(key, day))
         return outputs
@@ -101,6 +100,11 @@ def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: in
     plain = within_horizon_combinations(slices, dates=dates)
     merged = result.merge(plain, on=["date", "horizon"], how="left", validate="one_to_one")
     return merged[[*result.columns[:-1], *plain.columns[2:], result.columns[-1]]]  # `mode` stays last
+
+
+def empty_ensembles() -> pd.DataFrame:
+    """A zero-row horizon_ensembles table (what a window without forecasts reads as)."""
+    return ensembles_with_combinations(empty_slices(), mode="point_in_time", lookback=LOOKBACK, dates=[])
 
 
 def _metadata(rows: pd.DataFrame, mode: str) -> dict:

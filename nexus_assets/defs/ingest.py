@@ -55,7 +55,15 @@ from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
 from nexus_assets.qml.client import QMLRequestError, QMLTransientError
 from nexus_assets.settings import Settings
 
-__all__ = ["QML_MODELS", "HORIZON_SLICES_ASSET", "CONTRACT_CHECK", "RESTATEMENT_CHECK", "build_ingest_assets", "rows_sha256"]
+__all__ = [
+    "QML_MODELS",
+    "HORIZON_SLICES_ASSET",
+    "CONTRACT_CHECK",
+    "RESTATEMENT_CHECK",
+    "build_ingest_assets",
+    "rows_sha256",
+    "step_asset_args",
+]
 
 QML_MODELS = "qml_models"
 HORIZON_SLICES_ASSET = "horizon_slices"
@@ -68,6 +76,19 @@ GROUP = "nexus"
 warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 # Daily data: warn when nothing new for a day and a bit, fail after two days.
 DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26))
+
+
+def step_asset_args(partitions_def) -> dict:
+    """What every pipeline step shares: group, asset x date partitions, single-run backfills, the
+    Parquet store, daily freshness."""
+    return {
+        "group_name": GROUP,
+        "partitions_def": partitions_def,
+        "backfill_policy": BackfillPolicy.single_run(),
+        "io_manager_key": "parquet_io_manager",
+        "kinds": {"python", "parquet"},
+        "freshness_policy": DAILY_FRESHNESS,
+    }
 
 
 def rows_sha256(rows: pd.DataFrame) -> str:
@@ -146,13 +167,8 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
 
     @asset(
         name=QML_MODELS,
-        group_name=GROUP,
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
+        **step_asset_args(partitions_def),
         pool="qml_api",
-        io_manager_key="parquet_io_manager",
-        kinds={"python", "parquet"},
-        freshness_policy=DAILY_FRESHNESS,
         check_specs=[
             AssetCheckSpec(
                 CONTRACT_CHECK,
@@ -250,12 +266,7 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
 
     @asset(
         name=HORIZON_SLICES_ASSET,
-        group_name=GROUP,
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
-        io_manager_key="parquet_io_manager",
-        kinds={"python", "parquet"},
-        freshness_policy=DAILY_FRESHNESS,
+        **step_asset_args(partitions_def),
         ins={"qml_models": AssetIn(key=QML_MODELS)},
         description=(
             "Golden engine (Nexus v2 section 2) as a long table per asset and date: date, horizon, "

@@ -8,12 +8,13 @@ backfilled); a range run simulates once and slices the record per date.
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.metrics import record
-from nexus_assets.core.signals import parse_horizons
-from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP
+from nexus_assets.core.signals import daily_signals, parse_horizons
+from nexus_assets.defs.ensembles import empty_ensembles
+from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, partition_key
 from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
@@ -37,12 +38,7 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
 
     @asset(
         name=METRICS,
-        group_name=GROUP,
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
-        io_manager_key="parquet_io_manager",
-        kinds={"python", "parquet"},
-        freshness_policy=DAILY_FRESHNESS,
+        **step_asset_args(partitions_def),
         metadata={TABLES_METADATA: list(METRIC_TABLES)},
         ins={
             "signals": AssetIn(
@@ -64,10 +60,7 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
-            prefix = f"{key}|"
-            window = [signals[k]["signals"] for k in signals if k.startswith(prefix)]
-            window = [w for w in window if len(w)]
-            history = pd.concat(window, ignore_index=True) if window else None
+            history = signals.concat(key, "signals")
             for horizons, group in _days_by_horizon_set(history, days, entry.horizons).items():
                 records = record(history if history is not None else _empty_signals(), as_of=group,
                                  calendar=entry.calendar, cost_bps=entry.cost_bps, horizons=horizons)
@@ -101,10 +94,7 @@ def _days_by_horizon_set(history, days, configured) -> dict:
 
 
 def _empty_signals() -> pd.DataFrame:
-    from nexus_assets.core.signals import daily_signals
-    from nexus_assets.defs.signals import _no_ensembles
-
-    return daily_signals(_no_ensembles(), threshold=0.0)["signals"]
+    return daily_signals(empty_ensembles(), threshold=0.0)["signals"]
 
 
 def _metadata(tables: dict) -> dict:

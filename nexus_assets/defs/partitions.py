@@ -31,6 +31,7 @@ __all__ = [
     "split_key",
     "days_by_asset",
     "calendar_days",
+    "split_by_day",
     "date_window_mapping",
 ]
 
@@ -70,6 +71,13 @@ def days_by_asset(keys: Iterable[str]) -> dict[str, list[dt.date]]:
         asset, day = split_key(key)
         grouped.setdefault(asset, []).append(day)
     return grouped
+
+
+def split_by_day(frame, days: Iterable[dt.date]) -> dict:
+    """``frame``'s rows (a ``date`` column) for each of ``days``; a day without rows gets an empty
+    frame with the same columns (a warm-up day, a day without a session)."""
+    by_day = {stamp.date(): rows.reset_index(drop=True) for stamp, rows in frame.groupby("date", sort=True)}
+    return {day: by_day.get(day, frame.iloc[0:0]) for day in days}
 
 
 def calendar_days(observations: int, calendar: str) -> int:

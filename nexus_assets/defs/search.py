@@ -7,15 +7,15 @@ asset's calendar); a range run searches all its dates of one asset in one call.
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS
 from nexus_assets.core.search import horizon_search as search_horizons
 from nexus_assets.core.trading import periods_per_year
-from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
-from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP
-from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, partition_key
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
+from nexus_assets.defs.ingest import step_asset_args
+from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, partition_key, split_by_day
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
 
 __all__ = ["HORIZON_SEARCH", "SEARCH_TABLES", "N_FOLDS", "FOLD_LENGTH", "build_search_assets", "search_window_days"]
@@ -35,12 +35,7 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
 
     @asset(
         name=HORIZON_SEARCH,
-        group_name=GROUP,
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
-        io_manager_key="parquet_io_manager",
-        kinds={"python", "parquet"},
-        freshness_policy=DAILY_FRESHNESS,
+        **step_asset_args(partitions_def),
         metadata={TABLES_METADATA: list(SEARCH_TABLES)},
         ins={
             "horizon_ensembles": AssetIn(
@@ -62,30 +57,17 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
-            prefix = f"{key}|"
-            window = [horizon_ensembles[k] for k in horizon_ensembles if k.startswith(prefix)]
-            window = [w for w in window if len(w)]
-            ensembles = pd.concat(window, ignore_index=True) if window else _NO_ENSEMBLES
-            board = search_horizons(ensembles, dates=days, periods=periods_per_year(entry.calendar),
-                                    cost_bps=entry.cost_bps, n_folds=N_FOLDS, fold_length=FOLD_LENGTH)
-            by_day = {s.date(): f.reset_index(drop=True) for s, f in board.groupby("date")}
-            for day in days:
-                rows = by_day.get(day, board.iloc[0:0])
+            ensembles = horizon_ensembles.concat(key)
+            board = search_horizons(ensembles if ensembles is not None else empty_ensembles(), dates=days,
+                                    periods=periods_per_year(entry.calendar), cost_bps=entry.cost_bps,
+                                    n_folds=N_FOLDS, fold_length=FOLD_LENGTH)
+            for day, rows in split_by_day(board, days).items():
                 pk = partition_key(key, day)
                 outputs[pk] = {"leaderboard": rows}
                 context.add_asset_metadata(_metadata(rows), partition_key=pk)
         return outputs
 
     return [horizon_search]
-
-
-_NO_ENSEMBLES = pd.DataFrame(
-    {
-        "date": pd.Series([], dtype="datetime64[ns]"),
-        "horizon": pd.Series([], dtype="int64"),
-        **{c: pd.Series([], dtype="float64") for c in ("price", "forecast", "raw_mean", "raw_median", "low_variance")},
-    }
-)
 
 
 def _metadata(board: pd.DataFrame) -> dict:

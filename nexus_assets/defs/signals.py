@@ -7,13 +7,13 @@ Reads the same partition of ``horizon_ensembles`` (the day's forecasts) and of `
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, BackfillPolicy, asset
+from dagster import AssetExecutionContext, AssetIn, asset
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.signals import daily_signals
-from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
-from nexus_assets.defs.ingest import DAILY_FRESHNESS, GROUP
-from nexus_assets.defs.partitions import days_by_asset, partition_key
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
+from nexus_assets.defs.ingest import step_asset_args
+from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
 
@@ -26,12 +26,7 @@ SIGNAL_TABLES = ("signals", "slopes")
 def build_signal_assets(catalog: Catalog, partitions_def) -> list:
     @asset(
         name=SIGNALS,
-        group_name=GROUP,
-        partitions_def=partitions_def,
-        backfill_policy=BackfillPolicy.single_run(),
-        io_manager_key="parquet_io_manager",
-        kinds={"python", "parquet"},
-        freshness_policy=DAILY_FRESHNESS,
+        **step_asset_args(partitions_def),
         metadata={TABLES_METADATA: list(SIGNAL_TABLES)},
         ins={
             "horizon_ensembles": AssetIn(key=HORIZON_ENSEMBLES, metadata={"allow_missing_partitions": True}),
@@ -50,33 +45,19 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
-            keys = [partition_key(key, day) for day in days]
-            ensembles = [horizon_ensembles[k] for k in keys if k in horizon_ensembles]
-            boards = [horizon_search[k]["leaderboard"] for k in keys if k in horizon_search]
-            frame = pd.concat(ensembles, ignore_index=True) if ensembles else None
-            winners = pd.concat([b[b["rank"] == 1] for b in boards if len(b)], ignore_index=True) if any(
-                len(b) for b in boards) else None
-            if frame is None or frame.empty:
-                tables = daily_signals(_no_ensembles(), threshold=entry.signal_threshold)
-            else:
-                tables = daily_signals(frame, threshold=entry.signal_threshold, winners=winners)
-            by_day = {name: {s.date(): f.reset_index(drop=True) for s, f in table.groupby("date")}
-                      for name, table in tables.items()}
-            for day, pk in zip(days, keys):
-                day_tables = {name: by_day[name].get(day, tables[name].iloc[0:0]) for name in SIGNAL_TABLES}
-                outputs[pk] = day_tables
-                context.add_asset_metadata(_metadata(day_tables["signals"]), partition_key=pk)
+            frame = horizon_ensembles.concat(key)
+            boards = horizon_search.concat(key, "leaderboard")
+            winners = None if boards is None else boards[boards["rank"] == 1]
+            tables = daily_signals(frame if frame is not None else empty_ensembles(),
+                                   threshold=entry.signal_threshold, winners=winners)
+            per_table = {name: split_by_day(tables[name], days) for name in SIGNAL_TABLES}
+            for day in days:
+                pk = partition_key(key, day)
+                outputs[pk] = {name: per_table[name][day] for name in SIGNAL_TABLES}
+                context.add_asset_metadata(_metadata(outputs[pk]["signals"]), partition_key=pk)
         return outputs
 
     return [signals]
-
-
-def _no_ensembles() -> pd.DataFrame:
-    from nexus_assets.core.signals import COMBINATIONS
-
-    return pd.DataFrame({"date": pd.Series([], dtype="datetime64[ns]"), "horizon": pd.Series([], dtype="int64"),
-                         "price": pd.Series([], dtype="float64"),
-                         **{c: pd.Series([], dtype="float64") for c in COMBINATIONS.values()}})
 
 
 def _metadata(signals: pd.DataFrame) -> dict:

@@ -198,6 +198,19 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
             return PartitionTables(path)
         return read_parquet(path)
 
+    def concat(self, asset: str, table: str | None = None) -> pd.DataFrame | None:
+        """The non-empty partitions of catalog asset ``asset`` (of ``table``, for a multi-table
+        input) as one frame, in date order; None when there is none. A window may span many assets:
+        only this one's files are read."""
+        prefix = f"{asset}|"
+        frames = []
+        for key in self:
+            if key.startswith(prefix):
+                frame = self[key] if table is None else self[key][table]
+                if len(frame):
+                    frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else None
+
     def __iter__(self):
         return iter(self._paths)
 
