@@ -23,11 +23,24 @@ forecast's own date and ``A = p_{t+h}`` the realised price:
 direction ``sign(P - p_t)``, actual direction ``sign(A - p_t)``, return ``A / p_t - 1``, and the
 error is the squared relative error ``((P - A) / A) ** 2`` (a fraction, like the returns), used
 both as the per-model ``mse`` metric and as the ``mse`` term of the quality score
-``10 pnl + 10 hits + 5 dd - mse``, which is therefore scale free. Only models known on the date
-(with at least one slices row dated on or before it) take part: they are the ``n_models`` (``M``)
-of that date, the population of the percentile ranks and the base of ``n = max(1, int(M q))``.
-``best_child_forecast`` is the winner's first model. Outputs for a date depend only on slices
-rows dated on or before it.
+``10 pnl + 10 hits + 5 dd - mse``, which is therefore scale free.
+
+The *population* of a date is the models with at least one forecast in the date's window (the
+``L`` rows ``i - h - L + 1 .. i - h``); only they take part: they are the ``n_models`` (``M``) of
+that date, the population of the percentile ranks and the base of ``n = max(1, int(M q))``. A
+model that retired before the window, or first publishes after it, is not counted, so a date's
+result depends on its window and the date's own row only, never on how much history a run
+loaded (a year-long backfill and a one-date daily run give the same bits). Ties in the score
+ordering go to the earlier column (ascending ``symbol``: a stable sort), a deterministic order
+of this mode's own. ``best_child_forecast`` is the winner's first model. Outputs for a date
+depend only on slices rows dated on or before it.
+
+In ``"nexus_v2"`` mode ``M`` is every column of the horizon's whole pivot since the start date,
+as the old script pivoted the whole table: pass the horizon's model ``roster`` (every model of
+the asset's whole history, including models that first publish after the date) to reproduce it;
+without one, the models in ``slices`` are the pivot. The rank populations are the same columns:
+a model without a forecast in the fit rows has ``mse`` NaN (so a NaN score, ordered last) but
+``dir_acc``, ``pnl`` and ``sharpe`` 0, as pandas computes them.
 
 Definitions the spec leaves open (identical in both modes)
 -----------------------------------------------------------
@@ -35,13 +48,16 @@ Definitions the spec leaves open (identical in both modes)
   denominator). A strategy score is ``w_mse r_mse + w_acc r_acc + w_pnl r_pnl + w_shp r_shp``
   evaluated left to right with all four terms, so a NaN rank (only ``mse`` can be NaN: a model
   with no error pair in the fit rows) makes the score NaN even where its weight is 0.
-- Models are ordered by score ascending with a *stable* sort, NaN scores last: equal scores keep
-  column order, i.e. ascending ``symbol`` (``sort_values(kind="stable")``, which the reference
-  uses). pandas' default ``sort_values`` (``kind="quicksort"``) leaves equal scores in an order
-  that depends on the numpy build and CPU (with numpy 2.4 on AVX2 it differs from column order in
-  most rows with ties, even for 10 models), so the old script's tie order cannot be reproduced
-  anyway; the stable order is the reproducible reading. Ties are common: models with the same
-  direction sequence share ``dir_acc``, ``pnl`` and ``sharpe``.
+- Models are ordered by score ascending, NaN scores last. Exact ties are common in real tables:
+  children with the same direction sequence over the fit rows share ``dir_acc``, ``pnl`` and
+  ``sharpe`` to the bit, so strategies without the ``mse`` term (and sums of ranks that happen
+  to coincide) tie, often at the top-``n`` boundary, and the tie order decides the forecast.
+  ``nexus_v2`` reproduces the old script's order exactly: pandas' default ``sort_values``
+  sorts the non-NaN scores, in column order, with ``numpy.argsort(kind="quicksort")`` (not
+  stable) and appends the NaN scores in column order; the same sort on bit-identical scores
+  gives the same order. That order is a property of the numpy build (its quicksort is an
+  introsort with SIMD kernels chosen per CPU), so bit-exact parity holds on the numpy build the
+  comparison runs on. ``point_in_time`` uses a stable sort: equal scores keep column order.
 - The first combination (strategy, aggregator, quantile order) whose score is strictly greater
   than the best so far (initially -inf) wins. If none is (every score NaN or -inf, e.g. a long
   horizon whose fit window has no realised prices yet), the Nexus v2 script would have no winner
@@ -52,9 +68,11 @@ Definitions the spec leaves open (identical in both modes)
   models with identical values in a window get bit-identical metrics and tie exactly, as in pandas.
   (Only if a model's values in a window are all equal and non-zero can this differ from pandas'
   two-pass std, which may then leave a tiny positive std instead of 0.)
-- A horizon with a single model (``M == 1``; in point-in-time mode, one model known on the date)
-  outputs that model's forecast for every such row, with no warm-up: strategy ``single_model``,
-  aggregator ``none``, quantile 1.0, ``n_selected = n_models = 1``.
+- A horizon with a single model outputs that model's forecast: strategy ``single_model``,
+  aggregator ``none``, quantile 1.0, ``n_selected = n_models = 1``. In ``nexus_v2`` mode
+  (``M == 1`` for the whole pivot) on every row, with no warm-up, as the spec says. In point-in-time
+  mode only on a date whose window is complete and holds exactly one model: a horizon whose first
+  model publishes before the others never emits an unvalidated forecast ahead of the warm-up.
 - ``best_child`` is the symbol of the model ``best_child_forecast`` is taken from.
 - A forecast, ``best_child_forecast`` or percentile is NaN when the models it is taken from have
   no forecast on the date (e.g. the winner is one model and it is missing that day).
@@ -74,7 +92,8 @@ over single dates or models; everything else is numpy over (dates x models) arra
 the slices are pivoted into ``X`` (dates x models). The model metrics of all forecast dates come
 from window sums of per-row terms (errors, ``dir * return``, its square; counts by cumulative
 sums). Percentile ranks: one row-wise argsort per metric (``dir_acc`` by counting). The
-largest ``n`` best models of each strategy: a partition, then a stable sort of the candidates.
+largest ``n`` best models of each strategy: in point-in-time mode a partition, then a stable sort
+of the candidates; in ``nexus_v2`` mode a full quicksort of each (date, strategy) row, as pandas.
 The 80 ensembles on the validate rows: the ordered models' forecasts are gathered for a block of
 dates at once; means are sums over the first ``n`` columns, computed with the bits pandas uses
 (``frame.mean(axis=1)`` sums pairwise per row, or sequentially when the block has a NaN; pandas
@@ -171,6 +190,7 @@ def dynamic_quantile_ensemble(
     lookback: int = LOOKBACK,
     dates: Iterable[object] | None = None,
     quantiles: Sequence[float] = QUANTILES,
+    roster: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Dynamic quantile ensemble of one asset: one forecast per (date, horizon).
 
@@ -192,6 +212,12 @@ def dynamic_quantile_ensemble(
         A date's output never depends on which other dates are requested.
     quantiles:
         Shares of models to try, in evaluation order (default :data:`QUANTILES`).
+    roster:
+        ``nexus_v2`` only: every model of each horizon's whole pivot (columns ``horizon, symbol``),
+        i.e. the models of the asset's entire history since the start date, including models
+        that first publish after the dates asked for. Nexus v2 pivoted the whole table, so its
+        ``M`` and its rank populations count them. Models of the roster without rows in
+        ``slices`` take part as all-NaN columns. Default: the models in ``slices``.
 
     Returns
     -------
@@ -211,10 +237,15 @@ def dynamic_quantile_ensemble(
         raise ValueError(
             f"slices lack column(s) {missing}; pass the horizon_slices table (columns {list(_SLICE_COLUMNS)})"
         )
+    if roster is not None and mode != "nexus_v2":
+        raise ValueError("roster applies to mode 'nexus_v2' only (point_in_time defines its models per date)")
     wanted = None if dates is None else np.unique(pd.to_datetime(pd.Index(list(dates))).to_numpy("datetime64[ns]"))
     parts = []
     horizon_values = slices["horizon"].to_numpy(dtype="int64")
     symbol_ranks, symbol_names = _symbol_ranks(slices["symbol"])
+    extra: dict[int, np.ndarray] = {}
+    if roster is not None:
+        symbol_ranks, symbol_names, extra = _with_roster(symbol_ranks, symbol_names, roster)
     columns = _Columns(
         slices["date"].to_numpy("datetime64[ns]"),
         symbol_ranks,
@@ -227,7 +258,7 @@ def dynamic_quantile_ensemble(
     for h in np.unique(horizon_values):
         if h < 1:
             raise ValueError(f"horizons must be >= 1, got {int(h)}")
-        pivot = _pivot(columns, np.flatnonzero(horizon_values == h))
+        pivot = _pivot(columns, np.flatnonzero(horizon_values == h), extra.get(int(h)))
         want = np.ones(len(pivot.dates), dtype=bool) if wanted is None else np.isin(pivot.dates, wanted)
         if want.any():
             parts.append(_horizon_ensemble(pivot, int(h), mode, int(lookback), quantiles, want))
@@ -243,7 +274,6 @@ class _Pivot:
     dates: np.ndarray  # (T,) datetime64[ns], sorted
     X: np.ndarray  # (T, M) forecasts, NaN where a model has no row (or a NaN forecast)
     price: np.ndarray  # (T,) first non-null price of each date, in row order
-    first_seen: np.ndarray  # (M,) first row on which each model has a slices row
     symbols: np.ndarray  # (M,) the model (column) names, ascending
 
 
@@ -264,10 +294,11 @@ def _floats(column: pd.Series) -> np.ndarray:
     return column.to_numpy("float64", na_value=np.nan)
 
 
-def _pivot(columns: _Columns, positions: np.ndarray) -> _Pivot:
-    """The golden engine's ``X_h`` and ``price_h`` for the rows at ``positions`` (one horizon)."""
+def _pivot(columns: _Columns, positions: np.ndarray, extra: np.ndarray | None = None) -> _Pivot:
+    """The golden engine's ``X_h`` and ``price_h`` for the rows at ``positions`` (one horizon),
+    with all-NaN columns for the symbol ranks in ``extra`` that have no row (a roster's)."""
     date_codes, days = _date_codes(columns.date[positions])
-    symbol_codes, present = _dense(columns.symbol[positions])
+    symbol_codes, present = _dense(columns.symbol[positions], extra)
     n_models = len(present)
     n_dates = len(days)
     flat = date_codes.astype("int64") * n_models + symbol_codes
@@ -277,7 +308,6 @@ def _pivot(columns: _Columns, positions: np.ndarray) -> _Pivot:
     X = np.full(n_dates * n_models, np.nan)
     X[flat] = columns.forecast[positions]
     X = X.reshape(n_dates, n_models)
-    first_seen = np.argmax(counts.reshape(n_dates, n_models) > 0, axis=0)
     # price_h: the first non-null price of each date, in row order
     prices = columns.price[positions]
     ok = ~np.isnan(prices)
@@ -288,7 +318,7 @@ def _pivot(columns: _Columns, positions: np.ndarray) -> _Pivot:
     heads = np.flatnonzero(np.r_[True, codes_ok[1:] != codes_ok[:-1]]) if len(codes_ok) else codes_ok
     price = np.full(n_dates, np.nan)
     price[codes_ok[heads]] = prices_ok[heads]
-    return _Pivot(np.asarray(days, dtype="datetime64[ns]"), X, price, first_seen, columns.names[present])
+    return _Pivot(np.asarray(days, dtype="datetime64[ns]"), X, price, columns.names[present])
 
 
 def _date_codes(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -302,11 +332,31 @@ def _date_codes(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(days, dtype="datetime64[ns]")
 
 
-def _dense(ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Renumber ranks 0.. in the same order, keeping only the values present (also returned)."""
-    present = np.bincount(ranks) > 0
+def _dense(ranks: np.ndarray, extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber ranks 0.. in the same order, keeping only the values present or in ``extra``
+    (the kept values are returned too)."""
+    size = max(int(ranks.max(initial=-1)), int(extra.max(initial=-1)) if extra is not None else -1) + 1
+    present = np.bincount(ranks, minlength=size) > 0
+    if extra is not None:
+        present[extra] = True
     remap = np.cumsum(present) - 1
     return remap[ranks].astype("int64"), np.flatnonzero(present)
+
+
+def _with_roster(ranks: np.ndarray, names: np.ndarray, roster: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Symbol ranks over the union of the slices' symbols and the roster's, and the roster's
+    ranks per horizon."""
+    missing = [c for c in ("horizon", "symbol") if c not in roster.columns]
+    if missing:
+        raise ValueError(f"roster lacks column(s) {missing}; pass one row per (horizon, symbol)")
+    roster_symbols = roster["symbol"].astype(str).to_numpy(dtype=object)
+    union = np.unique(np.concatenate([names.astype(object), roster_symbols]))  # ascending str order
+    remap = np.searchsorted(union, names)
+    roster_ranks = np.searchsorted(union, roster_symbols)
+    roster_horizons = roster["horizon"].to_numpy(dtype="int64")
+    extra = {int(h): np.unique(roster_ranks[roster_horizons == h]) for h in np.unique(roster_horizons)}
+    dtype = "int32" if len(union) < 2**31 else "int64"
+    return remap.astype(dtype).take(ranks), union, extra
 
 
 def _symbol_ranks(symbols: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -361,26 +411,33 @@ def _horizon_ensemble(
     actual = np.full(T, np.nan)  # y_h: the price h rows later
     actual[: max(T - h, 0)] = price[h:]
     rows = np.arange(T)
-    if mode == "nexus_v2":
-        known = np.full(T, M)
-        start = rows - lookback
-    else:
-        known = np.cumsum(np.bincount(pivot.first_seen, minlength=T))
-        start = rows - h - lookback + 1
-    single = want & (known == 1)
-    multi = want & (known >= 2) & (start >= 0)
+    missing = np.isnan(X)
+    presence = None
     out = _empty_result()
-    if single.any():
-        idx = np.flatnonzero(single)
-        only = np.argmin(pivot.first_seen) if mode == "point_in_time" else 0
-        out = _merge(out, _single_result(idx, X[idx, only], only))
+    if mode == "nexus_v2":
+        start = rows - lookback
+        known = np.full(T, M)
+        single = want & (known == 1)  # spec: a one-model horizon outputs every row, no warm-up
+        if single.any():
+            idx = np.flatnonzero(single)
+            out = _merge(out, _single_result(idx, X[idx, 0], 0))
+    else:
+        start = rows - h - lookback + 1
+        presence = _cumcount(~missing)
+        known = np.zeros(T, dtype="int64")
+        ready = want & (start >= 0)
+        known[ready] = _population_sizes(presence, start[ready], lookback)
+        single = ready & (known == 1)
+        if single.any():
+            idx = np.flatnonzero(single)
+            only = np.argmax(_population(presence, start[idx], lookback), axis=1)
+            out = _merge(out, _single_result(idx, X[idx, only], only))
+    multi = want & (known >= 2) & (start >= 0)
     if multi.any():
-        missing = np.isnan(X)
         codes, sorted_values = _value_codes(X, missing)
         horizon = _Horizon(X, np.where(missing, 0.0, X), codes, sorted_values, np.count_nonzero(~missing, axis=1),
-                           price, actual, pivot.first_seen, _row_terms(X, price, actual, mode), mode, lookback,
-                           quantiles)
-        del missing, codes, sorted_values
+                           price, actual, presence, _row_terms(X, price, actual, mode), mode, lookback, quantiles)
+        del codes, sorted_values
         for m in np.unique(known[multi]):  # rows that share a model count share n per quantile
             idx = np.flatnonzero(multi & (known == m))
             out = _merge(out, _ensemble_rows(horizon, idx, start[idx], int(m)))
@@ -426,7 +483,7 @@ class _Horizon:
     n_valid: np.ndarray  # non-NaN forecasts per row of X
     price: np.ndarray
     actual: np.ndarray
-    first_seen: np.ndarray
+    presence: np.ndarray | None  # point_in_time: cumulative count of forecasts per model, (T + 1, M)
     terms: _Terms
     mode: str
     lookback: int
@@ -593,6 +650,38 @@ def _top_models(scores: np.ndarray, known: np.ndarray | None, n_top: int) -> np.
     return np.take_along_axis(padded_col, best, axis=1).reshape(R, S, n_top)
 
 
+def _quicksort_top_models(scores: np.ndarray, n_top: int) -> np.ndarray:
+    """First ``n_top`` models of each (row, strategy) in the order pandas' default
+    ``Series.sort_values()`` gives (Nexus v2's ordering, ties included).
+
+    pandas sorts the non-NaN scores, taken in column order, with ``numpy.argsort(kind="quicksort")``
+    and appends the NaN scores in column order. numpy's quicksort is not stable and its tie
+    order depends on the whole array (length and values) and on the numpy build, so each row is
+    sorted whole, as that same compacted array: rows with the same number of non-NaN scores are
+    stacked and sorted along the last axis, which calls the same 1-D sort on each row.
+    """
+    R, S, M = scores.shape
+    key = scores.reshape(R * S, M)
+    nan = np.isnan(key)
+    valid = M - nan.sum(axis=1)
+    out = np.empty((R * S, n_top), dtype="int64")
+    for count in np.unique(valid).tolist():
+        rows = np.flatnonzero(valid == count)
+        if count == M:
+            cols = np.broadcast_to(np.arange(M), (len(rows), M))
+            compact = key[rows]
+        else:
+            cols = np.nonzero(~nan[rows])[1].reshape(len(rows), count)  # column order within each row
+            compact = np.take_along_axis(key[rows], cols, axis=1)
+        ranked = np.take_along_axis(cols, np.argsort(compact, axis=1, kind="quicksort"), axis=1)
+        if count >= n_top:
+            out[rows] = ranked[:, :n_top]
+        else:  # the NaN scores follow, in column order
+            tail = np.nonzero(nan[rows])[1].reshape(len(rows), M - count)
+            out[rows] = np.concatenate([ranked, tail[:, : n_top - count]], axis=1)
+    return out.reshape(R, S, n_top)
+
+
 def _ensemble_rows(hz: _Horizon, rows: np.ndarray, starts: np.ndarray, n_models: int) -> dict[str, np.ndarray]:
     """Winners and forecasts of ``rows`` (all with ``n_models`` models), a block of dates at a time."""
     fit_len, val_off, val_len = _split(hz.lookback)
@@ -603,14 +692,17 @@ def _ensemble_rows(hz: _Horizon, rows: np.ndarray, starts: np.ndarray, n_models:
     parts = []
     for lo in range(0, len(rows), block):
         r, s = rows[lo : lo + block], starts[lo : lo + block]
-        known = None if hz.mode == "nexus_v2" else hz.first_seen[None, :] <= r[:, None]
+        known = None if hz.presence is None else _population(hz.presence, s, hz.lookback)
         metrics = _model_metrics(hz.terms, s, fit_len)
-        if known is not None:  # models not yet seen on the date take no part in the ranks
+        if known is not None:  # models outside the date's population take no part in the ranks
             metrics = tuple(np.where(known, m, np.nan) for m in metrics)
         mse, hits, pnl, sharpe = metrics
         ranks = (_pct_rank(mse, False), _count_pct_rank(hits, fit_len), _pct_rank(pnl, True), _pct_rank(sharpe, True))
         scores = np.stack([w[0] * ranks[0] + w[1] * ranks[1] + w[2] * ranks[2] + w[3] * ranks[3] for w in _WEIGHTS], axis=1)
-        top = _top_models(scores, known, n_top)  # (R, S, n_top)
+        if hz.mode == "nexus_v2":
+            top = _quicksort_top_models(scores, n_top)  # (R, S, n_top)
+        else:
+            top = _top_models(scores, known, n_top)
         val_rows = s[:, None] + val_off + np.arange(val_len)[None, :]  # (R, V)
         ensembles = _validate_ensembles(hz, top, val_rows, sizes, buffers)  # (R, C, V)
         quality = _quality_scores(ensembles, hz.actual[val_rows], hz.price[val_rows], hz.mode)
@@ -849,7 +941,21 @@ def _linear_percentiles(ordered: np.ndarray, count: np.ndarray, percents: Sequen
     return out
 
 
-def _single_result(rows: np.ndarray, value: np.ndarray, child: int) -> dict[str, np.ndarray]:
+def _population(presence: np.ndarray, starts: np.ndarray, lookback: int) -> np.ndarray:
+    """(R, M): the models with at least one forecast in each window ``starts .. starts + L - 1``."""
+    return (presence[starts + lookback] - presence[starts]) > 0
+
+
+def _population_sizes(presence: np.ndarray, starts: np.ndarray, lookback: int) -> np.ndarray:
+    """Models in each window's population, a block of windows at a time (bounded memory)."""
+    sizes = np.empty(len(starts), dtype="int64")
+    block = max(1, _BLOCK_BYTES // max(1, presence.shape[1] * 4))
+    for lo in range(0, len(starts), block):
+        sizes[lo : lo + block] = _population(presence, starts[lo : lo + block], lookback).sum(axis=1)
+    return sizes
+
+
+def _single_result(rows: np.ndarray, value: np.ndarray, child: np.ndarray | int) -> dict[str, np.ndarray]:
     n = len(rows)
     return {
         "row": rows.astype("int64"),
@@ -860,7 +966,7 @@ def _single_result(rows: np.ndarray, value: np.ndarray, child: int) -> dict[str,
         "n_selected": np.ones(n, dtype="int64"),
         "n_models": np.ones(n, dtype="int64"),
         "best_child_forecast": value.copy(),
-        "child": np.full(n, child, dtype="int64"),
+        "child": np.broadcast_to(np.asarray(child, dtype="int64"), (n,)).copy(),
         **{f"p{p:02d}": value.copy() for p in PERCENTILES},
     }
 

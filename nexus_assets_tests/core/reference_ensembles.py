@@ -5,11 +5,13 @@ pivot, ``for i in range(L, len(X))``, ``window = X.iloc[i - L:i]``, ``DataFrame.
 ``sort_values``, ``.mean(axis=1)`` / ``.median(axis=1)``. It is the oracle of
 ``nexus_assets.core.ensembles`` and is never used outside the tests and benchmarks.
 
-Definitions the spec leaves open are the ones documented in ``nexus_assets.core.ensembles``:
-ties in the score ordering go to the earlier model column (``sort_values(kind="stable")``),
-NaN scores last; a weighted score with any NaN rank is NaN; when no combination has a score
-above -inf the first combination is used; point-in-time mode ranks only the models known on the
-day and scores with squared relative errors.
+Nexus v2 mode orders models as the old script did, with pandas' default ``sort_values()``
+(numpy's quicksort: not stable, ties in whatever order it leaves them, NaN scores last), over the
+columns of the horizon's whole pivot (the ``roster``). Definitions the spec leaves open are the
+ones documented in ``nexus_assets.core.ensembles``: a weighted score with any NaN rank is NaN; when
+no combination has a score above -inf the first combination is used; point-in-time mode ranks
+only the date's population (models with a forecast in the date's window), breaks ties by column
+order (``sort_values(kind="stable")``) and scores with squared relative errors.
 """
 
 from __future__ import annotations
@@ -33,18 +35,24 @@ STRATEGIES = {
 PERCENTILES = (5, 25, 75, 95)
 
 
-def reference_ensemble(slices, *, mode="point_in_time", lookback=LOOKBACK, dates=None, quantiles=QUANTILES):
-    """Same contract as ``dynamic_quantile_ensemble``; one pandas loop iteration per date."""
+def reference_ensemble(slices, *, mode="point_in_time", lookback=LOOKBACK, dates=None, quantiles=QUANTILES,
+                       roster=None, nexus_v2_sort=None):
+    """Same contract as ``dynamic_quantile_ensemble``; one pandas loop iteration per date.
+
+    ``nexus_v2_sort``: the ``sort_values`` kind of the nexus_v2 ordering; None (the old script's
+    default sort) unless a test wants to show what another order would give."""
     frames = horizon_frames(slices)
     wanted = None if dates is None else set(pd.to_datetime(list(dates)))
     records = []
     for h, frame in frames.items():
         X, price, y = frame.forecasts, frame.price, frame.actual
         if mode == "nexus_v2":
-            records += nexus_v2_rows(h, X, y, lookback, quantiles, wanted)
+            if roster is not None:  # the whole pivot's columns, sorted as pandas' pivot sorts them
+                everyone = set(X.columns) | set(roster.loc[roster["horizon"] == h, "symbol"].astype(str))
+                X = X.reindex(columns=sorted(everyone))
+            records += nexus_v2_rows(h, X, y, lookback, quantiles, wanted, nexus_v2_sort)
         elif mode == "point_in_time":
-            first_seen = slices[slices["horizon"] == h].groupby("symbol")["date"].min()
-            records += point_in_time_rows(h, X, price, y, first_seen, lookback, quantiles, wanted)
+            records += point_in_time_rows(h, X, price, y, lookback, quantiles, wanted)
         else:
             raise ValueError(mode)
     columns = ["date", "horizon", "forecast", "strategy", "aggregator", "quantile", "n_selected", "n_models",
@@ -65,8 +73,10 @@ def split(window, lookback):
     return window.iloc[:n_fit], window.iloc[n_fit:]
 
 
-def ranks_and_scores(metrics):
-    """Per strategy, the models ordered by weighted percentile rank (lower is better, NaN last)."""
+def ranks_and_scores(metrics, kind="stable"):
+    """Per strategy, the models ordered by weighted percentile rank (lower is better, NaN last).
+
+    ``kind=None``: pandas' default sort (quicksort), as Nexus v2's ``scores.sort_values()``."""
     ranks = pd.DataFrame({
         "mse": metrics["mse"].rank(pct=True),
         "acc": metrics["dir_acc"].rank(pct=True, ascending=False),
@@ -76,7 +86,8 @@ def ranks_and_scores(metrics):
     orderings = {}
     for name, (w_mse, w_acc, w_pnl, w_shp) in STRATEGIES.items():
         score = w_mse * ranks["mse"] + w_acc * ranks["acc"] + w_pnl * ranks["pnl"] + w_shp * ranks["shp"]
-        orderings[name] = list(score.sort_values(kind="stable", na_position="last").index)
+        ordered = score.sort_values() if kind is None else score.sort_values(kind=kind, na_position="last")
+        orderings[name] = list(ordered.index)
     return orderings
 
 
@@ -147,7 +158,7 @@ def single_model_row(date, h, value, symbol, extra):
             "p05": value, "p25": value, "p75": value, "p95": value, **extra}
 
 
-def nexus_v2_rows(h, X, y, L, quantiles, wanted):
+def nexus_v2_rows(h, X, y, L, quantiles, wanted, kind=None):
     M = X.shape[1]
     rows = []
     if M == 1:
@@ -172,8 +183,8 @@ def nexus_v2_rows(h, X, y, L, quantiles, wanted):
         strat = pred_dir.mul(mkt, axis=0)
         pnl = strat.sum()
         metrics = pd.DataFrame({"mse": mse, "dir_acc": dir_acc, "pnl": pnl, "sharpe": sharpe_of(strat)})
-        # steps 3 and 4
-        orderings = ranks_and_scores(metrics)
+        # steps 3 and 4, ordered with pandas' default sort, as the old script
+        orderings = ranks_and_scores(metrics, kind=kind)
         choice = choose(orderings, val, A_val, M, quantiles)
         # step 5: best_child from the ordering of the last strategy evaluated (MSE_Only)
         child = orderings[list(STRATEGIES)[-1]][0]
@@ -181,22 +192,25 @@ def nexus_v2_rows(h, X, y, L, quantiles, wanted):
     return rows
 
 
-def point_in_time_rows(h, X, price, y, first_seen, L, quantiles, wanted):
+def point_in_time_rows(h, X, price, y, L, quantiles, wanted):
     rows = []
     for i in range(len(X)):
         date = X.index[i]
         if wanted is not None and date not in wanted:
             continue
-        known = [c for c in X.columns if first_seen[c] <= date]
-        M = len(known)
-        if M == 1:
-            rows.append(single_model_row(date, h, X.iloc[i][known[0]], known[0], {}))
-            continue
         # usable training pairs: rows t with t + h <= i; the window is the last L of them
         last = i - h
         if last - L + 1 < 0:
             continue
-        window = X.iloc[last - L + 1:last + 1][known]
+        window = X.iloc[last - L + 1:last + 1]
+        known = [c for c in X.columns if window[c].notna().any()]  # the date's population
+        M = len(known)
+        if M == 0:
+            continue
+        if M == 1:
+            rows.append(single_model_row(date, h, X.iloc[i][known[0]], known[0], {}))
+            continue
+        window = window[known]
         fit, val = split(window, L)
         A_fit, A_val = split(y.iloc[last - L + 1:last + 1], L)
         base_fit, base_val = split(price.iloc[last - L + 1:last + 1], L)
