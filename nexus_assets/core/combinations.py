@@ -13,9 +13,12 @@ dynamic quantile ensemble (``core.ensembles``) and three plain ones, computed he
   far" (an expanding window); a fixed trailing window is used instead so that a date's value does
   not depend on how much history a run happens to load.
 
-Every value for a date depends only on rows dated on or before it (point in time in both modes).
-Variances are computed window by window (never with running sums), so a value is bit-identical
-whatever rows precede its window.
+Every value for a date depends only on rows dated on or before it (point in time in both modes),
+and only on the models that have forecasts in its own window: a model that retired earlier or
+first publishes later, absent from the date's rows, changes nothing, not even the last bit.
+Variances are computed window by window (never with running sums), and every sum over models
+adds the forecasts in ascending order of value, one after the other, so a value is bit-identical
+whatever rows precede its window and whatever other models the loaded frame holds.
 """
 
 from __future__ import annotations
@@ -94,12 +97,13 @@ def _combine(X: np.ndarray, rows: np.ndarray, window: int, share: float) -> tupl
     today = X[rows]
     present = ~np.isnan(today)
     count = present.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(present, today, 0.0).sum(axis=1) / count
-    mean[count == 0] = np.nan
+    mean = np.full(len(rows), np.nan)
     median = np.full(len(rows), np.nan)
     if len(rows) and M:
         ordered = np.sort(np.where(present, today, np.inf), axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = _ordered_sum(ordered) / count
+        mean[count == 0] = np.nan
         lo, hi = np.maximum(count - 1, 0) // 2, count // 2
         hi = np.minimum(hi, M - 1)
         pick = np.arange(len(rows))
@@ -124,8 +128,19 @@ def _combine(X: np.ndarray, rows: np.ndarray, window: int, share: float) -> tupl
         order = np.argsort(var, axis=1, kind="stable")  # ties: symbol order
         chosen = np.arange(M)[None, :] < k[:, None]
         values = np.take_along_axis(today[begin : begin + block], order, axis=1)
+        picked = np.sort(np.where(chosen, values, np.inf), axis=1)
         with np.errstate(invalid="ignore"):
-            low_chunk = np.where(chosen, values, 0.0).sum(axis=1) / k
+            low_chunk = _ordered_sum(picked) / k
         low_chunk[eligible.sum(axis=1) == 0] = np.nan
         low[begin : begin + block] = low_chunk
     return mean, median, low
+
+
+def _ordered_sum(ordered: np.ndarray) -> np.ndarray:
+    """Row sums of ``ordered`` (each row ascending, padded with inf), added left to right.
+
+    A sequential sum of the values in ascending order is a function of the set of values alone:
+    padding, other models' columns and their positions never change a bit (numpy's pairwise
+    ``sum`` would regroup the additions when a column is inserted).
+    """
+    return np.cumsum(np.where(np.isinf(ordered), 0.0, ordered), axis=1)[:, -1] if ordered.shape[1] else np.zeros(len(ordered))

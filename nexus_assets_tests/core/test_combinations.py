@@ -90,3 +90,22 @@ def test_empty_and_bad_input():
         within_horizon_combinations(slices(), window=1)
     with pytest.raises(ValueError, match="symbol"):
         within_horizon_combinations(slices().drop(columns="symbol"))
+
+
+def test_models_outside_a_dates_rows_change_no_bit():
+    """A model that first publishes after a date, or that retired long before its window, leaves
+    the date's raw_mean, raw_median and low_variance unchanged to the last bit (the sums add the
+    forecasts in ascending order, so a column inserted among the others regroups nothing)."""
+    frame = slices(seed=9, days=90, models=80, horizons=(1,))
+    dates = sorted(frame["date"].unique())
+    D = dates[70]
+    base = within_horizon_combinations(frame, dates=[D])
+    rng = np.random.default_rng(9)
+    later = frame[frame["date"] > D].copy()
+    newcomers = [later.assign(symbol=f"{p}.0_{n}", forecast=later["forecast"] * rng.uniform(0.9, 1.1))
+                 for p, n in ((1000, 1), (4382, 100500), (9999, 7))]  # they sort first, among and last
+    early = frame[frame["date"] < dates[5]]
+    retired = [early.assign(symbol=f"4382.0_{n}") for n in (100001, 100002, 100003)]
+    grown = pd.concat([frame, *newcomers, *retired], ignore_index=True)
+    again = within_horizon_combinations(grown, dates=[D])
+    pd.testing.assert_frame_equal(again, base, check_exact=True)
