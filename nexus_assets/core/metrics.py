@@ -9,10 +9,14 @@ simulation up to ``D`` is the prefix of the whole one, so this equals computing 
 
 Point-in-time figures (basis ``"point_in_time"``)
 -------------------------------------------------
-The observations of a signal are its rows in the signals table (their ``price`` is the close on
+The observations of a signal are its rows in the signals table that have a price (the close on
 the row's date); ``r`` are the daily strategy returns of :mod:`nexus_assets.core.trading` up to
 ``D`` (``N`` of them, one per observation, the first being the entry cost), annualised with
-``P`` = 252 (calendar ``exchange``) or 365 (``crypto``).
+``P`` = 252 (calendar ``exchange``) or 365 (``crypto``). A row without a price (upstream's "not
+yet known") is no observation: the position is carried over it, it has no return, and it counts
+in no statistic; the ``daily`` table still shows it, with ``price_known`` False, and a record
+as of such a day is the record of the last priced day before it, with the open trade marked at
+that day's price.
 
 - Return statistics are empyrical's functions on ``r`` (see the ``definition`` column); checked in
   empyrical-reloaded 0.7.1's source: Sharpe uses the sample std (``ddof=1``), Sortino divides
@@ -221,10 +225,11 @@ class _Book:
 
     @classmethod
     def of(cls, simulation: trading.Simulation) -> _Book:
-        dates = simulation.daily["date"].to_numpy("datetime64[ns]")
+        daily = simulation.daily[simulation.daily["price_known"].to_numpy(dtype=bool)]  # the observations
+        dates = daily["date"].to_numpy("datetime64[ns]")
         trades = simulation.trades
         closed = trades[trades["status"] == "closed"].reset_index(drop=True)
-        in_market = simulation.daily["position"].to_numpy("int64") != 0
+        in_market = daily["position"].to_numpy("int64") != 0
         return cls(
             simulation,
             closed,
@@ -243,7 +248,8 @@ class _Book:
 @dataclass(frozen=True)
 class _Track:
     signal: str
-    dates: np.ndarray  # datetime64[ns], sorted
+    rows: np.ndarray  # datetime64[ns]: every row's date (the daily table), sorted
+    dates: np.ndarray  # datetime64[ns]: the observations' (priced rows'), sorted
     returns: np.ndarray  # daily strategy returns
     position: np.ndarray
     price: np.ndarray
@@ -261,20 +267,23 @@ class _Track:
             simulation = trading.simulate(rows, cost_bps=cost_bps)
         except ValueError as error:
             raise ValueError(f"signals of variant {signal!r}: {error}") from None
-        daily = simulation.daily
+        every = simulation.daily
+        priced = every["price_known"].to_numpy(dtype=bool)
+        daily = every[priced]
         dates = daily["date"].to_numpy("datetime64[ns]")
         price = daily["price"].to_numpy("float64")
         position = daily["position"].to_numpy("int64")
-        lags = _lags(rows)
-        reach = np.maximum.accumulate(np.arange(len(rows)) + lags)
-        usable = int(np.searchsorted(reach, len(rows) - 1, side="right"))  # rows whose legacy price exists
+        lags = _lags(rows)[priced]
+        reach = np.maximum.accumulate(np.arange(len(dates)) + lags)
+        usable = int(np.searchsorted(reach, len(dates) - 1, side="right"))  # rows whose legacy price exists
         legacy_price = price[np.arange(usable) + lags[:usable]]
         legacy = trading.simulate(
             pd.DataFrame({"date": dates[:usable], "price": legacy_price, "position": position[:usable]}),
             cost_bps=0.0,
         )
         return cls(
-            signal, dates, daily["strategy_return"].to_numpy("float64"), position, price,
+            signal, every["date"].to_numpy("datetime64[ns]"), dates, daily["strategy_return"].to_numpy("float64"),
+            position, price,
             daily["equity"].to_numpy("float64"), _Book.of(simulation),
             {k: _hits(position[:-k], price[:-k], price[k:]) for k in steps},
             reach, _Book.of(legacy), _hits(position[: max(usable - 1, 0)], legacy_price[:-1], legacy_price[1:]),
@@ -319,6 +328,7 @@ def _tables(tracks: list[_Track], day: np.datetime64, *, labels: _Labels, period
     daily_offset = trade_offset = 0
     for index, track in enumerate(tracks):
         seen = int(np.searchsorted(track.dates, day, side="right"))  # M: observations up to D
+        shown = int(np.searchsorted(track.rows, day, side="right"))  # daily rows up to D, priced or not
         legacy_rows = int(np.searchsorted(track.legacy_reach, seen - 1, side="right")) if seen else 0
         for book, last in ((track.point_in_time, seen - 1), (track.legacy, legacy_rows - 1)):  # BASES order
             closed = book.closed_by(last) if last >= 0 else 0
@@ -332,8 +342,9 @@ def _tables(tracks: list[_Track], day: np.datetime64, *, labels: _Labels, period
                                                _legacy_values(track, legacy_rows)):
                 values += block_values
                 counts += block_counts
-            daily_rows.append(daily_offset + np.arange(seen))
-        daily_offset += len(track.dates)
+        if shown:
+            daily_rows.append(daily_offset + np.arange(shown))
+        daily_offset += len(track.rows)
     return {
         "statistics": _statistics_frame(day, labels, seen_tracks, values, counts),
         "trades": trades.take(np.concatenate(trade_rows or [_NO_ROWS])).reset_index(drop=True),

@@ -26,6 +26,13 @@ Definitions (shared by the metrics and the horizon search)
   ``(t_b - t_a).days`` calendar days (0 for a trade opened on the last observation).
   Trade returns are simple, not the compounded daily returns of the run; the sum of the daily
   ``cost`` column equals the sum of the trades' ``cost``.
+- A day without a price (``price`` null: the contract's "not yet known") cannot trade: the
+  position held before it is carried over, whatever that day's signal says; the day has no
+  return (``asset_return`` and ``strategy_return`` NaN), no cost, and ``equity``, ``drawdown``
+  and ``buy_and_hold`` carry their last values; ``price_known`` is False on its row. The
+  *observations* above are the priced rows: the next priced day's return is measured from the
+  last known price, trades enter and exit only on priced days, and holding observations count
+  priced days. A day's signal is followed from the next priced day on.
 - :meth:`Simulation.until` gives the simulation as of a date: the prefix of the daily rows (every
   column is causal, so it equals simulating only the observations up to that date), the trades
   closed by then (final once closed) and the trade open at the date marked at its price, taken
@@ -56,8 +63,8 @@ ANNUALIZATION: Mapping[str, int] = MappingProxyType({"exchange": 252, "crypto": 
 """Observations a year by catalog calendar: trading days for exchange-traded assets, every day for crypto."""
 POSITIONS: tuple[int, ...] = (-1, 0, 1)
 DAILY_COLUMNS: tuple[str, ...] = (
-    "date", "price", "net_prob", "position", "asset_return", "strategy_return", "cost", "equity", "drawdown",
-    "buy_and_hold",
+    "date", "price", "price_known", "net_prob", "position", "asset_return", "strategy_return", "cost", "equity",
+    "drawdown", "buy_and_hold",
 )
 TRADE_COLUMNS: tuple[str, ...] = (
     "trade", "direction", "entry_date", "entry_price", "exit_date", "exit_price", "status", "holding_observations",
@@ -81,7 +88,7 @@ def periods_per_year(calendar: str) -> int:
 class Simulation:
     """One signal's simulation.
 
-    ``daily``: one row per observation (:data:`DAILY_COLUMNS`). ``trades``: every trade
+    ``daily``: one row per input row (:data:`DAILY_COLUMNS`), priced or not. ``trades``: every trade
     (:data:`TRADE_COLUMNS`), numbered from 1 in entry order, the last one ``open`` if the position
     is held on the last observation. ``marks``: for every observation with a non-zero position,
     the trade open there as it stands at that observation's close (status ``open``, exit = that
@@ -120,9 +127,10 @@ def simulate(observations: pd.DataFrame, *, cost_bps: float) -> Simulation:
     Parameters
     ----------
     observations:
-        One signal of one asset: columns ``date``, ``price`` (finite, > 0) and ``position``
-        (-1, 0 or +1), optionally ``net_prob`` (copied to the daily table, NaN when absent); extra
-        columns are ignored. Any row order; dates must be distinct.
+        One signal of one asset: columns ``date``, ``price`` (finite and > 0, or null on a day
+        without a price) and ``position`` (-1, 0 or +1), optionally ``net_prob`` (copied to the
+        daily table, NaN when absent); extra columns are ignored. Any row order; dates must be
+        distinct.
     cost_bps:
         Transaction cost per side in basis points (the catalog's ``cost_bps``), >= 0.
 
@@ -134,7 +142,11 @@ def simulate(observations: pd.DataFrame, *, cost_bps: float) -> Simulation:
     """
     cost_bps = _cost_bps(cost_bps)
     c = cost_bps / 1e4
-    dates, price, position, net_prob = _observations(observations)
+    all_dates, all_price, signal_position, all_net_prob = _observations(observations)
+    known = ~np.isnan(all_price)
+    priced = np.flatnonzero(known)
+    # the observations: priced rows; an unpriced row carries the position held before it
+    dates, price, position = all_dates[priced], all_price[priced], signal_position[priced]
     previous = np.zeros(len(position), dtype="int64")
     previous[1:] = position[:-1]
     asset_return = np.full(len(price), np.nan)
@@ -145,18 +157,35 @@ def simulate(observations: pd.DataFrame, *, cost_bps: float) -> Simulation:
     strategy_return = held - cost
     equity = np.cumprod(1.0 + strategy_return)
     peak = np.maximum.accumulate(np.maximum(equity, 1.0))
+    # back to every row: priced rows get their values, the others carry (or are NaN: no return)
+    last = np.cumsum(known) - 1  # the latest priced observation at or before each row (-1: none yet)
+    seen = last >= 0
+
+    def carried(values: np.ndarray, before: float) -> np.ndarray:
+        out = np.full(len(all_dates), before, dtype="float64")
+        out[seen] = values[last[seen]]
+        return out
+
+    def on_priced(values: np.ndarray, other: float) -> np.ndarray:
+        out = np.full(len(all_dates), other, dtype=np.asarray(values).dtype if len(values) else "float64")
+        out[priced] = values
+        return out
+
+    held_position = np.zeros(len(all_dates), dtype="int64")
+    held_position[seen] = position[last[seen]]
     daily = pd.DataFrame(
         {
-            "date": pd.Series(dates, dtype="datetime64[ns]"),
-            "price": price,
-            "net_prob": net_prob,
-            "position": position,
-            "asset_return": asset_return,
-            "strategy_return": strategy_return,
-            "cost": cost,
-            "equity": equity,
-            "drawdown": equity / peak - 1.0,
-            "buy_and_hold": price / price[0] if len(price) else price,
+            "date": pd.Series(all_dates, dtype="datetime64[ns]"),
+            "price": all_price,
+            "price_known": known,
+            "net_prob": all_net_prob,
+            "position": held_position,
+            "asset_return": on_priced(asset_return, np.nan),
+            "strategy_return": on_priced(strategy_return, np.nan),
+            "cost": on_priced(cost, 0.0),
+            "equity": carried(equity, 1.0),
+            "drawdown": carried(equity / peak - 1.0, 0.0),
+            "buy_and_hold": carried(price / price[0] if len(price) else price, np.nan),
         },
         columns=list(DAILY_COLUMNS),
     )
@@ -218,10 +247,11 @@ def _observations(observations: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, n
     if len(repeated):
         raise ValueError(f"observations have duplicate dates, first {_show(repeated[0])}; one row per date")
     price = observations["price"].to_numpy("float64", na_value=np.nan)[order]
-    bad = ~(np.isfinite(price) & (price > 0))
+    bad = ~((np.isfinite(price) & (price > 0)) | np.isnan(price))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"price on {_show(dates[first])} is {float(price[first])!r}; prices must be finite and > 0")
+        raise ValueError(f"price on {_show(dates[first])} is {float(price[first])!r}; prices must be finite and > 0 "
+                         "(or null on a day without a price)")
     raw_position = observations["position"].to_numpy("float64", na_value=np.nan)[order]
     bad = ~np.isin(raw_position, POSITIONS)
     if bad.any():

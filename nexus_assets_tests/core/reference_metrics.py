@@ -33,25 +33,35 @@ def reference_tables(signals, *, as_of, calendar, cost_bps, horizons):
         rows = rows.assign(date=pd.to_datetime(rows["date"])).sort_values("date")
         if rows.empty:
             continue
-        dates = list(rows["date"])
-        price = [float(p) for p in rows["price"]]
-        position = [int(p) for p in rows["position"]]
-        lags = [min(int(h) for h in str(text).split(",")) for text in rows["horizons"]]
-        net_prob = [float(p) for p in rows["net_prob"]]
-
+        # every row goes to the daily table; a row without a price carries the held position
         returns = []
-        equity, peak = 1.0, 1.0
-        for i in range(len(dates)):
-            before = position[i - 1] if i else 0
-            move = price[i] / price[i - 1] - 1.0 if i else math.nan
-            gross = before * move if i else 0.0
-            cost = c * abs(position[i] - before)
+        equity, peak, held, last_price, first_price = 1.0, 1.0, 0, None, None
+        for row in rows.itertuples(index=False):
+            p = float(row.price)
+            if math.isnan(p):  # no trade, no return: everything stays as it was
+                bh = last_price / first_price if first_price is not None else math.nan
+                daily.append((row.date, signal, math.nan, False, float(row.net_prob), held, math.nan, math.nan, 0.0,
+                              equity, equity / peak - 1.0, bh))
+                continue
+            first = last_price is None
+            move = math.nan if first else p / last_price - 1.0
+            gross = 0.0 if first else held * move
+            cost = c * abs(int(row.position) - held)
             r = gross - cost
             equity *= 1.0 + r
             peak = max(peak, equity)
             returns.append(r)
-            daily.append((dates[i], signal, price[i], net_prob[i], position[i], move, r, cost, equity,
-                          equity / peak - 1.0, price[i] / price[0]))
+            first_price = p if first else first_price
+            daily.append((row.date, signal, p, True, float(row.net_prob), int(row.position), move, r, cost, equity,
+                          equity / peak - 1.0, p / first_price))
+            held, last_price = int(row.position), p
+        rows = rows[rows["price"].notna()]  # the observations: the priced rows
+        if rows.empty:
+            continue
+        dates = list(rows["date"])
+        price = [float(p) for p in rows["price"]]
+        position = [int(p) for p in rows["position"]]
+        lags = [min(int(h) for h in str(text).split(",")) for text in rows["horizons"]]
 
         book = follow(dates, price, position, cost_per_side=c)
         trades += [(signal, "point_in_time", *trade) for trade in book]
@@ -128,8 +138,8 @@ def reference_tables(signals, *, as_of, calendar, cost_bps, horizons):
             "signal", "basis", "trade", "direction", "entry_date", "entry_price", "exit_date", "exit_price", "status",
             "holding_observations", "holding_days", "gross_return", "cost", "net_return"]),
         "daily": pd.DataFrame(daily, columns=[
-            "date", "signal", "price", "net_prob", "position", "asset_return", "strategy_return", "cost", "equity",
-            "drawdown", "buy_and_hold"]),
+            "date", "signal", "price", "price_known", "net_prob", "position", "asset_return", "strategy_return", "cost",
+            "equity", "drawdown", "buy_and_hold"]),
     }
 
 

@@ -568,10 +568,36 @@ def test_rejects_bad_input(history):
         record(history.assign(variant="best"), **options)
     with pytest.raises(ValueError, match="'optimised': observations have duplicate dates, first 2025-01-07"):
         record(pd.concat([history, history[history["variant"] == "optimised"].head(1)]), **options)
-    with pytest.raises(ValueError, match="'raw': price on 2025-01-02 is nan"):
-        record(history.assign(price=history["price"].where(history["date"] != pd.Timestamp("2025-01-02"))), **options)
+    with pytest.raises(ValueError, match="'raw': price on 2025-01-02 is -1.0"):
+        record(history.assign(price=history["price"].where(history["date"] != pd.Timestamp("2025-01-02"), -1.0)),
+               **options)
     with pytest.raises(ValueError, match="horizons 'x' on 2025-01-03"):
         record(history.assign(horizons=history["horizons"].where(history["date"] != pd.Timestamp("2025-01-03"), "x")),
                **options)
     with pytest.raises(ValueError, match="basis"):
         statistic_names("future", horizons=[1])
+
+
+@pytest.mark.parametrize("freq, calendar", [("B", "exchange"), ("D", "crypto")])
+def test_days_without_a_price_never_stop_the_record(freq, calendar):
+    """Upstream may publish a day with a null target_var_price (not yet known): the record goes on
+    through it and every later day, equal to the reference; the unpriced day is in the daily table
+    (price_known False) and counts in no statistic."""
+    signals = seeded_signals(days=40, seed=8, freq=freq)
+    dates = sorted(signals["date"].unique())
+    holes = [dates[0], dates[9], dates[10], dates[25], dates[-1]]
+    signals.loc[signals["date"].isin(holes), "price"] = np.nan
+    options = dict(calendar=calendar, cost_bps=9, horizons=[1, 2, 4])
+    every = record(signals, **options)
+    assert list(every) == [d.date() for d in dates]
+    for day in [d.date() for d in dates]:
+        want = reference.reference_tables(signals, as_of=day, **options)
+        for name in metrics.TABLES:
+            assert_like_reference(every[day][name], want[name], name)
+    final = every[dates[-1].date()]
+    daily = final["daily"][final["daily"]["signal"] == "raw"]
+    assert len(daily) == 40 and (~daily["price_known"]).sum() == len(holes)
+    assert final["statistics"]["n"].max() == 40 - len(holes)  # the priced observations
+    # as of an unpriced day, the statistics are those of the last priced day before it
+    before, hole = every[dates[8].date()]["statistics"], every[dates[9].date()]["statistics"]
+    pd.testing.assert_frame_equal(hole.drop(columns="date"), before.drop(columns="date"))

@@ -195,8 +195,8 @@ def test_rejects_bad_input():
     obs = observations([10.0, 11.0, 12.0], [1, 0, -1])
     with pytest.raises(ValueError, match="duplicate dates, first 2025-01-02"):
         simulate(pd.concat([obs, obs.iloc[[1]]]), cost_bps=0)
-    with pytest.raises(ValueError, match="price on 2025-01-02 is nan"):
-        simulate(obs.assign(price=[10.0, np.nan, 12.0]), cost_bps=0)
+    with pytest.raises(ValueError, match="price on 2025-01-02 is inf"):
+        simulate(obs.assign(price=[10.0, np.inf, 12.0]), cost_bps=0)
     with pytest.raises(ValueError, match="price on 2025-01-03 is 0.0"):
         simulate(obs.assign(price=[10.0, 11.0, 0.0]), cost_bps=0)
     with pytest.raises(ValueError, match="price on 2025-01-01 is -1.0"):
@@ -211,3 +211,37 @@ def test_rejects_bad_input():
         simulate(obs, cost_bps=-1)
     with pytest.raises(ValueError, match="cost_bps"):
         simulate(obs, cost_bps=float("nan"))
+
+
+def test_a_day_without_a_price_carries_the_position():
+    """Day 3 has no price (upstream's "not yet known"): its signal (short) is not executed, the
+    long is carried, the day has no return and no cost, and day 4's return is measured from day
+    2's price; the flip happens on day 4, at day 4's price."""
+    obs = observations([100.0, 110.0, np.nan, 121.0, 121.0], [1, 1, -1, -1, 0])
+    sim = simulate(obs, cost_bps=10)
+    daily = sim.daily
+    c = 0.001
+    assert daily["price_known"].tolist() == [True, True, False, True, True]
+    assert daily["position"].tolist() == [1, 1, 1, -1, 0]  # held: the unpriced day carries the long
+    r = daily["strategy_return"].to_numpy()
+    np.testing.assert_allclose(r[[0, 1, 3, 4]], [-c, 0.10, 121 / 110 - 1 - 2 * c, 0.0 - c], rtol=1e-15)
+    assert np.isnan(r[2]) and np.isnan(daily["asset_return"].iloc[2]) and daily["cost"].iloc[2] == 0.0
+    assert daily["equity"].iloc[2] == daily["equity"].iloc[1] and daily["drawdown"].iloc[2] == daily["drawdown"].iloc[1]
+    assert daily["buy_and_hold"].iloc[2] == daily["buy_and_hold"].iloc[1] == pytest.approx(1.1)
+    assert daily["asset_return"].iloc[3] == pytest.approx(121 / 110 - 1)
+    trades = sim.trades
+    assert trades["direction"].tolist() == ["long", "short"]
+    assert trades["entry_date"].dt.day.tolist() == [1, 4] and trades["exit_date"].dt.day.tolist() == [4, 5]
+    assert trades["exit_price"].tolist() == [121.0, 121.0]
+    assert trades["holding_observations"].tolist() == [2, 1]  # priced days only
+    # as of the unpriced day: the open long is marked at the last known price
+    until = sim.until("2025-01-03")
+    assert len(until.daily) == 3
+    assert until.trades["status"].tolist() == ["open"] and until.trades["exit_price"].tolist() == [110.0]
+
+
+def test_no_price_at_the_start():
+    sim = simulate(observations([np.nan, np.nan, 50.0, 55.0], [1, 1, 1, 1]), cost_bps=0)
+    assert sim.daily["position"].tolist() == [0, 0, 1, 1]
+    assert np.isnan(sim.daily["buy_and_hold"].iloc[0]) and sim.daily["equity"].iloc[0] == 1.0
+    assert sim.trades["entry_price"].tolist() == [50.0]
