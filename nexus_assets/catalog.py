@@ -57,6 +57,9 @@ class CatalogAsset:
     end_date: dt.date | None = None
     selection_mode: SelectionMode = "point_in_time"
     signal_threshold: float = 0.1
+    # the optimised signal follows the horizon search's winner only when the winner's deflated
+    # Sharpe ratio (selection-adjusted, a probability) is at least this; 0 turns the check off
+    min_deflated_sharpe: float = 0.95
     cost_bps: float = 0.0
     # source "sandbox": which bundled price series the model farm trains on
     series: str | None = None
@@ -255,6 +258,7 @@ def _parse_asset(path: Path, position: int, entry: dict[str, Any]) -> CatalogAss
         source=source,  # type: ignore[arg-type]
         selection_mode=choice("selection_mode", SELECTION_MODES, "point_in_time"),  # type: ignore[arg-type]
         signal_threshold=number("signal_threshold", 0.1, 0.0, 1.0),
+        min_deflated_sharpe=number("min_deflated_sharpe", 0.95, 0.0, 1.0),
         cost_bps=number("cost_bps", 0.0, 0.0, 10_000.0),
         series=series,
         horizons=horizons,

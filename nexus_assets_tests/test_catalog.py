@@ -45,6 +45,7 @@ def test_defaults(tmp_path):
     asset = load_catalog(write(tmp_path, GOOD))["1860_Bitcoin"]
     assert asset.selection_mode == "point_in_time"
     assert asset.signal_threshold == 0.1
+    assert asset.min_deflated_sharpe == 0.95  # the selection-bias check is on by default
     assert asset.cost_bps == 0.0
     assert asset.end_date is None
 
@@ -59,6 +60,7 @@ def test_defaults(tmp_path):
         (lambda t: t.replace('"crypto"\n', '"lunar"\n'), "calendar", "one of"),
         (lambda t: t.replace('source = "api"', 'source = "ftp"'), "source", "one of"),
         (lambda t: t + "signal_threshold = -1\n", "signal_threshold", "number in"),
+        (lambda t: t + "min_deflated_sharpe = 1.5\n", "min_deflated_sharpe", "number in"),
         (lambda t: t + 'selection_mode = "magic"\n', "selection_mode", "one of"),
         (lambda t: t.replace('display_name = "Bitcoin"\n', ""), "display_name", "missing"),
         (lambda t: t + GOOD, "key", "duplicate"),

@@ -15,9 +15,10 @@ Definitions (the ones the spec leaves open are fixed here)
   be > 0. The simulation starts at the frame's first observation (``r_0`` below), so a date's
   result depends on where the frame starts, never on rows after the date.
 - A candidate configuration is (horizon subset ``S``, threshold, combination): ``S`` any set of
-  at least two horizons among those *known* at ``D`` (horizons with a row dated on or before
-  ``D``), a threshold of ``thresholds`` and a combination of :data:`COMBINATIONS` (name ->
-  column; ``ensemble`` is the quantile ensemble's ``forecast``).
+  at least two horizons among those *known* at ``D`` (horizons with a row dated within ``D``'s
+  search window, from the observation before its first fold to ``D``), a threshold of
+  ``thresholds`` and a combination of :data:`COMBINATIONS` (name -> column; ``ensemble`` is the
+  quantile ensemble's ``forecast``).
 - Signal at observation ``t`` (spec section 4): over the pairs ``i < j`` of ``S`` whose forecasts
   (the combination's column at ``(t, h)``) both exist - a row with a non-NaN value -, the slope
   ``F(t, h_j) - F(t, h_i)`` is bullish if > 0 and bearish if < 0; ``net_prob = (bullish -
@@ -50,8 +51,11 @@ Definitions (the ones the spec leaves open are fixed here)
   eligible configuration last; ties by ascending horizon tuple); it ends with the full set. The
   leaderboard ranks every configuration the date's beam evaluated.
 
-Every output for ``D`` depends only on rows dated on or before ``D``, and never on which other
-dates are requested.
+Every output for ``D`` depends only on rows dated on or before ``D``, never on which other dates
+are requested, and only on ``D``'s search window: the ``n_folds * fold_length + 1`` observations
+up to ``D`` (and the rows dated among them). Early in the history, with fewer observations
+before ``D``, the number of folds counts the observations from the frame's first one, so pass the
+asset's history from its start there (``nexus_assets.defs`` reads back by observations).
 
 Implementation
 --------------
@@ -86,6 +90,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from nexus_assets.core.signals import COMBINATIONS, format_horizons
 
@@ -101,6 +106,9 @@ __all__ = [
     "BEAM_WIDTH",
     "METHODS",
     "LEADERBOARD_COLUMNS",
+    "EULER_GAMMA",
+    "deflated_sharpe_ratio",
+    "expected_max_sharpe",
     "horizon_search",
 ]
 
@@ -115,8 +123,10 @@ BEAM_WIDTH = 32
 METHODS: tuple[str, ...] = ("exhaustive", "beam")
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "date", "rank", "horizons", "n_horizons", "threshold", "combination", "objective", "fold_sharpes", "n_folds",
-    "trades", "mean_daily_return", "fold_start", "fold_end", "candidates", "method",
+    "trades", "mean_daily_return", "fold_start", "fold_end", "candidates", "method", "eligible", "span_sharpe",
+    "expected_max_sharpe", "deflated_sharpe",
 )
+EULER_GAMMA = 0.5772156649015329
 
 _MAX_HORIZONS = 62  # subsets are int64 bit masks
 _CHUNK_CELLS = 2_500_000  # (observations or dates) x configurations per chunk: a few 20 MB arrays
@@ -125,7 +135,8 @@ _DTYPES = {
     "date": "datetime64[ns]", "rank": "int64", "horizons": "str", "n_horizons": "int64", "threshold": "float64",
     "combination": "str", "objective": "float64", "fold_sharpes": "str", "n_folds": "int64", "trades": "int64",
     "mean_daily_return": "float64", "fold_start": "datetime64[ns]", "fold_end": "datetime64[ns]",
-    "candidates": "int64", "method": "str",
+    "candidates": "int64", "method": "str", "eligible": "int64", "span_sharpe": "float64",
+    "expected_max_sharpe": "float64", "deflated_sharpe": "float64",
 }
 
 
@@ -183,7 +194,7 @@ def horizon_search(
     rows = _requested(series, dates, config)
     if len(rows) == 0:
         return _table(None)
-    known = _known_masks(series, rows)
+    known = _known_masks(series, rows, config)
     parts = []
     for mask in np.unique(known):
         group = rows[known == mask]
@@ -229,7 +240,7 @@ class _Series:
     days: np.ndarray  # (T,) datetime64[ns] observation dates
     asset_return: np.ndarray  # (T,) p_i / p_{i-1} - 1; 0 at t_0 (multiplied by pos_{-1} = 0)
     horizons: np.ndarray  # (H,) ascending
-    first_seen: np.ndarray  # (H,) date of each horizon's first row (any row, observation or not)
+    row_dates: tuple[np.ndarray, ...]  # (H,) each horizon's row dates, ascending (observation or not)
     pairs: np.ndarray  # (P, 2) horizon indices i < j
     # (2C, T, P): for combination c, [2c] the sign of F(t, h_j) - F(t, h_i) where both forecasts
     # exist (else 0) and [2c + 1] 1 where both exist; one stack so that one product per chunk
@@ -320,7 +331,7 @@ def _series(ensembles: pd.DataFrame, config: _Settings) -> _Series:
     cell = day_code.astype("int64") * max(H, 1) + h_code
     if len(cell) and np.bincount(cell).max() > 1:
         raise ValueError("ensembles have duplicate (date, horizon) rows; pass one asset's table, deduplicated")
-    first_seen = _first_dates(date, h_code, H)
+    row_dates = tuple(np.sort(date[h_code == i]) for i in range(H))
     rows = obs_code[day_code]
     on_obs = rows >= 0
     pairs = np.array(list(itertools.combinations(range(H), 2)), dtype="int64").reshape(-1, 2)
@@ -338,13 +349,7 @@ def _series(ensembles: pd.DataFrame, config: _Settings) -> _Series:
     p = first[observed]
     asset_return = np.zeros(T)
     asset_return[1:] = p[1:] / p[:-1] - 1.0
-    return _Series(days[observed], asset_return, horizons, first_seen, pairs, pair_terms)
-
-
-def _first_dates(date: np.ndarray, code: np.ndarray, n: int) -> np.ndarray:
-    out = np.full(n, np.iinfo("int64").max, dtype="int64")
-    np.minimum.at(out, code, date.view("int64"))
-    return out.view("datetime64[ns]")
+    return _Series(days[observed], asset_return, horizons, row_dates, pairs, pair_terms)
 
 
 def _requested(series: _Series, dates, config: _Settings) -> np.ndarray:
@@ -367,11 +372,16 @@ def _matches(days: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return pos[ok]
 
 
-def _known_masks(series: _Series, rows: np.ndarray) -> np.ndarray:
-    """Bit mask of the horizons with a row dated on or before each date (bit ``H - 1 - i`` = horizon i)."""
+def _known_masks(series: _Series, rows: np.ndarray, config: _Settings) -> np.ndarray:
+    """Bit mask of the horizons with a row dated within each date's search window, from the
+    observation before its first fold to the date (bit ``H - 1 - i`` = horizon i)."""
     H = series.n_horizons
     weights = np.left_shift(np.int64(1), (H - 1 - np.arange(H)).astype("int64"))
-    seen = series.first_seen[None, :] <= series.days[rows][:, None]
+    ks = np.minimum(config.n_folds, rows // config.fold_length)
+    since = series.days[np.maximum(rows - ks * config.fold_length - 1, 0)]
+    until = series.days[rows]
+    seen = np.stack([np.searchsorted(d, until, side="right") > np.searchsorted(d, since, side="left")
+                     for d in series.row_dates], axis=1) if H else np.zeros((len(rows), 0), dtype=bool)
     return (seen * weights[None, :]).sum(axis=1).astype("int64")
 
 
@@ -396,6 +406,33 @@ class _Found:
     trades: np.ndarray
     mean_return: np.ndarray
     sharpes: np.ndarray  # (n, n_folds), NaN beyond the date's folds
+    span_sharpe: np.ndarray  # per-observation Sharpe of the folds' span returns (not annualised)
+    skew: np.ndarray  # skewness and (non-excess) kurtosis of those returns
+    kurtosis: np.ndarray
+
+
+@dataclass
+class _Trials:
+    """Per date: how many eligible configurations were tried, and the sum and sum of squares of
+    their span Sharpe ratios (per observation): the selection the deflated Sharpe ratio corrects."""
+
+    count: np.ndarray
+    total: np.ndarray
+    squares: np.ndarray
+
+    @classmethod
+    def zeros(cls, n: int) -> _Trials:
+        return cls(np.zeros(n, dtype="int64"), np.zeros(n), np.zeros(n))
+
+    def add(self, eligible: np.ndarray, sharpe: np.ndarray) -> None:
+        self.count += eligible.sum(axis=1)
+        self.total += np.where(eligible, sharpe, 0.0).sum(axis=1)
+        self.squares += np.where(eligible, sharpe * sharpe, 0.0).sum(axis=1)
+
+    def variance(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = (self.squares - self.total * self.total / self.count) / (self.count - 1)
+        return np.where(self.count >= 2, np.maximum(var, 0.0), 0.0)
 
 
 @dataclass(frozen=True)
@@ -406,14 +443,16 @@ class _Part:
     candidates: np.ndarray  # configurations evaluated, per date
     method: str
     found: list[_Found]
+    trials: _Trials  # per date of ``rows``
 
 
 def _exhaustive(series: _Series, config: _Settings, rows: np.ndarray, bits: np.ndarray) -> _Part:
     weights = _weights(series, bits)
     masks = np.array([sum(int(w) for w in combo) for size in range(2, len(bits) + 1)
                       for combo in itertools.combinations(weights, size)], dtype="int64")
-    found, _ = _evaluate(series, config, rows, masks)
-    return _Part(rows, np.full(len(rows), len(masks) * config.per_subset, dtype="int64"), METHODS[0], found)
+    trials = _Trials.zeros(len(rows))
+    found, _ = _evaluate(series, config, rows, masks, trials)
+    return _Part(rows, np.full(len(rows), len(masks) * config.per_subset, dtype="int64"), METHODS[0], found, trials)
 
 
 def _beam(series: _Series, config: _Settings, rows: np.ndarray, bits: np.ndarray) -> _Part:
@@ -428,8 +467,9 @@ def _beam(series: _Series, config: _Settings, rows: np.ndarray, bits: np.ndarray
     member = np.ones((len(rows), len(level)), dtype=bool)
     counts = np.zeros(len(rows), dtype="int64")
     found_all: list[_Found] = []
+    trials = _Trials.zeros(len(rows))
     for size in range(2, len(bits) + 1):
-        found, best = _evaluate(series, config, rows, level, member)
+        found, best = _evaluate(series, config, rows, level, trials, member)
         found_all += found
         counts += member.sum(axis=1) * config.per_subset
         if size == len(bits):
@@ -447,7 +487,7 @@ def _beam(series: _Series, config: _Settings, rows: np.ndarray, bits: np.ndarray
         where = len(union) - 1 - np.searchsorted(union, child[ok])
         member = np.zeros((len(rows), len(level)), dtype=bool)
         member[np.broadcast_to(np.arange(len(rows))[:, None, None], child.shape)[ok], where] = True
-    return _Part(rows, counts, METHODS[1], found_all)
+    return _Part(rows, counts, METHODS[1], found_all, trials)
 
 
 def _weights(series: _Series, bits: np.ndarray) -> np.ndarray:
@@ -456,7 +496,7 @@ def _weights(series: _Series, bits: np.ndarray) -> np.ndarray:
     return np.left_shift(np.int64(1), (series.n_horizons - 1 - bits).astype("int64"))
 
 
-def _evaluate(series: _Series, config: _Settings, rows: np.ndarray, masks: np.ndarray,
+def _evaluate(series: _Series, config: _Settings, rows: np.ndarray, masks: np.ndarray, trials: _Trials,
               member: np.ndarray | None = None) -> tuple[list[_Found], np.ndarray]:
     """Every configuration of ``masks`` on the dates ``rows``, a chunk of subsets at a time.
 
@@ -475,7 +515,7 @@ def _evaluate(series: _Series, config: _Settings, rows: np.ndarray, masks: np.nd
     for lo in range(0, len(masks), width):
         chunk = masks[lo : lo + width]
         returns, entries, changes = _simulate(series, config, chunk, base, T)
-        sharpe, fold_sum = _fold_statistics(returns, changes, L, first_end - base, config.periods)
+        sharpe, fold_sum, fold_squares = _fold_statistics(returns, changes, L, first_end - base, config.periods)
         at = rows - first_end  # the fold ends of each date, relative to first_end
         objective = np.empty((len(rows), returns.shape[1]))
         for k in np.unique(ks):
@@ -489,8 +529,9 @@ def _evaluate(series: _Series, config: _Settings, rows: np.ndarray, masks: np.nd
         if member is not None:
             eligible &= np.tile(member[:, lo : lo + width], (1, per))
         objective = np.where(eligible, objective, -np.inf)
+        trials.add(eligible, _span_sharpe(fold_sum, fold_squares, at, ks, L))
         best[:, lo : lo + width] = objective.reshape(len(rows), per, len(chunk)).max(axis=1)
-        found.append(_keep(config, rows, ks, chunk, objective, trades, sharpe, fold_sum, first_end))
+        found.append(_keep(config, rows, ks, chunk, objective, trades, sharpe, fold_sum, first_end, returns, base))
     return found, best
 
 
@@ -532,9 +573,28 @@ def _cumulative(flags: np.ndarray) -> np.ndarray:
     return out
 
 
+def _span_sharpe(fold_sum: np.ndarray, fold_squares: np.ndarray, at: np.ndarray, ks: np.ndarray, L: int) -> np.ndarray:
+    """(dates, configurations): the per-observation Sharpe of each date's folds' span (``k L``
+    returns), from the folds' sums and sums of squares; 0 without dispersion."""
+    s1 = np.zeros((len(at), fold_sum.shape[1]))
+    s2 = np.zeros_like(s1)
+    for j in range(int(ks.max(initial=0))):
+        has = j < ks
+        end = at[has] - (ks[has] - 1 - j) * L
+        s1[has] += fold_sum[end]
+        s2[has] += fold_squares[end]
+    n = (ks * L).astype("float64")[:, None]
+    mean = s1 / n
+    m2 = s2 - s1 * mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(m2 / (n - 1))
+        return np.where((m2 > _CANCELLATION * s2) & (std > 0), mean / std, 0.0)
+
+
 def _fold_statistics(returns: np.ndarray, changes: np.ndarray, L: int, first_end: int,
-                     periods: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sharpe and sum of the fold ``returns[e - L : e]`` for every end ``e = first_end .. len(returns)``."""
+                     periods: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sharpe, sum and sum of squares of the fold ``returns[e - L : e]`` for every end
+    ``e = first_end .. len(returns)``."""
     x = returns[first_end - L :]
     n_ends = len(x) - L + 1
     s1 = _window_sums(x, L)
@@ -550,7 +610,7 @@ def _fold_statistics(returns: np.ndarray, changes: np.ndarray, L: int, first_end
     with np.errstate(invalid="ignore", divide="ignore"):
         std = np.sqrt(m2 / (L - 1))
         sharpe = np.where(flat | ~(std > 0), 0.0, mean / std * np.sqrt(periods))
-    return sharpe, s1
+    return sharpe, s1, s2
 
 
 def _window_sums(x: np.ndarray, L: int) -> np.ndarray:
@@ -579,7 +639,8 @@ def _window_sums(x: np.ndarray, L: int) -> np.ndarray:
 
 
 def _keep(config: _Settings, rows: np.ndarray, ks: np.ndarray, masks: np.ndarray, objective: np.ndarray,
-          trades: np.ndarray, sharpe: np.ndarray, fold_sum: np.ndarray, first_end: int) -> _Found:
+          trades: np.ndarray, sharpe: np.ndarray, fold_sum: np.ndarray, first_end: int, returns: np.ndarray,
+          base: int) -> _Found:
     """Each date's ``top`` best eligible configurations of the chunk, every tie at the cut included."""
     n = objective.shape[1]
     keep = objective > -np.inf
@@ -597,8 +658,50 @@ def _keep(config: _Settings, rows: np.ndarray, ks: np.ndarray, masks: np.ndarray
         sharpes[has, j] = sharpe[end, col[has]]
         total[has] += fold_sum[end, col[has]]
     combination, threshold = np.divmod(col // len(masks), len(config.thresholds))
+    span, skew, kurtosis = np.full(len(r), np.nan), np.full(len(r), np.nan), np.full(len(r), np.nan)
+    for k_value in np.unique(k):  # the kept configurations' span returns, in two passes
+        sel = np.flatnonzero(k == k_value)
+        span_rows = (rows[r[sel]] - k_value * L - base)[:, None] + np.arange(k_value * L)[None, :]
+        span[sel], skew[sel], kurtosis[sel] = _moments(returns[span_rows, col[sel][:, None]])
     return _Found(rows[r], masks[col % len(masks)], combination, threshold, objective[r, col], trades[r, col],
-                  total / (k * L), sharpes)
+                  total / (k * L), sharpes, span, skew, kurtosis)
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: Sharpe (mean / sample std), skewness and kurtosis (central moments, non-excess)."""
+    mean = x.mean(axis=1, keepdims=True)
+    dev = x - mean
+    m2 = (dev * dev).mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(m2 * x.shape[1] / (x.shape[1] - 1))
+        sharpe = np.where(sd > 0, mean[:, 0] / sd, 0.0)
+        skew = np.where(m2 > 0, (dev**3).mean(axis=1) / m2**1.5, np.nan)
+        kurtosis = np.where(m2 > 0, (dev**4).mean(axis=1) / (m2 * m2), np.nan)
+    return sharpe, skew, kurtosis
+
+
+def expected_max_sharpe(trials: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """The Sharpe ratio the best of ``trials`` zero-skill strategies reaches by luck (Bailey and
+    Lopez de Prado, 2014): ``sqrt(V) ((1 - g) Z^-1(1 - 1/N) + g Z^-1(1 - 1/(N e)))`` with ``V`` the
+    variance of the trials' Sharpe ratios, ``N`` their number and ``g`` Euler's constant; 0 for
+    one trial (nothing was selected)."""
+    n = np.asarray(trials, dtype="float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (1 - EULER_GAMMA) * special.ndtri(1 - 1 / n) + EULER_GAMMA * special.ndtri(1 - 1 / (n * np.e))
+    return np.where(n >= 2, np.sqrt(variance) * z, 0.0)
+
+
+def deflated_sharpe_ratio(sharpe: np.ndarray, benchmark: np.ndarray, observations: np.ndarray, skew: np.ndarray,
+                          kurtosis: np.ndarray) -> np.ndarray:
+    """Probability that the true Sharpe ratio exceeds ``benchmark`` (the expected maximum of the
+    trials), given the estimate ``sharpe`` on ``observations`` returns with that skewness and
+    (non-excess) kurtosis: ``Z((SR - SR0) sqrt(T - 1) / sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2))``
+    (Bailey and Lopez de Prado, 2014). All Sharpe ratios per observation, not annualised; NaN
+    where the returns have no dispersion."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = 1 - skew * sharpe + (kurtosis - 1) / 4 * sharpe * sharpe
+        z = (sharpe - benchmark) * np.sqrt(observations - 1) / np.sqrt(spread)
+    return np.where(spread > 0, special.ndtr(z), np.nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,10 +725,19 @@ def _leaderboard(series: _Series, config: _Settings, parts: list[_Part]) -> pd.D
     rank, row = rank[top] + 1, merged["row"]
     candidates = dict(zip(np.concatenate([p.rows for p in parts]).tolist(),
                           np.concatenate([p.candidates for p in parts]).tolist()))
+    eligible = dict(zip(np.concatenate([p.rows for p in parts]).tolist(),
+                        np.concatenate([p.trials.count for p in parts]).tolist()))
+    variance = dict(zip(np.concatenate([p.rows for p in parts]).tolist(),
+                        np.concatenate([p.trials.variance() for p in parts]).tolist()))
     method = {int(r): p.method for p in parts for r in p.rows}
     names = {int(m): format_horizons(series.horizons[_bits(int(m), series.n_horizons)])
              for m in np.unique(merged["mask"])}
     ks = np.minimum(config.n_folds, row // config.fold_length)
+    trials = np.array([eligible[int(r)] for r in row], dtype="int64")
+    benchmark = expected_max_sharpe(trials, np.array([variance[int(r)] for r in row]))
+    annual = np.sqrt(config.periods)
+    deflated = deflated_sharpe_ratio(merged["span_sharpe"], benchmark, (ks * config.fold_length).astype("float64"),
+                                     merged["skew"], merged["kurtosis"])
     records = {
         "date": series.days[row],
         "rank": rank,
@@ -642,6 +754,10 @@ def _leaderboard(series: _Series, config: _Settings, parts: list[_Part]) -> pd.D
         "fold_end": series.days[row - 1],
         "candidates": [candidates[int(r)] for r in row],
         "method": [method[int(r)] for r in row],
+        "eligible": trials,
+        "span_sharpe": merged["span_sharpe"] * annual,
+        "expected_max_sharpe": benchmark * annual,
+        "deflated_sharpe": deflated,
     }
     return _table(records)
 

@@ -20,8 +20,13 @@ forecasts, so it is point in time whenever the forecasts are.
 
 Two variants per date: ``raw``, the all-horizon signal on the quantile-ensemble forecasts at the
 catalog's threshold, and ``optimised``, the configuration (horizon subset, threshold,
-within-horizon combination) that ``horizon_search`` chose for that date, or the raw configuration
-(``config_source = "fallback"``) while the search has no eligible winner.
+within-horizon combination) that ``horizon_search`` chose for that date (``config_source =
+"search"``). The search's winner is the best of thousands of candidates, so its objective is
+biased upwards by the selection itself; it is followed only when its deflated Sharpe ratio
+(``deflated_sharpe``: the probability that its true Sharpe ratio beats the best that luck alone
+gives among the trials) is at least ``min_deflated_sharpe``. Otherwise the optimised row is the
+raw configuration: ``config_source = "not_significant"`` (a winner below the bar) or
+``"fallback"`` (no eligible winner yet).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import pandas as pd
 
 __all__ = [
     "COMBINATIONS",
+    "CONFIG_SOURCES",
+    "DEFAULT_MIN_DEFLATED_SHARPE",
     "SIGNAL_COLUMNS",
     "SLOPE_COLUMNS",
     "VARIANTS",
@@ -57,8 +64,11 @@ _TIER_BOUNDS = ((0.7, "strong"), (0.4, "moderate"))
 SIGNAL_COLUMNS: tuple[str, ...] = (
     "date", "variant", "combination", "horizons", "threshold", "n_horizons", "pairs", "bullish", "bearish",
     "bullish_prob", "bearish_prob", "net_prob", "mean_drift", "strength", "tier", "agreement_ratio", "signal",
-    "position", "weighted_net_prob", "weighted_signal", "price", "config_source",
+    "position", "weighted_net_prob", "weighted_signal", "price", "config_source", "deflated_sharpe",
 )
+CONFIG_SOURCES: tuple[str, ...] = ("catalog", "search", "not_significant", "fallback")
+DEFAULT_MIN_DEFLATED_SHARPE = 0.95
+"""The bar a search winner's deflated Sharpe ratio must reach (the catalog's ``min_deflated_sharpe``)."""
 SLOPE_COLUMNS: tuple[str, ...] = (
     "date", "variant", "horizon_short", "horizon_long", "forecast_short", "forecast_long", "slope", "weight",
     "direction",
@@ -146,16 +156,21 @@ def daily_signals(
     threshold: float,
     winners: pd.DataFrame | None = None,
     dates: Sequence[object] | None = None,
+    min_deflated_sharpe: float = DEFAULT_MIN_DEFLATED_SHARPE,
 ) -> dict[str, pd.DataFrame]:
     """The ``signals`` and ``slopes`` tables of one asset for ``dates`` (default: every date).
 
     ``ensembles``: the stored horizon_ensembles rows of the dates (columns ``date, horizon,
     price`` and the :data:`COMBINATIONS` columns). ``winners``: the horizon_search leaderboard rows
-    of rank 1 (``date, horizons, threshold, combination``), at most one per date; dates without a
-    winner get the raw configuration as their optimised signal.
+    of rank 1 (``date, horizons, threshold, combination, deflated_sharpe``), at most one per date;
+    the optimised signal of a date follows its winner when the winner's ``deflated_sharpe`` is at
+    least ``min_deflated_sharpe`` (0: always; a missing figure counts as NaN, below any bar above
+    0), and is the raw configuration otherwise.
     """
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    if not 0.0 <= min_deflated_sharpe <= 1.0:
+        raise ValueError(f"min_deflated_sharpe must be a probability in [0, 1], got {min_deflated_sharpe!r}")
     needed = ["date", "horizon", "price", *COMBINATIONS.values()]
     missing = [c for c in needed if c not in ensembles.columns]
     if missing:
@@ -164,33 +179,38 @@ def daily_signals(
     frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
     if dates is not None:
         frame = frame[frame["date"].isin(pd.to_datetime(list(dates)))]
-    chosen: dict[pd.Timestamp, tuple[tuple[int, ...], float, str]] = {}
+    chosen: dict[pd.Timestamp, tuple[tuple[int, ...], float, str, float]] = {}
     if winners is not None and len(winners):
         if winners["date"].duplicated().any():
             raise ValueError("winners must hold at most one row (rank 1) per date")
-        for row in winners.itertuples(index=False):
+        deflated = winners["deflated_sharpe"] if "deflated_sharpe" in winners else pd.Series(np.nan, index=winners.index)
+        for row, dsr in zip(winners.itertuples(index=False), deflated.to_numpy("float64", na_value=np.nan)):
             if row.combination not in COMBINATIONS:
                 raise ValueError(f"unknown combination {row.combination!r}; expected one of {list(COMBINATIONS)}")
-            chosen[pd.Timestamp(row.date)] = (parse_horizons(row.horizons), float(row.threshold), row.combination)
+            chosen[pd.Timestamp(row.date)] = (parse_horizons(row.horizons), float(row.threshold), row.combination, dsr)
     signal_rows: list[dict] = []
     slope_rows: list[dict] = []
     for date, day in frame.groupby("date", sort=True):
         day = day.drop_duplicates("horizon").set_index("horizon").sort_index()
         prices = day["price"].dropna()
         price = float(prices.iloc[0]) if len(prices) else np.nan
-        configs = [("raw", tuple(day.index), float(threshold), "ensemble", "catalog")]
+        raw = ("raw", tuple(day.index), float(threshold), "ensemble", "catalog", np.nan)
+        configs = [raw]
         if date in chosen:
-            horizons, chosen_threshold, combination = chosen[date]
-            configs.append(("optimised", horizons, chosen_threshold, combination, "search"))
+            horizons, chosen_threshold, combination, dsr = chosen[date]
+            if min_deflated_sharpe == 0.0 or dsr >= min_deflated_sharpe:
+                configs.append(("optimised", horizons, chosen_threshold, combination, "search", dsr))
+            else:
+                configs.append(("optimised", *raw[1:4], "not_significant", dsr))
         else:
-            configs.append(("optimised", tuple(day.index), float(threshold), "ensemble", "fallback"))
-        for variant, horizons, level, combination, source in configs:
+            configs.append(("optimised", *raw[1:4], "fallback", np.nan))
+        for variant, horizons, level, combination, source, dsr in configs:
             values = day[COMBINATIONS[combination]].reindex(list(horizons))
             fields, slopes = slope_signal(values, threshold=level)
             if source == "search":  # the configuration's subset, even where a forecast is absent today
                 fields["horizons"] = format_horizons(horizons)
             signal_rows.append({"date": date, "variant": variant, "combination": combination, **fields,
-                                "price": price, "config_source": source})
+                                "price": price, "config_source": source, "deflated_sharpe": dsr})
             slope_rows.extend({"date": date, "variant": variant, **s} for s in slopes)
     return {"signals": _table(signal_rows, SIGNAL_COLUMNS), "slopes": _table(slope_rows, SLOPE_COLUMNS)}
 
@@ -201,6 +221,7 @@ _DTYPES = {
     "bearish_prob": "float64", "net_prob": "float64", "mean_drift": "float64", "strength": "float64",
     "tier": "str", "agreement_ratio": "float64", "signal": "str", "position": "int64",
     "weighted_net_prob": "float64", "weighted_signal": "str", "price": "float64", "config_source": "str",
+    "deflated_sharpe": "float64",
     "horizon_short": "int64", "horizon_long": "int64", "forecast_short": "float64", "forecast_long": "float64",
     "slope": "float64", "weight": "int64", "direction": "int64",
 }

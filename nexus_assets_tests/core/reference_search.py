@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 
 import pandas as pd
 
@@ -18,7 +19,8 @@ import pandas as pd
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 COMBINATIONS = {"ensemble": "forecast", "mean": "raw_mean", "median": "raw_median", "low_variance": "low_variance"}
 COLUMNS = ["date", "rank", "horizons", "n_horizons", "threshold", "combination", "objective", "fold_sharpes",
-           "n_folds", "trades", "mean_daily_return", "fold_start", "fold_end", "candidates", "method"]
+           "n_folds", "trades", "mean_daily_return", "fold_start", "fold_end", "candidates", "method", "eligible",
+           "span_sharpe", "expected_max_sharpe", "deflated_sharpe"]
 
 
 def reference_search(ensembles, *, dates=None, periods, cost_bps, thresholds=THRESHOLDS, combinations=COMBINATIONS,
@@ -49,7 +51,8 @@ def leaderboard_on(rows, D, *, periods, cost, thresholds, combinations, n_folds,
     k = min(n_folds, d // L)
     if k < min_folds:
         return []
-    horizons = sorted(int(h) for h in rows["horizon"].unique())
+    since = days[max(d - k * L - 1, 0)]  # the search window: the observation before the first fold .. D
+    horizons = sorted(int(h) for h in rows.loc[pd.to_datetime(rows["date"]) >= since, "horizon"].unique())
     value = forecast_values(rows, combinations.values())
     history = days[:d]  # the returns r_0 .. r_{d-1} need the positions at t_0 .. t_{d-1}
 
@@ -59,7 +62,7 @@ def leaderboard_on(rows, D, *, periods, cost, thresholds, combinations, n_folds,
         first = d - k * L
         sharpes = [sharpe(returns[s : s + L], periods) for s in range(first, d, L)]
         return {"objective": sum(sharpes) / k, "sharpes": sharpes, "trades": entries(positions, first, d),
-                "mean_daily_return": math.fsum(returns[first:d]) / (k * L)}
+                "mean_daily_return": math.fsum(returns[first:d]) / (k * L), "span": returns[first:d]}
 
     evaluated = []  # (subset, threshold, combination name, result)
 
@@ -97,12 +100,37 @@ def leaderboard_on(rows, D, *, periods, cost, thresholds, combinations, n_folds,
         (e for e in evaluated if eligible(e[3])),
         key=lambda e: (-e[3]["objective"], len(e[0]), e[1], names.index(e[2]), e[0]),
     )
+    # selection bias: the deflated Sharpe ratio of each ranked configuration against the expected
+    # maximum Sharpe of the eligible trials (Bailey and Lopez de Prado, 2014), per observation
+    trial_sharpes = [sharpe(e[3]["span"], 1) for e in ranked]
+    n_trials = len(trial_sharpes)
+    variance = statistics.variance(trial_sharpes) if n_trials >= 2 else 0.0
+    normal = statistics.NormalDist()
+    gamma = 0.5772156649015329
+    benchmark = (math.sqrt(variance) * ((1 - gamma) * normal.inv_cdf(1 - 1 / n_trials)
+                                        + gamma * normal.inv_cdf(1 - 1 / (n_trials * math.e))) if n_trials >= 2 else 0.0)
+
+    def deflated(span):
+        mean = sum(span) / len(span)
+        m2 = sum((x - mean) ** 2 for x in span) / len(span)
+        if m2 <= 0:
+            return math.nan, 0.0
+        sr = mean / math.sqrt(m2 * len(span) / (len(span) - 1))
+        skew = sum((x - mean) ** 3 for x in span) / len(span) / m2 ** 1.5
+        kurtosis = sum((x - mean) ** 4 for x in span) / len(span) / m2 ** 2
+        spread = 1 - skew * sr + (kurtosis - 1) / 4 * sr * sr
+        if spread <= 0:
+            return math.nan, sr
+        return normal.cdf((sr - benchmark) * math.sqrt(len(span) - 1) / math.sqrt(spread)), sr
+
     return [
         {"date": D, "rank": rank, "horizons": ",".join(str(h) for h in subset), "n_horizons": len(subset),
          "threshold": threshold, "combination": name, "objective": result["objective"],
          "fold_sharpes": ",".join(f"{s:.6f}" for s in result["sharpes"]), "n_folds": k, "trades": result["trades"],
          "mean_daily_return": result["mean_daily_return"], "fold_start": days[d - k * L], "fold_end": days[d - 1],
-         "candidates": len(evaluated), "method": method}
+         "candidates": len(evaluated), "method": method, "eligible": n_trials,
+         "span_sharpe": deflated(result["span"])[1] * math.sqrt(periods),
+         "expected_max_sharpe": benchmark * math.sqrt(periods), "deflated_sharpe": deflated(result["span"])[0]}
         for rank, (subset, threshold, name, result) in enumerate(ranked[:top], start=1)
     ]
 

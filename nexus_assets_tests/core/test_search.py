@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from nexus_assets.core import search
 from nexus_assets.core.search import COMBINATIONS, LEADERBOARD_COLUMNS, horizon_search
+from nexus_assets.core.signals import daily_signals
 from nexus_assets_tests.core import reference_search as reference
 
 START = pd.Timestamp("2025-01-01")
 LABELS = ["date", "rank", "horizons", "n_horizons", "threshold", "combination", "n_folds", "trades", "fold_start",
-          "fold_end", "candidates", "method"]
+          "fold_end", "candidates", "method", "eligible"]
 SMALL = {"periods": 365, "cost_bps": 5.0, "fold_length": 10, "min_trades": 5}
 
 
@@ -53,6 +54,9 @@ def assert_same(got, want):
         np.testing.assert_allclose(got[column], want[column], rtol=1e-9, atol=1e-12, err_msg=column)
     for a, b in zip(got["fold_sharpes"], want["fold_sharpes"]):
         np.testing.assert_allclose(np.array(a.split(","), float), np.array(b.split(","), float), rtol=1e-6, atol=2e-6)
+    # the trials' spread comes from one-pass window sums (the reference: two passes per trial)
+    for column in ("span_sharpe", "expected_max_sharpe", "deflated_sharpe"):
+        np.testing.assert_allclose(got[column], want[column], rtol=1e-6, atol=1e-9, err_msg=column)
 
 
 @pytest.fixture(scope="module")
@@ -350,3 +354,53 @@ def test_rejects_bad_input():
         horizon_search(frame.assign(price=-frame["price"]), **SMALL)
     with pytest.raises(ValueError, match="infinite"):
         horizon_search(frame.assign(forecast=math.inf), **SMALL)
+
+
+def test_a_dates_leaderboard_depends_only_on_its_search_window():
+    """History before the search window (n_folds x fold_length + 1 observations up to D), and a
+    horizon that stopped publishing before it, change nothing, not even the candidate count."""
+    frame = synthetic_ensembles(seed=12, days=160)
+    gone = frame[frame["date"] < START + pd.Timedelta(days=20)].drop_duplicates("date").assign(horizon=21)  # early only
+    frame = pd.concat([frame, gone], ignore_index=True)
+    n_folds, L = 3, 10
+    days = sorted(frame["date"].unique())
+    dates = days[-5:]
+    args = {**SMALL, "n_folds": n_folds}
+    whole = horizon_search(frame, dates=dates, **args)
+    first = days[days.index(dates[0]) - n_folds * L - 1]
+    cut = horizon_search(frame[frame["date"] >= first], dates=dates, **args)
+    pd.testing.assert_frame_equal(cut, whole, check_exact=True)
+    assert "21" not in ",".join(whole["horizons"])
+    assert (whole["candidates"] == (2 ** 4 - 4 - 1) * len(search.THRESHOLDS) * len(COMBINATIONS)).all()
+    assert_same(whole, reference.reference_search(frame, dates=dates, **args))
+
+
+def zero_skill_ensembles(seed=3, horizons=(1, 2, 3, 5, 8, 13, 21, 34), days=260):
+    """Forecasts that know nothing about the future: the day's price times independent noise."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range(START, periods=days, freq="D")
+    price = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, days)))
+    n = days * len(horizons)
+    p = np.repeat(price, len(horizons))
+    noise = lambda: p * (1 + rng.normal(0, 0.01, n))  # noqa: E731
+    return pd.DataFrame({"date": np.repeat(dates, len(horizons)), "horizon": np.tile(horizons, days), "price": p,
+                         "forecast": noise(), "raw_mean": noise(), "raw_median": noise(), "low_variance": noise()})
+
+
+def test_zero_skill_winners_are_not_significant_and_the_optimised_signal_falls_back():
+    """The winner of thousands of zero-skill candidates shows a high mean fold Sharpe by selection
+    alone; its deflated Sharpe ratio says it is luck on most dates, and the signal falls back."""
+    frame = zero_skill_ensembles()
+    dates = sorted(frame["date"].unique())[-60:]
+    board = horizon_search(frame, dates=dates, periods=365, cost_bps=0.0)
+    winners = board[board["rank"] == 1]
+    assert len(winners) == 60 and (winners["candidates"] == (2 ** 8 - 8 - 1) * 24).all()
+    assert winners["objective"].median() > 1.5  # what the raw objective would make you believe
+    assert (winners["expected_max_sharpe"] > 0).all() and (winners["eligible"] > 1000).all()
+    significant = winners["deflated_sharpe"] >= 0.95
+    assert significant.mean() <= 0.1
+    # the realised record of following the winner next day has no such Sharpe
+    signals = daily_signals(frame[frame["date"].isin(dates)], threshold=0.1, winners=winners)["signals"]
+    optimised = signals[signals["variant"] == "optimised"]
+    assert (optimised["config_source"] == "not_significant").mean() >= 0.9
+    assert set(optimised["config_source"]) <= {"search", "not_significant"}

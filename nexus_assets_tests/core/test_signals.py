@@ -84,25 +84,40 @@ def reference_signal(values, threshold):
 
 def test_daily_signals_variants_and_reference():
     frame = ensembles()
-    day2 = frame["date"].unique()[2]
-    winners = pd.DataFrame([{"date": day2, "horizons": "1,5,8", "threshold": 0.3, "combination": "low_variance"}])
+    day2, day4 = frame["date"].unique()[2], frame["date"].unique()[4]
+    winners = pd.DataFrame([
+        {"date": day2, "horizons": "1,5,8", "threshold": 0.3, "combination": "low_variance", "deflated_sharpe": 0.97},
+        {"date": day4, "horizons": "1,3", "threshold": 0.0, "combination": "mean", "deflated_sharpe": 0.40},
+    ])
     tables = daily_signals(frame, threshold=0.1, winners=winners)
     signals, slopes = tables["signals"], tables["slopes"]
     assert list(signals.columns) == list(SIGNAL_COLUMNS) and list(slopes.columns) == list(SLOPE_COLUMNS)
     assert len(signals) == 12 and list(signals["variant"][:2]) == ["raw", "optimised"]
     for row in signals.itertuples():
         day = frame[frame["date"] == row.date].set_index("horizon")
-        if row.variant == "optimised" and row.date == day2:
+        if row.variant == "optimised" and row.date == day2:  # significant: followed
             values = day["low_variance"][[1, 5, 8]].to_dict()
             assert (row.config_source, row.threshold, row.combination) == ("search", 0.3, "low_variance")
+            assert row.deflated_sharpe == 0.97
+        elif row.variant == "optimised" and row.date == day4:  # below the bar: the raw configuration
+            values = day["forecast"].to_dict()
+            assert (row.config_source, row.combination, row.deflated_sharpe) == ("not_significant", "ensemble", 0.40)
         else:
             values = day["forecast"].to_dict()
             assert row.config_source == ("catalog" if row.variant == "raw" else "fallback")
+            assert np.isnan(row.deflated_sharpe)
         net, label = reference_signal(values, row.threshold)
         assert row.net_prob == net and row.signal == label and row.price == day["price"].iloc[0]
     counts = slopes.groupby(["date", "variant"]).size()
     pairs = signals.set_index(["date", "variant"])["pairs"]
     assert counts.reindex(pairs.index, fill_value=0).tolist() == pairs.tolist()
+    # the bar is the catalog's; 0 turns it off, and a leaderboard without the figure never passes a bar
+    off = daily_signals(frame, threshold=0.1, winners=winners, min_deflated_sharpe=0.0)["signals"]
+    assert set(off.loc[off["variant"] == "optimised", "config_source"]) == {"search", "fallback"}
+    bare = daily_signals(frame, threshold=0.1, winners=winners.drop(columns="deflated_sharpe"))["signals"]
+    assert set(bare.loc[bare["variant"] == "optimised", "config_source"]) == {"not_significant", "fallback"}
+    with pytest.raises(ValueError, match="min_deflated_sharpe"):
+        daily_signals(frame, threshold=0.1, min_deflated_sharpe=1.5)
 
 
 def test_each_date_reads_only_its_own_rows():

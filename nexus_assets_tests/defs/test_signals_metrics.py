@@ -54,7 +54,10 @@ def test_search_signals_metrics_equal_the_core_on_the_whole_history(backfill):
     for name in ("signals", "slopes"):
         pd.testing.assert_frame_equal(table(pipe, "signals", name), signals[name])
     sig = signals["signals"]
-    assert set(sig["config_source"]) == {"catalog", "search", "fallback"}
+    # the sandbox's winners are the best of 624 candidates on ~150 returns: none is significant
+    # after deflation, so the optimised signal keeps the raw configuration (the catalog's default bar)
+    assert set(sig["config_source"]) == {"catalog", "not_significant", "fallback"}
+    assert (board.loc[board["rank"] == 1, "deflated_sharpe"] < 0.95).all()
     as_of = LAST
     want = record(sig, as_of=[as_of], calendar="exchange", cost_bps=5.0, horizons=[1, 3, 5, 8, 13])[as_of]
     for name in ("statistics", "trades", "daily"):

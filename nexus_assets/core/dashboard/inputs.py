@@ -31,7 +31,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "signals": (
         "date", "variant", "combination", "horizons", "threshold", "n_horizons", "pairs", "bullish",
         "bearish", "net_prob", "mean_drift", "strength", "tier", "agreement_ratio", "signal", "position",
-        "weighted_net_prob", "weighted_signal", "price", "config_source",
+        "weighted_net_prob", "weighted_signal", "price", "config_source", "deflated_sharpe",
     ),
     "slopes": ("date", "variant", "horizon_short", "horizon_long", "forecast_short", "forecast_long", "slope"),
     "statistics": ("date", "signal", "basis", "statistic", "value", "n", "min_n", "sufficient", "definition"),
@@ -44,7 +44,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "leaderboard": (
         "date", "rank", "horizons", "n_horizons", "threshold", "combination", "objective", "n_folds", "trades",
-        "fold_start", "fold_end", "candidates", "method",
+        "fold_start", "fold_end", "candidates", "method", "eligible", "expected_max_sharpe", "deflated_sharpe",
     ),
     "ensembles": ("date", "horizon", "forecast", "strategy", "aggregator", "quantile", "n_selected", "n_models",
                   "p05", "p25", "p75", "p95", "best_child", "price"),

@@ -326,6 +326,8 @@ def _signal_card(variant: str, row: dict, tables: _Tables) -> str:
         ("price", _value(row["price"], fmt.price, "price", **keys)),
         ("configuration", _label(row["config_source"], "config_source", tag="span")),
     ]
+    if not fmt.is_missing(row["deflated_sharpe"]):  # the search winner's evidence, followed or not
+        facts.append(("deflated Sharpe", _value(row["deflated_sharpe"], fmt.prob, "deflated_sharpe", **keys)))
     direction = (f'<div class="direction"><span{attrs(class_=f"big {cls}", data_field="signal", data_value=signal, **keys)}>'
                  f'{SIGNAL_MARK.get(cls, "")} {text(signal)}</span></div>')
     facts_html = "".join(f"<dt>{text(name)}</dt><dd>{value}</dd>" for name, value in facts)
@@ -578,14 +580,19 @@ def _search_panel(tables: _Tables) -> str:
             f"<tr{attrs(**keys)}>" + _cell(record["rank"], fmt.integer, "rank", **keys)
             + _label(record["horizons"], "horizons") + _cell(record["threshold"], fmt.prob, "threshold", **keys)
             + _label(record["combination"], "combination") + _cell(record["objective"], fmt.stat, "objective", **keys)
+            + _cell(record["deflated_sharpe"], fmt.prob, "deflated_sharpe", **keys)
             + _cell(record["trades"], fmt.integer, "trades", **keys) + "</tr>"
         )
     top = records[0]
     table = _table([("rank", True), ("horizons", False), ("threshold", True), ("combination", False),
-                    ("objective", True), ("trades", True)], lines)
-    note = (f"{fmt.integer(top['candidates'])} candidates ({top['method']} search), {fmt.integer(top['n_folds'])} "
-            f"walk-forward folds from {fmt.iso_date(top['fold_start'])} to {fmt.iso_date(top['fold_end'])}, all "
-            "before this date; objective: mean out-of-sample Sharpe. Rank 1 configures the optimised signal.")
+                    ("objective", True), ("deflated Sharpe", True), ("trades", True)], lines)
+    note = (f"{fmt.integer(top['candidates'])} candidates ({top['method']} search, {fmt.integer(top['eligible'])} "
+            f"eligible), {fmt.integer(top['n_folds'])} walk-forward folds from {fmt.iso_date(top['fold_start'])} to "
+            f"{fmt.iso_date(top['fold_end'])}, all before this date. Objective: mean fold Sharpe, in sample for the "
+            "selection: the best of many candidates looks good by luck alone (expected best among these: "
+            f"{fmt.stat(top['expected_max_sharpe'])}). Deflated Sharpe: the probability that a configuration's true "
+            "Sharpe beats that luck. Rank 1 configures the optimised signal when its deflated Sharpe reaches the "
+            "catalog's bar; only the optimised track in the metrics is evidence.")
     return _section("search", "Horizon search", table, note=note)
 
 

@@ -60,6 +60,8 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
                             ("threshold", fmt.prob), ("weighted_net_prob", fmt.signed_prob), ("mean_drift", fmt.stat),
                             ("price", fmt.price)):
             out.append(_shown("signal", field, row[field], rule, variant=v))
+        if not pd.isna(row["deflated_sharpe"]):
+            out.append(_shown("signal", "deflated_sharpe", row["deflated_sharpe"], fmt.prob, variant=v))
         mine = slopes_of_day[slopes_of_day["variant"] == v]
         forecasts = pd.concat([
             mine[["horizon_short", "forecast_short"]].set_axis(["h", "f"], axis=1),
@@ -139,6 +141,7 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
         out.append(_shown("search", "rank", rank, fmt.integer, rank=rank))
         out.append(_shown("search", "threshold", float(row["threshold"]), fmt.prob, rank=rank))
         out.append(_shown("search", "objective", float(row["objective"]), fmt.stat, rank=rank))
+        out.append(_shown("search", "deflated_sharpe", float(row["deflated_sharpe"]), fmt.prob, rank=rank))
         out.append(_shown("search", "trades", int(row["trades"]), fmt.integer, rank=rank))
 
     status = inputs.status

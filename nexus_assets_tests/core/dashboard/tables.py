@@ -116,7 +116,7 @@ def synthetic_history(*, asset: str = "9001_SP500", display_name: str = "S&P 500
 SIGNAL_COLUMNS = ["date", "variant", "combination", "horizons", "threshold", "n_horizons", "pairs", "bullish",
                   "bearish", "bullish_prob", "bearish_prob", "net_prob", "mean_drift", "strength", "tier",
                   "agreement_ratio", "signal", "position", "weighted_net_prob", "weighted_signal", "price",
-                  "config_source"]
+                  "config_source", "deflated_sharpe"]
 SLOPE_COLUMNS = ["date", "variant", "horizon_short", "horizon_long", "forecast_short", "forecast_long", "slope",
                  "weight", "direction"]
 
@@ -170,7 +170,7 @@ def _signals(dates: pd.DatetimeIndex, ensembles: pd.DataFrame, winners: dict, th
                 "mean_drift": float(np.mean(slopes)) if n else 0.0, "strength": abs(net), "tier": _tier(abs(net)),
                 "agreement_ratio": max(bull, bear) / n if n else 0.0, "signal": label, "position": position,
                 "weighted_net_prob": float(wnet), "weighted_signal": _label(float(wnet), thr)[0], "price": price,
-                "config_source": source,
+                "config_source": source, "deflated_sharpe": WINNER_DSR if source == "search" else np.nan,
             })
             for (a, b), s, w in zip(pairs, slopes, weights):
                 slope_rows.append({"date": day, "variant": variant, "horizon_short": a, "horizon_long": b,
@@ -187,13 +187,15 @@ def _signals(dates: pd.DatetimeIndex, ensembles: pd.DataFrame, winners: dict, th
     return signals, slopes
 
 
-DAILY_COLUMNS = ["date", "signal", "price", "net_prob", "position", "asset_return", "strategy_return", "cost",
-                 "equity", "drawdown", "buy_and_hold"]
+DAILY_COLUMNS = ["date", "signal", "price", "price_known", "net_prob", "position", "asset_return", "strategy_return",
+                 "cost", "equity", "drawdown", "buy_and_hold"]
 TRADE_COLUMNS = ["signal", "basis", "trade", "direction", "entry_date", "entry_price", "exit_date", "exit_price",
                  "status", "holding_observations", "holding_days", "gross_return", "cost", "net_return"]
 STAT_COLUMNS = ["date", "signal", "basis", "statistic", "value", "n", "min_n", "sufficient", "definition"]
 BOARD_COLUMNS = ["date", "rank", "horizons", "n_horizons", "threshold", "combination", "objective", "fold_sharpes",
-                 "n_folds", "trades", "mean_daily_return", "fold_start", "fold_end", "candidates", "method"]
+                 "n_folds", "trades", "mean_daily_return", "fold_start", "fold_end", "candidates", "method",
+                 "eligible", "span_sharpe", "expected_max_sharpe", "deflated_sharpe"]
+WINNER_DSR = 0.97  # a winner the optimised signal follows
 
 
 def _positions(history: History, variant: str, upto: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,6 +221,7 @@ def _daily(history: History, variant: str, upto: int) -> pd.DataFrame:
         "date": history.dates[: upto + 1].astype("datetime64[ns]"), "signal": variant, "price": p, "net_prob": net,
         "position": pos.astype("int64"), "asset_return": asset_return, "strategy_return": strategy, "cost": cost,
         "equity": equity, "drawdown": equity / np.maximum.accumulate(equity) - 1, "buy_and_hold": p / p[0],
+        "price_known": True,
     }, columns=DAILY_COLUMNS)
 
 
@@ -315,7 +318,9 @@ def _leaderboard(history: History, i: int, rng: np.random.Generator) -> pd.DataF
             "threshold": threshold, "combination": combination, "objective": 2.2 - rank * 0.07,
             "fold_sharpes": ",".join(f"{s:.6f}" for s in sharpes), "n_folds": 5, "trades": int(rng.integers(10, 40)),
             "mean_daily_return": float(rng.normal(0.0006, 0.0002)), "fold_start": history.dates[i - 150],
-            "fold_end": history.dates[i - 1], "candidates": 624, "method": "exhaustive",
+            "fold_end": history.dates[i - 1], "candidates": 624, "method": "exhaustive", "eligible": 590,
+            "span_sharpe": 2.1 - rank * 0.07, "expected_max_sharpe": 1.4,
+            "deflated_sharpe": WINNER_DSR if rank == 1 else 0.9 - rank * 0.02,
         })
     return pd.DataFrame(rows, columns=BOARD_COLUMNS)
 
