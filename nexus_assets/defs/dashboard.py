@@ -49,7 +49,7 @@ from nexus_assets.core.freshness import freshness_status
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
 from nexus_assets.defs.ingest import GROUP, QML_MODELS
 from nexus_assets.defs.metrics import METRICS
-from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, partition_key
+from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.storage import PartitionFrames
@@ -106,7 +106,8 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             touched.append(entry)
-            ensembles = horizon_ensembles.concat(key)
+            # the trailing window counted in observations (further back than the mapping after a gap)
+            ensembles = horizon_ensembles.history(key, days, before=observations(MODEL_WINDOW - 1))
             ensembles = empty_ensembles() if ensembles is None else ensembles
             ingested = _ingestion_metadata(context.instance, [partition_key(key, day) for day in days])
             for day in days:

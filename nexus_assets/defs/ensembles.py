@@ -1,9 +1,14 @@
 """``horizon_ensembles``: the dynamic quantile ensemble per asset, date and horizon.
 
-Each catalog asset uses its own ``selection_mode``. The input is a window of ``horizon_slices``:
-the trailing history the ensemble needs (lookback plus the longest horizon, in observations,
-turned into calendar days), and, when any catalog asset uses ``nexus_v2``, the forward window
-the old semantics look at. A range run computes all its dates of one asset in one call.
+Each catalog asset uses its own ``selection_mode``. The input is a window of ``horizon_slices``
+counted in observations: per horizon, the ``lookback + h - 1`` dates with rows of that horizon
+before the run's first date that a point-in-time window needs (at least the 59 of the
+low-variance window), read further back than the mapped calendar window when upstream has gaps;
+in ``nexus_v2`` mode also the ``h`` dates after the run's last date that ``y_h`` looks at, and the
+model roster of the asset's whole stored history (Nexus v2's ``M`` counts every model of the
+whole pivot, models that first publish after a date included). A range run computes all its
+dates of one asset in one call; a date's result is the same whether it is computed in a range
+run or alone.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
@@ -22,6 +27,7 @@ from nexus_assets.defs.partitions import (
     date_window_mapping,
     days_by_asset,
     partition_key,
+    per_horizon_observations,
     split_by_day,
 )
 from nexus_assets.defs.storage import PartitionFrames
@@ -30,6 +36,7 @@ __all__ = [
     "HORIZON_ENSEMBLES",
     "build_ensemble_assets",
     "empty_ensembles",
+    "ensemble_history_rows",
     "ensemble_window_days",
     "ensembles_with_combinations",
 ]
@@ -53,6 +60,12 @@ def ensemble_window_days(catalog: Catalog, lookback: int = LOOKBACK) -> tuple[in
     return history, forward
 
 
+def ensemble_history_rows(horizon: int, lookback: int = LOOKBACK) -> int:
+    """Dates with rows of ``horizon`` a date's ensemble reads before it: its point-in-time window
+    (``lookback + h - 1``), the nexus_v2 window (``lookback``) and the low-variance window."""
+    return max(lookback + horizon - 1, lookback, VARIANCE_WINDOW - 1)
+
+
 def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOKBACK) -> list:
     history, forward = ensemble_window_days(catalog, lookback)
 
@@ -72,9 +85,12 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
             "(p05..p95), the best child model and its symbol, the day's price, and the plain within-horizon "
             "combinations the horizon search compares (raw_mean, raw_median, low_variance: the 10% of models "
             "with the lowest forecast variance over the last 60 rows). Mode per catalog asset: point_in_time (default) uses "
-            "only outcomes known by the date; nexus_v2 reproduces the old scripts exactly, look-ahead "
-            f"included, so in that mode a date's forecast changes as later data arrives. Reads "
-            f"{history} days of horizon_slices history" + (f" and {forward} days ahead." if forward else ".")
+            "only outcomes known by the date and ranks the date's population (models with a forecast in its "
+            "window); nexus_v2 reproduces the old scripts exactly, look-ahead included (its M counts every model "
+            "of the asset's whole stored history, later ones too), so in that mode a date's forecast changes as "
+            f"later data arrives. Reads lookback + h - 1 observations per horizon of horizon_slices history "
+            f"(mapped: {history} days, further back when upstream has gaps)"
+            + (f" and h observations ahead (mapped: {forward} days)." if forward else ".")
         ),
     )
     def horizon_ensembles(context: AssetExecutionContext, horizon_slices: PartitionFrames) -> dict[str, pd.DataFrame]:
@@ -82,9 +98,18 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             # One catalog asset's window at a time: the mapping may span many assets and a year.
-            slices = horizon_slices.concat(key)
+            nexus_v2 = entry.selection_mode == "nexus_v2"
+            slices = horizon_slices.history(
+                key, days, before=per_horizon_observations(lambda h: ensemble_history_rows(h, lookback)),
+                after=per_horizon_observations(lambda h: h) if nexus_v2 else None,
+            )
             slices = empty_slices() if slices is None else slices
-            result = ensembles_with_combinations(slices, mode=entry.selection_mode, lookback=lookback, dates=days)
+            roster = None
+            if nexus_v2:  # Nexus v2 pivoted the whole table: every model of the stored history counts
+                stored = horizon_slices.everything(key, ["horizon", "symbol"])
+                roster = None if stored is None else stored.drop_duplicates(ignore_index=True)
+            result = ensembles_with_combinations(slices, mode=entry.selection_mode, lookback=lookback, dates=days,
+                                                 roster=roster)
             for day, day_rows in split_by_day(result, days).items():
                 outputs[partition_key(key, day)] = day_rows
                 context.add_asset_metadata(_metadata(day_rows, entry.selection_mode), partition_key=partition_key(key, day))
@@ -93,10 +118,11 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
     return [horizon_ensembles]
 
 
-def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: int, dates) -> pd.DataFrame:
+def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: int, dates,
+                                roster: pd.DataFrame | None = None) -> pd.DataFrame:
     """The stored horizon_ensembles table: the quantile ensemble plus the day's price and the plain
     combinations, on the (date, horizon) rows the ensemble forecasts."""
-    result = dynamic_quantile_ensemble(slices, mode=mode, lookback=lookback, dates=dates)
+    result = dynamic_quantile_ensemble(slices, mode=mode, lookback=lookback, dates=dates, roster=roster)
     plain = within_horizon_combinations(slices, dates=dates)
     merged = result.merge(plain, on=["date", "horizon"], how="left", validate="one_to_one")
     return merged[[*result.columns[:-1], *plain.columns[2:], result.columns[-1]]]  # `mode` stays last

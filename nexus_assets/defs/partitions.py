@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import numpy as np
 
 from dagster import (
     DailyPartitionsDefinition,
@@ -33,6 +35,9 @@ __all__ = [
     "calendar_days",
     "split_by_day",
     "date_window_mapping",
+    "observations",
+    "per_horizon_observations",
+    "priced_observations",
 ]
 
 ASSET_DIM = "asset"
@@ -103,3 +108,53 @@ def date_window_mapping(history_days: int, forward_days: int = 0) -> MultiPartit
             ),
         }
     )
+
+
+def per_horizon_observations(need: Callable[[int], int]):
+    """A history rule (see ``storage.PartitionFrames.history``): partitions until every horizon
+    that has rows in the run has ``need(h)`` more dates with rows of that horizon (a day may lack
+    a horizon upstream, so dates are counted per horizon, not per partition)."""
+
+    def rule(run_rows):
+        wanted = {} if run_rows is None else {int(h): need(int(h)) for h in np.unique(run_rows["horizon"])}
+        counts = dict.fromkeys(wanted, 0)
+
+        def enough(frame) -> bool:  # one partition = one date
+            for h in np.unique(frame["horizon"]).tolist():
+                if h in counts:
+                    counts[h] += 1
+            return all(counts[h] >= n for h, n in wanted.items())
+
+        return enough
+
+    return rule
+
+
+def observations(n: int):
+    """A history rule: ``n`` more non-empty partitions (dates with rows)."""
+
+    def rule(_run_rows):
+        seen = [0]
+
+        def enough(_frame) -> bool:  # only non-empty partitions are offered
+            seen[0] += 1
+            return seen[0] >= n
+
+        return enough
+
+    return rule
+
+
+def priced_observations(n: int):
+    """A history rule: partitions until ``n`` more of them have a price (a finite ``price``)."""
+
+    def rule(_run_rows):
+        seen = [0]
+
+        def enough(frame) -> bool:
+            seen[0] += bool(np.isfinite(frame["price"].to_numpy("float64", na_value=np.nan)).any())
+            return seen[0] >= n
+
+        return enough
+
+    return rule

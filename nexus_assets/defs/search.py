@@ -1,7 +1,9 @@
 """``horizon_search``: the point-in-time grid search of spec section 6, one leaderboard per date.
 
-Reads a trailing window of ``horizon_ensembles`` (the folds plus a margin, in calendar days of the
-asset's calendar); a range run searches all its dates of one asset in one call.
+Reads a trailing window of ``horizon_ensembles`` counted in observations (the folds and the
+observation before them: ``n_folds * fold_length + 1`` priced dates before the run's first date,
+further back than the mapped calendar window when upstream has gaps); a range run searches all its
+dates of one asset in one call, with the same result for each date as a run of that date alone.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
@@ -15,7 +17,14 @@ from nexus_assets.core.search import horizon_search as search_horizons
 from nexus_assets.core.trading import periods_per_year
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
 from nexus_assets.defs.ingest import step_asset_args
-from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, partition_key, split_by_day
+from nexus_assets.defs.partitions import (
+    calendar_days,
+    date_window_mapping,
+    days_by_asset,
+    partition_key,
+    priced_observations,
+    split_by_day,
+)
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
 
 __all__ = ["HORIZON_SEARCH", "SEARCH_TABLES", "N_FOLDS", "FOLD_LENGTH", "build_search_assets", "search_window_days"]
@@ -50,14 +59,15 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
             f"ensemble, raw mean, median, lowest-variance models), scored by the mean Sharpe over {N_FOLDS} "
             f"walk-forward folds of {FOLD_LENGTH} observations that end before the date, at least 10 trades. "
             "Table `leaderboard`: the top 20 (rank 1 is the winner the optimised signal uses). "
-            f"Reads {history} days of horizon_ensembles."
+            f"Reads {N_FOLDS * FOLD_LENGTH + 1} priced observations of horizon_ensembles before the run's first date "
+            f"(mapped: {history} days, further back when upstream has gaps)."
         ),
     )
     def horizon_search(context: AssetExecutionContext, horizon_ensembles: PartitionFrames) -> dict:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
-            ensembles = horizon_ensembles.concat(key)
+            ensembles = horizon_ensembles.history(key, days, before=priced_observations(N_FOLDS * FOLD_LENGTH + 1))
             board = search_horizons(ensembles if ensembles is not None else empty_ensembles(), dates=days,
                                     periods=periods_per_year(entry.calendar), cost_bps=entry.cost_bps,
                                     n_folds=N_FOLDS, fold_length=FOLD_LENGTH)
@@ -78,12 +88,14 @@ def _metadata(board: pd.DataFrame) -> dict:
     return {
         "winner": f"horizons {best['horizons']} | threshold {best['threshold']:g} | {best['combination']}",
         "objective_mean_fold_sharpe": float(best["objective"]),
+        "deflated_sharpe": None if pd.isna(best["deflated_sharpe"]) else float(best["deflated_sharpe"]),
+        "eligible_candidates": int(best["eligible"]),
         "trades_in_folds": int(best["trades"]),
         "folds": int(best["n_folds"]),
         "candidates": int(best["candidates"]),
         "method": str(best["method"]),
         "leaderboard": MetadataValue.md(_markdown(board.head(10), ["rank", "horizons", "threshold", "combination",
-                                                                    "objective", "trades"])),
+                                                                    "objective", "deflated_sharpe", "trades"])),
     }
 
 

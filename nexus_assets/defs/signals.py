@@ -35,8 +35,9 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
         description=(
             "Pairwise-slope signal (Nexus v2 section 4) per date, two variants: `raw` (every horizon, the "
             "quantile-ensemble forecasts, the catalog's signal_threshold) and `optimised` (the horizon subset, "
-            "threshold and combination horizon_search chose for the date; the raw configuration while it has "
-            "no winner). Only pairs where both forecasts exist. Tables: `signals` (net_prob, bullish/bearish "
+            "threshold and combination horizon_search chose for the date, when the winner's deflated Sharpe ratio "
+            "reaches the catalog's min_deflated_sharpe; otherwise, or while the search has no winner, the raw "
+            "configuration: config_source not_significant / fallback). Only pairs where both forecasts exist. Tables: `signals` (net_prob, bullish/bearish "
             "counts and probabilities, pairs, mean_drift, strength and tier, agreement_ratio, signal, position, "
             "the separation-weighted variant, price) and `slopes` (every pair's slope: the heatmap)."
         ),
@@ -49,7 +50,8 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
             boards = horizon_search.concat(key, "leaderboard")
             winners = None if boards is None else boards[boards["rank"] == 1]
             tables = daily_signals(frame if frame is not None else empty_ensembles(),
-                                   threshold=entry.signal_threshold, winners=winners)
+                                   threshold=entry.signal_threshold, winners=winners,
+                                   min_deflated_sharpe=entry.min_deflated_sharpe)
             per_table = {name: split_by_day(tables[name], days) for name in SIGNAL_TABLES}
             for day in days:
                 pk = partition_key(key, day)
@@ -75,4 +77,5 @@ def _metadata(signals: pd.DataFrame) -> dict:
         "optimised_net_prob": float(best.net_prob),
         "optimised_config": f"horizons {best.horizons} | threshold {best.threshold:g} | {best.combination} "
                             f"({best.config_source})",
+        "winner_deflated_sharpe": None if pd.isna(best.deflated_sharpe) else float(best.deflated_sharpe),
     }

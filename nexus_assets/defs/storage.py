@@ -12,6 +12,14 @@ Assets hand over ``{partition key: DataFrame}`` (a range run stores one file per
 come back the same way, in key order, skipping partitions missing at the start of history when
 the input says ``allow_missing_partitions``.
 
+Windows counted in observations: a partition mapping is in calendar days, but a step needs a
+number of *observations* (non-empty partitions, e.g. ``lookback + h`` rows of a horizon), and
+upstream gaps (days without rows) can leave fewer in the mapped window.
+:meth:`PartitionFrames.history` reads back from the run's first day, partition by partition,
+until the step's own rule says it has enough, continuing into stored partitions older than the
+mapped window when it must (found by listing the asset's folder).
+:meth:`PartitionFrames.everything` reads a few columns of every stored partition of an asset.
+
 An asset whose partition holds several tables declares them in its definition metadata
 (``tables: ["signals", "slopes"]``) and hands over ``{partition key: {table: DataFrame}}``; each
 table is its own Hive dataset, ``<root>/<asset key>/<table>/asset=<asset>/date=<day>.parquet``,
@@ -23,8 +31,9 @@ materialisation is only recorded after the last write, so Dagster shows it as no
 
 from __future__ import annotations
 
+import datetime as dt
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -39,6 +48,7 @@ __all__ = [
     "ParquetPartitionIOManager",
     "PartitionFrames",
     "PartitionTables",
+    "Rule",
     "TABLES_METADATA",
     "partition_path",
     "read_parquet",
@@ -46,6 +56,8 @@ __all__ = [
 ]
 
 TABLES_METADATA = "tables"  # definition metadata key: the table names of a multi-table asset
+Rule = Callable[[pd.DataFrame | None], Callable[[pd.DataFrame], bool]]
+"""How much history a step needs: given the run's own rows, a test of each further partition read."""
 
 
 def partition_path(root: str, asset_key_path: list[str], partition: str | None) -> UPath:
@@ -69,9 +81,25 @@ def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
     return write_bytes_atomic(path, _parquet_bytes(frame))
 
 
-def read_parquet(path: UPath) -> pd.DataFrame:
+def read_parquet(path: UPath, columns: Sequence[str] | None = None) -> pd.DataFrame:
     with path.open("rb") as handle:
-        return pq.read_table(handle).to_pandas()
+        return pq.read_table(handle, columns=list(columns) if columns is not None else None).to_pandas()
+
+
+def _stored_days(folder: UPath) -> list[dt.date]:
+    """The days of the partition files in one ``asset=<a>`` folder (hidden temporary files skipped)."""
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    days = []
+    for name in names:
+        if name.startswith("date=") and name.endswith(".parquet"):
+            try:
+                days.append(dt.date.fromisoformat(name[len("date="):-len(".parquet")]))
+            except ValueError:
+                continue
+    return days
 
 
 class ParquetPartitionIOManager(ConfigurableIOManager):
@@ -149,7 +177,17 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
                     "materialise it first (same partition range, upstream asset selected)"
                 )
             paths[key] = path
-        return PartitionFrames(paths)
+        return PartitionFrames(paths, listing=lambda asset: self._stored(key_path, tables, asset))
+
+    def _stored(self, key_path: list[str], tables: tuple[str, ...], asset: str) -> dict[dt.date, UPath | dict[str, UPath]]:
+        """Every stored partition of catalog asset ``asset``, as :class:`PartitionFrames` paths
+        (a multi-table partition counts once its last-written table exists)."""
+        folder = UPath(self.base_dir).joinpath(*key_path, *tables[-1:]) / f"asset={asset}"
+        out: dict[dt.date, UPath | dict[str, UPath]] = {}
+        for day in _stored_days(folder):
+            key = f"{asset}|{day.isoformat()}"
+            out[day] = {t: self._path([*key_path, t], key) for t in tables} if tables else self._path(key_path, key)
+        return out
 
 
 def _tables(metadata: Mapping | None) -> tuple[str, ...]:
@@ -189,8 +227,10 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     asset reads one catalog asset's window, computes, and lets it go.
     """
 
-    def __init__(self, paths: Mapping[str, UPath | Mapping[str, UPath]]) -> None:
+    def __init__(self, paths: Mapping[str, UPath | Mapping[str, UPath]], *,
+                 listing: Callable[[str], Mapping[dt.date, UPath | Mapping[str, UPath]]] | None = None) -> None:
         self._paths = dict(paths)
+        self._listing = listing  # every stored partition of one catalog asset, mapped or not
 
     def __getitem__(self, key: str) -> pd.DataFrame | PartitionTables:
         path = self._paths[key]
@@ -210,6 +250,69 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
                 if len(frame):
                     frames.append(frame)
         return pd.concat(frames, ignore_index=True) if frames else None
+
+    def history(self, asset: str, days: Sequence[dt.date], *, before: Rule | None = None, after: Rule | None = None,
+                table: str | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
+        """Catalog asset ``asset``'s partitions of the run (``days[0] .. days[-1]``), the earlier ones
+        ``before`` asks for and the later ones ``after`` asks for; rows in date order, None when none.
+
+        A rule is called once with the run's own rows (None when it has none) and returns a test
+        that is called with each further non-empty partition as it is read (earlier ones newest
+        first, later ones oldest first) and returns True once the step has enough. History is
+        counted by the step's own rule (observations), not by calendar days: when upstream gaps
+        leave too few observations in the mapped window, stored partitions beyond it are read
+        too. Without a rule, a direction reads the mapped window only."""
+        mine = self._days(asset)
+        first, last = min(days), max(days)
+        run = [f for f in (self._read(p, table, columns) for d, p in sorted(mine.items()) if first <= d <= last) if len(f)]
+        run_rows = pd.concat(run, ignore_index=True) if run else None
+        earlier = self._extend(asset, mine, sorted((d for d in mine if d < first), reverse=True), lambda d: d < first,
+                               before(run_rows) if before else None, table, columns, newest_first=True)
+        later = self._extend(asset, mine, sorted(d for d in mine if d > last), lambda d: d > last,
+                             after(run_rows) if after else None, table, columns, newest_first=False)
+        frames = [*earlier[::-1], *run, *later]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    def _extend(self, asset: str, mine: Mapping[dt.date, UPath | Mapping[str, UPath]], inside: list[dt.date],
+                outside: Callable[[dt.date], bool], enough: Callable[[pd.DataFrame], bool] | None,
+                table: str | None, columns: Sequence[str] | None, *, newest_first: bool) -> list[pd.DataFrame]:
+        """Read the mapped partitions ``inside`` (in that order), then, while ``enough`` is not
+        satisfied, stored partitions beyond the mapped window on the same side."""
+        out: list[pd.DataFrame] = []
+        for day in inside:
+            frame = self._read(mine[day], table, columns)
+            if len(frame):
+                out.append(frame)
+                if enough is not None and enough(frame):
+                    return out
+        if enough is None or self._listing is None:
+            return out
+        stored = self._listing(asset)
+        beyond = [d for d in stored if outside(d) and d not in mine and (not inside or (d < inside[-1] if newest_first
+                                                                                        else d > inside[-1]))]
+        for day in sorted(beyond, reverse=newest_first):
+            frame = self._read(stored[day], table, columns)
+            if len(frame):
+                out.append(frame)
+                if enough(frame):
+                    break
+        return out
+
+    def everything(self, asset: str, columns: Sequence[str], *, table: str | None = None) -> pd.DataFrame | None:
+        """``columns`` of every stored partition of catalog asset ``asset`` (in the mapped window or
+        not), in date order; None when there are none."""
+        stored = {**(self._listing(asset) if self._listing is not None else {}), **self._days(asset)}
+        frames = [self._read(stored[day], table, columns) for day in sorted(stored)]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    def _days(self, asset: str) -> dict[dt.date, UPath | Mapping[str, UPath]]:
+        prefix = f"{asset}|"
+        return {split_key(key)[1]: path for key, path in self._paths.items() if key.startswith(prefix)}
+
+    @staticmethod
+    def _read(path: UPath | Mapping[str, UPath], table: str | None, columns: Sequence[str] | None) -> pd.DataFrame:
+        return read_parquet(path[table] if isinstance(path, Mapping) else path, columns)
 
     def __iter__(self):
         return iter(self._paths)
