@@ -105,7 +105,9 @@ floating-point operations as pandas, so equal-quality ties resolve as in the ref
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -173,6 +175,18 @@ _NAN_SCORE = np.finfo("float64").max  # sorts after every real score, before unk
 _BLOCK_BYTES = 6 * 2**20
 _MIN_BLOCK_ROWS = 8
 _SQRT_ANNUAL = np.sqrt(ANNUALISATION)
+
+
+def worker_threads() -> int:
+    """Threads for independent blocks of numpy work: ``NEXUS_THREADS``, else the usable cores (at most 8)."""
+    configured = os.environ.get("NEXUS_THREADS", "").strip()
+    if configured:
+        return max(1, int(configured))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
 
 
 def ensemble_columns(mode: str) -> list[str]:
@@ -683,30 +697,47 @@ def _quicksort_top_models(scores: np.ndarray, n_top: int) -> np.ndarray:
 
 
 def _ensemble_rows(hz: _Horizon, rows: np.ndarray, starts: np.ndarray, n_models: int) -> dict[str, np.ndarray]:
-    """Winners and forecasts of ``rows`` (all with ``n_models`` models), a block of dates at a time."""
+    """Winners and forecasts of ``rows`` (all with ``n_models`` models), a block of dates at a time.
+
+    Blocks are independent, so they are spread over the cores in contiguous runs (numpy releases
+    the GIL in the gathers, sorts and partitions); each thread has its own work buffers and the
+    results are joined in block order, so the output does not depend on the thread count.
+    """
     fit_len, val_off, val_len = _split(hz.lookback)
     sizes = np.array([max(1, int(n_models * q)) for q in hz.quantiles], dtype="int64")
     n_top = int(sizes.max())
     block = max(_MIN_BLOCK_ROWS, _BLOCK_BYTES // (len(_STRATEGY_NAMES) * val_len * n_top * 8))
-    buffers = _Buffers.allocate(min(block, len(rows)) * len(_STRATEGY_NAMES) * val_len, n_top, hz.codes.dtype)
-    parts = []
-    for lo in range(0, len(rows), block):
-        r, s = rows[lo : lo + block], starts[lo : lo + block]
-        known = None if hz.presence is None else _population(hz.presence, s, hz.lookback)
-        metrics = _model_metrics(hz.terms, s, fit_len)
-        if known is not None:  # models outside the date's population take no part in the ranks
-            metrics = tuple(np.where(known, m, np.nan) for m in metrics)
-        mse, hits, pnl, sharpe = metrics
-        ranks = (_pct_rank(mse, False), _count_pct_rank(hits, fit_len), _pct_rank(pnl, True), _pct_rank(sharpe, True))
-        scores = np.stack([w[0] * ranks[0] + w[1] * ranks[1] + w[2] * ranks[2] + w[3] * ranks[3] for w in _WEIGHTS], axis=1)
-        if hz.mode == "nexus_v2":
-            top = _quicksort_top_models(scores, n_top)  # (R, S, n_top)
-        else:
-            top = _top_models(scores, known, n_top)
-        val_rows = s[:, None] + val_off + np.arange(val_len)[None, :]  # (R, V)
-        ensembles = _validate_ensembles(hz, top, val_rows, sizes, buffers)  # (R, C, V)
-        quality = _quality_scores(ensembles, hz.actual[val_rows], hz.price[val_rows], hz.mode)
-        parts.append(_winners(hz, r, top, sizes, quality, n_models))
+    lows = list(range(0, len(rows), block))
+    workers = min(worker_threads(), len(lows))
+
+    def run(share: list[int]) -> list[dict[str, np.ndarray]]:
+        buffers = _Buffers.allocate(min(block, len(rows)) * len(_STRATEGY_NAMES) * val_len, n_top, hz.codes.dtype)
+        parts = []
+        for lo in share:
+            r, s = rows[lo : lo + block], starts[lo : lo + block]
+            known = None if hz.presence is None else _population(hz.presence, s, hz.lookback)
+            metrics = _model_metrics(hz.terms, s, fit_len)
+            if known is not None:  # models outside the date's population take no part in the ranks
+                metrics = tuple(np.where(known, m, np.nan) for m in metrics)
+            mse, hits, pnl, sharpe = metrics
+            ranks = (_pct_rank(mse, False), _count_pct_rank(hits, fit_len), _pct_rank(pnl, True), _pct_rank(sharpe, True))
+            scores = np.stack([w[0] * ranks[0] + w[1] * ranks[1] + w[2] * ranks[2] + w[3] * ranks[3] for w in _WEIGHTS], axis=1)
+            if hz.mode == "nexus_v2":
+                top = _quicksort_top_models(scores, n_top)  # (R, S, n_top)
+            else:
+                top = _top_models(scores, known, n_top)
+            val_rows = s[:, None] + val_off + np.arange(val_len)[None, :]  # (R, V)
+            ensembles = _validate_ensembles(hz, top, val_rows, sizes, buffers)  # (R, C, V)
+            quality = _quality_scores(ensembles, hz.actual[val_rows], hz.price[val_rows], hz.mode)
+            parts.append(_winners(hz, r, top, sizes, quality, n_models))
+        return parts
+
+    if workers <= 1:
+        parts = run(lows)
+    else:
+        shares = [list(chunk) for chunk in np.array_split(np.array(lows, dtype="int64"), workers)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = [part for done in pool.map(run, shares) for part in done]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -398,3 +398,15 @@ def test_point_in_time_single_model_waits_for_the_warm_up():
     assert len(single) > 0 and (single["n_models"] == 1).all()
     assert single["date"].max() < pd.Timestamp(days[40 + 2]), "single_model only while the window holds one model"
     assert_same(got, reference.reference_ensemble(slices, lookback=L))
+
+
+@pytest.mark.parametrize("mode", ["nexus_v2", "point_in_time"])
+def test_blocks_on_several_threads_give_the_single_thread_bits(monkeypatch, mode):
+    slices = qdt_like_slices(seed=8, horizons=(1, 3), models=60, days=120)
+    monkeypatch.setattr(ensembles, "_BLOCK_BYTES", 1)  # one block per _MIN_BLOCK_ROWS dates: many blocks
+    monkeypatch.setenv("NEXUS_THREADS", "1")
+    alone = dynamic_quantile_ensemble(slices, mode=mode)
+    monkeypatch.setenv("NEXUS_THREADS", "3")
+    threaded = dynamic_quantile_ensemble(slices, mode=mode)
+    assert len(alone) > 3 * ensembles._MIN_BLOCK_ROWS
+    pd.testing.assert_frame_equal(threaded, alone, check_exact=True)
