@@ -49,6 +49,7 @@ from nexus_assets.core.freshness import freshness_status
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
 from nexus_assets.defs.ingest import GROUP, QML_MODELS
 from nexus_assets.defs.metrics import METRICS
+from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.signals import SIGNALS
@@ -103,6 +104,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
     ) -> MaterializeResult:
         write_site_assets(root)
         touched = []
+        metadata: dict[str, dict] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             touched.append(entry)
@@ -132,15 +134,13 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                 summary = summarise(inputs)
                 write_site_file(root, _summary_path(key, day),
                                 json.dumps(_summary_json(summary, status.upstream_watermark), sort_keys=True))
-                context.add_asset_metadata(
-                    {
-                        "page": MetadataValue.url(_link(settings, path, page_path(key, day))),
-                        "page_path": MetadataValue.path(str(path)),
-                        "signal": summary.signal or "none",
-                        "optimised_signal": summary.optimised_signal or "none",
-                    },
-                    partition_key=pk,
-                )
+                metadata[pk] = {
+                    "page": MetadataValue.url(_link(settings, path, page_path(key, day))),
+                    "page_path": MetadataValue.path(str(path)),
+                    "signal": summary.signal or "none",
+                    "optimised_signal": summary.optimised_signal or "none",
+                }
+        attach_partition_metadata(context, metadata)
         index = rebuild_site(root, catalog, [e.key for e in touched])
         context.log.info(f"dashboard: {len(context.partition_keys)} pages; site index at {index}")
         return MaterializeResult(metadata={"site_index": MetadataValue.url(_link(settings, index, INDEX))})

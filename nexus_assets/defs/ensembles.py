@@ -21,6 +21,7 @@ from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combi
 from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
 from nexus_assets.core.slicing import empty_slices
 from nexus_assets.defs.ingest import HORIZON_SLICES_ASSET, step_asset_args
+from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
     DEFAULT_MAX_HORIZON,
     calendar_days,
@@ -95,6 +96,7 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
     )
     def horizon_ensembles(context: AssetExecutionContext, horizon_slices: PartitionFrames) -> dict[str, pd.DataFrame]:
         outputs: dict[str, pd.DataFrame] = {}
+        metadata: dict[str, dict] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             # One catalog asset's window at a time: the mapping may span many assets and a year.
@@ -112,7 +114,8 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
                                                  roster=roster)
             for day, day_rows in split_by_day(result, days).items():
                 outputs[partition_key(key, day)] = day_rows
-                context.add_asset_metadata(_metadata(day_rows, entry.selection_mode), partition_key=partition_key(key, day))
+                metadata[partition_key(key, day)] = _metadata(day_rows, entry.selection_mode)
+        attach_partition_metadata(context, metadata)
         return outputs
 
     return [horizon_ensembles]

@@ -15,6 +15,7 @@ from nexus_assets.core.metrics import record
 from nexus_assets.core.signals import daily_signals, parse_horizons
 from nexus_assets.defs.ensembles import empty_ensembles
 from nexus_assets.defs.ingest import step_asset_args
+from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, partition_key
 from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
@@ -58,6 +59,7 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
     )
     def metrics(context: AssetExecutionContext, signals: PartitionFrames) -> dict:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
+        metadata: dict[str, dict] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             history = signals.concat(key, "signals")
@@ -67,7 +69,8 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
                 for day in group:
                     pk = partition_key(key, day)
                     outputs[pk] = {name: records[day][name] for name in METRIC_TABLES}
-                    context.add_asset_metadata(_metadata(outputs[pk]), partition_key=pk)
+                    metadata[pk] = _metadata(outputs[pk])
+        attach_partition_metadata(context, metadata)
         return outputs
 
     return [metrics]
@@ -102,13 +105,14 @@ def _metadata(tables: dict) -> dict:
     if stats.empty:
         return {"record": "none (no signal on or before this date)"}
     meta: dict = {}
+    # one pass over the statistics (four filtered selections a partition cost 17 ms in a year's run)
+    value_of = dict(zip(zip(stats["signal"], stats["basis"], stats["statistic"]), stats["value"]))
     for signal in ("raw", "optimised"):
         for basis, names in (("point_in_time", ("sharpe_ratio", "max_drawdown", "total_return", "trades")),
                              ("legacy", ("sharpe_ratio", "total_return"))):
-            sel = stats[(stats["signal"] == signal) & (stats["basis"] == basis)].set_index("statistic")
             for name in names:
-                if name in sel.index:
-                    value = sel.at[name, "value"]
+                if (signal, basis, name) in value_of:
+                    value = value_of[(signal, basis, name)]
                     meta[f"{signal}_{'' if basis == 'point_in_time' else 'legacy_'}{name}"] = (
                         None if pd.isna(value) else float(value))
     trades = tables["trades"]

@@ -17,6 +17,7 @@ from nexus_assets.core.search import horizon_search as search_horizons
 from nexus_assets.core.trading import periods_per_year
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
 from nexus_assets.defs.ingest import step_asset_args
+from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
     calendar_days,
     date_window_mapping,
@@ -65,6 +66,7 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
     )
     def horizon_search(context: AssetExecutionContext, horizon_ensembles: PartitionFrames) -> dict:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
+        metadata: dict[str, dict] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             ensembles = horizon_ensembles.history(key, days, before=priced_observations(N_FOLDS * FOLD_LENGTH + 1))
@@ -74,7 +76,8 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
             for day, rows in split_by_day(board, days).items():
                 pk = partition_key(key, day)
                 outputs[pk] = {"leaderboard": rows}
-                context.add_asset_metadata(_metadata(rows), partition_key=pk)
+                metadata[pk] = _metadata(rows)
+        attach_partition_metadata(context, metadata)
         return outputs
 
     return [horizon_search]

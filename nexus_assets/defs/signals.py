@@ -13,6 +13,7 @@ from nexus_assets.catalog import Catalog
 from nexus_assets.core.signals import daily_signals
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
 from nexus_assets.defs.ingest import step_asset_args
+from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
@@ -44,6 +45,7 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
     )
     def signals(context: AssetExecutionContext, horizon_ensembles: PartitionFrames, horizon_search: PartitionFrames) -> dict:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
+        metadata: dict[str, dict] = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             frame = horizon_ensembles.concat(key)
@@ -56,7 +58,8 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
             for day in days:
                 pk = partition_key(key, day)
                 outputs[pk] = {name: per_table[name][day] for name in SIGNAL_TABLES}
-                context.add_asset_metadata(_metadata(outputs[pk]["signals"]), partition_key=pk)
+                metadata[pk] = _metadata(outputs[pk]["signals"])
+        attach_partition_metadata(context, metadata)
         return outputs
 
     return [signals]

@@ -1,0 +1,161 @@
+"""The project's Dagster instance: event bookkeeping that scales with partitions.
+
+A range run over N asset partitions makes Dagster store about 2N asset events (a planned event
+and a materialization per partition). Stock SQLite storage writes each one alone: a new engine
+and connection, a transaction on the run's shard and another on the index shard, so a one-year
+backfill spent most of its time in SQLite commits (``../shared/spec/dagster-notes.md``,
+"Per-partition overhead"). Three things change that, and all three are on by default for every
+process that opens the project's instance (``dagster.yaml`` names this module, so the CLI,
+``dagster dev``, its daemon and every run worker import it):
+
+- ``DAGSTER_EVENT_BATCH_SIZE`` (default here 1000): Dagster hands the materializations of one
+  step output, and the planned events of one run, to ``store_event_batch`` in batches;
+- ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1``: one planned event per asset and run,
+  holding the run's partition subset, instead of one per partition. Dagster's own trade-off: the
+  partitions of a run that fails are then shown as *missing*, not *failed*, in the partition
+  grid. An operator sees the failure on the run (the Runs page, the asset's latest run, the
+  run's failure event and its step error) and in the ``qml_contract``/freshness checks; the
+  README's operations section says so;
+- :class:`NexusInstance` (``instance_class`` in ``dagster.yaml``): Dagster's default instance whose
+  default SQLite storage (:class:`NexusSqliteStorage`, used whenever ``dagster.yaml`` configures
+  no ``storage``) keeps its event log with :class:`BatchingSqliteEventLogStorage`, SQLite
+  event-log storage whose ``store_event_batch``
+  writes a whole batch in one transaction per shard (stock SQLite loops over single writes;
+  stock PostgreSQL already batches, so a PostgreSQL instance needs only the two variables).
+
+Both variables are defaults: a value already set in the environment wins (``0`` turns batching
+off). The storage class overrides private methods of Dagster's SQLite storage, so it is pinned to
+the Dagster minor version it was written and tested against (:data:`SUPPORTED_DAGSTER`); on any
+other version it warns once and stores events one by one, exactly as stock Dagster does.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import dagster
+import yaml
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._serdes import ConfigurableClassData
+from dagster._core.storage.sqlalchemy_compat import db_result
+
+__all__ = ["BatchingSqliteEventLogStorage", "NexusInstance", "NexusSqliteStorage", "EVENT_DEFAULTS", "SUPPORTED_DAGSTER", "batch_writes_supported"]
+
+SUPPORTED_DAGSTER = "1.13."
+"""The Dagster minor version whose SQLite storage internals the batch writer was tested against."""
+
+EVENT_DEFAULTS = {
+    "DAGSTER_EVENT_BATCH_SIZE": "1000",
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1",
+}
+"""Environment defaults for every process that loads the project's instance or code."""
+
+for _name, _value in EVENT_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+
+def batch_writes_supported(version: str = dagster.__version__) -> bool:
+    return version.startswith(SUPPORTED_DAGSTER)
+
+
+class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
+    """SQLite event-log storage that writes a batch of events in one transaction per shard.
+
+    Same database files, schema and location as the stock storage (``<instance>/history/runs``),
+    so an existing instance switches to it, and back, freely.
+    """
+
+    _warned = False
+
+    def store_event_batch(self, events: Sequence) -> None:
+        if not events:
+            return
+        if not batch_writes_supported() or len({event.run_id for event in events}) != 1:
+            if not batch_writes_supported() and not BatchingSqliteEventLogStorage._warned:
+                BatchingSqliteEventLogStorage._warned = True
+                warnings.warn(f"nexus_assets.instance: Dagster {dagster.__version__} is not {SUPPORTED_DAGSTER}x; "
+                              "event batches are stored one event at a time (stock behaviour)", stacklevel=2)
+            return super().store_event_batch(events)
+        statements = [self.prepare_insert_event(event) for event in events]
+        with self.run_connection(events[0].run_id) as conn:  # one transaction on the run's shard
+            for statement in statements:
+                conn.execute(statement)
+        indexed = [(event, statement) for event, statement in zip(events, statements)
+                   if event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS]
+        if indexed:  # mirrored into the index shard, with tags and asset rows: one transaction
+            with self.index_transaction() as conn:
+                ids = []
+                for _, statement in indexed:
+                    with db_result(conn, statement) as result:
+                        ids.append(result.inserted_primary_key[0])
+                if any(event_id is None for event_id in ids):
+                    raise dagster.DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+                self._store_asset_event_tags(conn, [event for event, _ in indexed], ids)
+                for event, event_id in _last_per_asset(indexed, ids):
+                    self._store_asset_event(conn, event, event_id)
+        for event, statement in zip(events, statements):  # rare in a batch: as the stock store_event does
+            if not event.is_dagster_event:
+                continue
+            if event.dagster_event_type in ASSET_CHECK_EVENTS:
+                with self.index_connection() as conn, db_result(conn, statement) as result:
+                    event_id = result.inserted_primary_key[0]
+                self.store_asset_check_event(event, event_id)
+            if event.dagster_event_type in EVENT_TYPE_TO_PIPELINE_RUN_STATUS:
+                with self.index_connection() as conn:
+                    conn.execute(statement)
+
+
+class NexusSqliteStorage(DagsterSqliteStorage):
+    """Dagster's default SQLite storage (runs, event log, schedules under one base dir), with the
+    batching event log. The base dir is the instance's own, whether ``$DAGSTER_HOME`` or the
+    temporary folder ``dagster dev``/``dagster asset materialize`` use without it."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        super().__init__(base_dir, inst_data=inst_data)
+        self._event_log_storage = BatchingSqliteEventLogStorage(_event_logs_directory(base_dir))
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls.from_local(inst_data=inst_data, **config_value)  # the stock one names its own class
+
+    @property
+    def event_storage_data(self) -> ConfigurableClassData | None:
+        return ConfigurableClassData(__name__, BatchingSqliteEventLogStorage.__name__,
+                                     yaml.dump({"base_dir": _event_logs_directory(self.base_dir)}, default_flow_style=False))
+
+
+class NexusInstance(DagsterInstance):
+    """Dagster's instance; only its default storage differs (:class:`NexusSqliteStorage`)."""
+
+    @classmethod
+    def config_schema(cls):
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str):
+        defaults = dict(InstanceRef.config_defaults(base_dir))
+        defaults["storage"] = ConfigurableClassData(__name__, NexusSqliteStorage.__name__,
+                                                    yaml.dump({"base_dir": base_dir}, default_flow_style=False))
+        return defaults
+
+
+def _last_per_asset(indexed, ids):
+    """The events whose asset-row update survives the batch. Each ``_store_asset_event`` overwrites
+    the asset's row (last materialization, last run, timestamp) with that event's values, so of
+    several events of one asset and one type in a batch only the last one's update remains; it
+    alone is applied. An asset with events of several types keeps every update, in order."""
+    kinds: dict = {}
+    for event, _ in indexed:
+        kinds.setdefault(event.dagster_event.asset_key, set()).add(event.dagster_event_type)
+    last = {}
+    for position, (event, _) in enumerate(indexed):
+        last[event.dagster_event.asset_key] = position
+    return [(event, event_id) for position, ((event, _), event_id) in enumerate(zip(indexed, ids))
+            if event.dagster_event.asset_key is None or len(kinds[event.dagster_event.asset_key]) > 1
+            or last[event.dagster_event.asset_key] == position]
