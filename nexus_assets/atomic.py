@@ -18,7 +18,7 @@ import uuid
 
 from upath import UPath
 
-__all__ = ["write_bytes_atomic"]
+__all__ = ["write_bytes_atomic", "write_many_atomic"]
 
 
 def write_bytes_atomic(path: UPath, data: bytes) -> int:
@@ -41,6 +41,93 @@ def write_bytes_atomic(path: UPath, data: bytes) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return len(data)
+
+
+def write_many_atomic(items: list[tuple[UPath, bytes]]) -> int:
+    """Write many files, each as :func:`write_bytes_atomic` does, but publish them together.
+
+    Local files: every temporary file is written first, then made durable at once (one
+    ``syncfs`` of their filesystem instead of one ``fsync`` per file, which cost ~2 ms each and
+    dominated a backfill's writes), then every temporary file is renamed over its target and each
+    folder touched is fsync'd, so the renames are durable too. A failure before the renames (a
+    full disk, a kill) leaves every target as it was; the temporary files are removed, or swept by
+    the next write. Object-store paths get one PUT each (atomic there).
+    """
+    local, remote = [], []
+    for path, data in items:
+        (local if path.protocol in ("", "file", "local") else remote).append((path, data))
+    for path, data in remote:
+        write_bytes_atomic(path, data)
+    if not local:
+        return sum(len(d) for _, d in items)
+    staged: list[tuple[str, str]] = []
+    targets = [os.fspath(path.path if hasattr(path, "path") else path) for path, _ in local]
+    for folder in sorted({os.path.dirname(t) for t in targets}):
+        os.makedirs(folder, exist_ok=True)
+        _remove_stale_temps_in(folder)  # one listing per folder, not one per file
+    try:
+        for (path, data), target in zip(local, targets):
+            temp = os.path.join(os.path.dirname(target), f"{_temp_prefix(target)}{os.getpid()}-{_HOST}-{uuid.uuid4().hex}.tmp")
+            staged.append((temp, target))
+            with open(temp, "wb") as handle:
+                handle.write(data)
+        _sync_files([temp for temp, _ in staged])
+        for temp, target in staged:
+            os.replace(temp, target)
+        for folder in sorted({os.path.dirname(target) for _, target in staged}):
+            _fsync_dir(folder)
+    finally:
+        for temp, _ in staged:
+            if os.path.exists(temp):
+                os.remove(temp)
+    return sum(len(d) for _, d in items)
+
+
+def _sync_files(paths: list[str]) -> None:
+    """Make the data of ``paths`` durable: ``syncfs`` once per filesystem on Linux, else fsync each."""
+    syncfs = _syncfs()
+    if syncfs is not None:
+        devices: dict[int, str] = {}
+        for path in paths:
+            devices.setdefault(os.stat(path).st_dev, path)
+        for path in devices.values():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if syncfs(fd) == 0:
+                    continue
+            finally:
+                os.close(fd)
+            break  # syncfs failed: fall back to fsync of every file
+        else:
+            return
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _syncfs():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 _STALE_TEMP_SECONDS = 3600
@@ -79,3 +166,24 @@ def _remove_stale_temps(local: str) -> None:
             pass
 
 
+
+
+def _remove_stale_temps_in(folder: str) -> None:
+    """:func:`_remove_stale_temps` for every file of ``folder`` at once (one listing)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        body = name[: -len(".tmp")]
+        cut = body.rfind(".")  # ".<file>.<pid>-<host>-<uuid>": the writer part has no dot
+        if cut <= 0:
+            continue
+        temp = os.path.join(folder, name)
+        try:
+            if _writer_gone(temp, body[: cut + 1]) or time.time() - os.path.getmtime(temp) > _STALE_TEMP_SECONDS:
+                os.remove(temp)
+        except FileNotFoundError:
+            pass

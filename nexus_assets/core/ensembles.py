@@ -105,7 +105,6 @@ floating-point operations as pandas, so equal-quality ties resolve as in the ref
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -113,6 +112,8 @@ from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
+
+from nexus_assets.core.parallel import worker_threads
 
 __all__ = [
     "LOOKBACK",
@@ -175,18 +176,6 @@ _NAN_SCORE = np.finfo("float64").max  # sorts after every real score, before unk
 _BLOCK_BYTES = 6 * 2**20
 _MIN_BLOCK_ROWS = 8
 _SQRT_ANNUAL = np.sqrt(ANNUALISATION)
-
-
-def worker_threads() -> int:
-    """Threads for independent blocks of numpy work: ``NEXUS_THREADS``, else the usable cores (at most 8)."""
-    configured = os.environ.get("NEXUS_THREADS", "").strip()
-    if configured:
-        return max(1, int(configured))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
 
 
 def ensemble_columns(mode: str) -> list[str]:

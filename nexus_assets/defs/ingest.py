@@ -46,9 +46,11 @@ from nexus_assets.core.contract import (
     empty_qml_rows,
     validate_qml_rows,
 )
+from nexus_assets.core.parallel import ordered_map
 from nexus_assets.core.freshness import DayStatus, classify_day
 from nexus_assets.core.restatement import Restatement, diff_rows
 from nexus_assets.core.slicing import slice_horizons
+from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key
 from nexus_assets.defs.resources import QMLResource
 from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
@@ -256,10 +258,9 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
             for key, sha in hashes.items()
             if key in recorded and recorded[key] != sha
         }
-        for key, meta in metadata.items():
-            if key in restated:
-                context.log.warning(f"{key}: upstream restated this day: {restated[key].summary()}")
-            context.add_asset_metadata({**meta, "restated": key in restated}, partition_key=key)
+        for key in restated:
+            context.log.warning(f"{key}: upstream restated this day: {restated[key].summary()}")
+        attach_partition_metadata(context, {key: {**meta, "restated": key in restated} for key, meta in metadata.items()})
         yield Output(outputs, data_version=_data_version(hashes))
         yield AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata=_check_metadata(reports))
         yield _restatement_result(len(recorded), restated)
@@ -276,25 +277,24 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
     )
     def horizon_slices(context: AssetExecutionContext, qml_models: PartitionFrames) -> dict[str, pd.DataFrame]:
         outputs = {}
+        metadata = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             # One slicing and one validation per catalog asset and run, then split by day.
-            rows = pd.concat([qml_models[partition_key(key, d)] for d in days], ignore_index=True)
+            rows = pd.concat(ordered_map(qml_models.__getitem__, [partition_key(key, d) for d in days]), ignore_index=True)
             slices = HORIZON_SLICES.validate(slice_horizons(rows, entry.start_date))
             by_day = {stamp.date(): frame.reset_index(drop=True) for stamp, frame in slices.groupby("date", sort=True)}
             for day in days:
                 day_slices = by_day.get(day, slices.iloc[0:0])
                 per_horizon = day_slices.groupby("horizon")["symbol"].nunique()
-                context.add_asset_metadata(
-                    {
-                        "rows": len(day_slices),
-                        "horizons": MetadataValue.json([int(h) for h in per_horizon.index]),
-                        "models_per_horizon": MetadataValue.json({str(h): int(n) for h, n in per_horizon.items()}),
-                        "price": float(day_slices["price"].iloc[0]) if len(day_slices) else None,
-                    },
-                    partition_key=partition_key(key, day),
-                )
+                metadata[partition_key(key, day)] = {
+                    "rows": len(day_slices),
+                    "horizons": MetadataValue.json([int(h) for h in per_horizon.index]),
+                    "models_per_horizon": MetadataValue.json({str(h): int(n) for h, n in per_horizon.items()}),
+                    "price": float(day_slices["price"].iloc[0]) if len(day_slices) else None,
+                }
                 outputs[partition_key(key, day)] = day_slices
+        attach_partition_metadata(context, metadata)
         return outputs
 
     return [qml_models, horizon_slices]

@@ -83,3 +83,101 @@ def test_killed_writer_never_leaves_a_partial_file(tmp_path):
         visible = [p for p in os.listdir(path.parent) if not p.startswith(".")]
         assert visible == ["date=2025-01-02.parquet"]
         assert len(read_parquet(path)) in (10, 2_000_000)  # the old file or the new one, whole
+
+
+# -- publishing many files at once (the IO manager's range writes) --------------------------------
+
+from nexus_assets import atomic  # noqa: E402
+from nexus_assets.atomic import write_many_atomic  # noqa: E402
+
+
+def _targets(tmp_path, n=6):
+    return [UPath(tmp_path / f"t{i % 2}" / f"f{i}.bin") for i in range(n)]
+
+
+def test_many_files_are_published_with_their_bytes_and_no_temporaries(tmp_path):
+    paths = _targets(tmp_path)
+    written = write_many_atomic([(p, f"new {i}".encode()) for i, p in enumerate(paths)])
+    assert written == sum(len(f"new {i}") for i in range(len(paths)))
+    assert [p.read_bytes() for p in paths] == [f"new {i}".encode() for i in range(len(paths))]
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_a_failure_before_publishing_leaves_every_target_as_it_was(tmp_path, monkeypatch):
+    paths = _targets(tmp_path)
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"old")
+
+    def disk_full(_paths):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic, "_sync_files", disk_full)
+    try:
+        write_many_atomic([(p, b"new") for p in paths])
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failure must propagate")
+    assert [p.read_bytes() for p in paths] == [b"old"] * len(paths)
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_without_syncfs_every_file_is_fsynced(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(atomic, "_syncfs", lambda: None)
+    real = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    paths = _targets(tmp_path, 4)
+    write_many_atomic([(p, b"x") for p in paths])
+    assert len(synced) >= len(paths)  # each file, then each folder
+    assert all(p.read_bytes() == b"x" for p in paths)
+
+
+def test_a_partition_that_cannot_be_serialised_replaces_nothing(tmp_path):
+    """A range run's output is serialised whole before the first file is replaced."""
+    from nexus_assets.defs.storage import ParquetPartitionIOManager
+
+    manager = ParquetPartitionIOManager(base_dir=str(tmp_path))
+    keys = [f"9001_SP500|2018-01-0{d}" for d in range(1, 5)]
+    good = {k: pd.DataFrame({"x": [float(i)]}) for i, k in enumerate(keys)}
+    for k in keys:
+        write_parquet_atomic(partition_path(str(tmp_path), ["a"], k), pd.DataFrame({"x": [-1.0]}))
+    before = {p: p.read_bytes() for p in sorted(tmp_path.glob("**/*.parquet"))}
+    bad = dict(good)
+    bad[keys[3]] = pd.DataFrame({"x": [object()]})  # Arrow cannot convert this
+    try:
+        manager.handle_output(_RangeContext(keys), bad)
+    except Exception:
+        pass
+    else:
+        raise AssertionError("an unconvertible value must fail the write")
+    assert {p: p.read_bytes() for p in sorted(tmp_path.glob("**/*.parquet"))} == before
+
+
+class _RangeContext:
+    """The parts of an OutputContext the IO manager reads, for a range of partition keys."""
+
+    def __init__(self, keys):
+        import dagster
+
+        self.asset_key = dagster.AssetKey("a")
+        self.has_asset_partitions = True
+        self.asset_partition_keys = keys
+        self.definition_metadata = {}
+
+    def add_output_metadata(self, metadata):
+        self.metadata = metadata
+
+
+def test_many_files_sweep_temporaries_of_dead_writers_but_not_of_live_ones(tmp_path):
+    target = UPath(tmp_path / "d" / "date=2018-01-01.parquet")
+    target.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    gone = tmp_path / "d" / f".date=2018-01-01.parquet.{pid}-{atomic._HOST}-{'0' * 32}.tmp"
+    alive = tmp_path / "d" / f".date=2018-01-02.parquet.{os.getppid()}-{atomic._HOST}-{'1' * 32}.tmp"
+    gone.write_bytes(b"partial")
+    alive.write_bytes(b"partial")
+    write_many_atomic([(target, b"new")])
+    assert not gone.exists() and alive.exists() and target.read_bytes() == b"new"
