@@ -259,6 +259,7 @@ def compare(fast: pd.DataFrame, ref: pd.DataFrame, slices: pd.DataFrame) -> list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller shapes (about a minute)")
+    parser.add_argument("--skip-crude", action="store_true", help="only part 1 (Bitcoin scale, parity and ratio)")
     args = parser.parse_args()
     bitcoin, crude = (QUICK_BITCOIN, QUICK_CRUDE) if args.quick else (BITCOIN, CRUDE)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
@@ -267,9 +268,10 @@ def main() -> int:
         btc_path, crude_path = Path(tmp) / "bitcoin.parquet", Path(tmp) / "crude.parquet"
         rows, seconds = generate(bitcoin, btc_path)
         print(f"generated {bitcoin.name} ({bitcoin.label()}): {rows:,} slices rows in {seconds:.1f} s")
-        rows, seconds = generate(crude, crude_path)
-        print(f"generated {crude.name} ({crude.label()}): {rows:,} slices rows in {seconds:.1f} s "
-              f"({crude_path.stat().st_size / 2**20:.0f} MB Parquet)")
+        if not args.skip_crude:
+            rows, seconds = generate(crude, crude_path)
+            print(f"generated {crude.name} ({crude.label()}): {rows:,} slices rows in {seconds:.1f} s "
+                  f"({crude_path.stat().st_size / 2**20:.0f} MB Parquet)")
 
         # 1. Bitcoin scale: reference loop vs fast path, nexus_v2 mode, each in a fresh process
         fast_path, ref_path = Path(tmp) / "fast.parquet", Path(tmp) / "reference.parquet"
@@ -299,6 +301,8 @@ def main() -> int:
               f"({(~same).sum()} of {len(same)} decided by the tie order)")
 
         # 2. Crude-Oil scale: one asset's full history, both modes, each in a fresh process
+        if args.skip_crude:
+            return 0
         print(f"\n== {crude.name} scale ({crude.label()}), fast path, one child process per mode ==")
         results = []
         for mode in ("nexus_v2", "point_in_time"):

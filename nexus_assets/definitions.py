@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor, multiprocess_executor
 
 from nexus_assets.defs.checks import build_freshness_checks
 from nexus_assets.defs.dashboard import build_dashboard_assets
@@ -27,6 +27,19 @@ MAIN_JOB = "nexus_main"
 def _env(name: str):
     # An EnvVar shows its name, never its value, in the UI; unset means "not configured".
     return EnvVar(name) if os.environ.get(name) else None
+
+
+EXECUTORS = {"in_process": in_process_executor, "multiprocess": multiprocess_executor}
+"""``NEXUS_EXECUTOR``: in-process by default (a multiprocess step re-imports the code location,
+~1.5 s a step, and a range run's steps are sequential anyway); ``multiprocess`` runs independent
+steps of one run side by side, each in its own process."""
+
+
+def _executor():
+    name = os.environ.get("NEXUS_EXECUTOR", "in_process").strip() or "in_process"
+    if name not in EXECUTORS:
+        raise ValueError(f"NEXUS_EXECUTOR must be one of {sorted(EXECUTORS)}, got {name!r}")
+    return EXECUTORS[name]
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -55,7 +68,7 @@ def build_definitions(settings: Settings) -> Definitions:
             "qml": QMLResource(base_url=_env("QML_API_BASE_URL"), api_key=_env("QML_API_KEY")),
             "parquet_io_manager": ParquetPartitionIOManager(base_dir=settings.data_dir),
         },
-        executor=in_process_executor,
+        executor=_executor(),
     )
 
 
