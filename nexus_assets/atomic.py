@@ -9,7 +9,6 @@ once when the temp's writer process is gone, else after an hour).
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import socket
@@ -26,7 +25,7 @@ def write_bytes_atomic(path: UPath, data: bytes) -> int:
     if path.protocol in ("", "file", "local"):
         local = os.fspath(path.path if hasattr(path, "path") else path)
         os.makedirs(os.path.dirname(local), exist_ok=True)
-        _remove_stale_temps(local)
+        _remove_stale_temps_in(os.path.dirname(local))
         temp = os.path.join(os.path.dirname(local), f"{_temp_prefix(local)}{os.getpid()}-{_HOST}-{uuid.uuid4().hex}.tmp")
         try:
             with open(temp, "wb") as handle:
@@ -154,22 +153,9 @@ def _writer_gone(temp: str, prefix: str) -> bool:
     return False
 
 
-def _remove_stale_temps(local: str) -> None:
-    """Remove hidden temp files of ``local`` left by killed writers: those whose writer process is
-    gone, and any an hour old (a writer on another host is never that slow)."""
-    prefix = _temp_prefix(local)
-    for temp in glob.glob(os.path.join(glob.escape(os.path.dirname(local)), f"{glob.escape(prefix)}*.tmp")):
-        try:
-            if _writer_gone(temp, prefix) or time.time() - os.path.getmtime(temp) > _STALE_TEMP_SECONDS:
-                os.remove(temp)
-        except FileNotFoundError:
-            pass
-
-
-
-
 def _remove_stale_temps_in(folder: str) -> None:
-    """:func:`_remove_stale_temps` for every file of ``folder`` at once (one listing)."""
+    """Remove hidden temp files in ``folder`` left by killed writers: those whose writer process
+    is gone, and any an hour old (a writer on another host is never that slow). One listing."""
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
