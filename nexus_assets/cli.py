@@ -47,8 +47,11 @@ def _demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     catalog = settings.catalog()
     yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-    start = dt.date.fromisoformat(args.start) if args.start else catalog.start_date
-    end = dt.date.fromisoformat(args.end) if args.end else (catalog.end_date or yesterday)
+    start = args.start or catalog.start_date
+    end = args.end or (catalog.end_date or yesterday)
+    if end < start:  # would record empty "successful" runs
+        print(f"nexus-assets demo: the range is reversed: --end {end} is before --start {start}", file=sys.stderr)
+        return 2
     keys = catalog.keys
     print(f"catalog   {catalog.path} ({len(keys)} assets: {', '.join(keys)})")
     days = (end - start).days + 1
@@ -157,13 +160,21 @@ def _site(args: argparse.Namespace) -> int:
     return _serve(httpd)
 
 
+def _iso_date(text: str) -> dt.date:
+    """An argparse type: a calendar date as YYYY-MM-DD (argparse turns the error into one usage line)."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nexus-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="materialise the main job over the catalog's range (NEXUS_CATALOG, NEXUS_DATA_DIR)")
-    demo.add_argument("--start", help="first day (default: the catalog's earliest start_date)")
-    demo.add_argument("--end", help="last day (default: the catalog's last end_date, else yesterday)")
+    demo.add_argument("--start", type=_iso_date, metavar="YYYY-MM-DD", help="first day (default: the catalog's earliest start_date)")
+    demo.add_argument("--end", type=_iso_date, metavar="YYYY-MM-DD", help="last day (default: the catalog's last end_date, else yesterday)")
     demo.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     demo.set_defaults(run=_demo)
 

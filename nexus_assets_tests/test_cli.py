@@ -57,6 +57,17 @@ def test_demo_command(tmp_path):
     assert (tmp_path / ".dagster_home" / "dagster.yaml").is_file()  # runs are kept for `dagster dev`
 
 
+def test_demo_refuses_a_bad_date_and_a_reversed_range_in_one_line(tmp_path):
+    env = env_for(tmp_path, sandbox_catalog_text(keys=("9004_VIX",)))
+    for args, wanted in ((["--start", "2018-13-01"], "not a date (YYYY-MM-DD): '2018-13-01'"),
+                         (["--start", "2018-03-05", "--end", "2018-03-01"], "the range is reversed")):
+        result = subprocess.run([sys.executable, "-m", "nexus_assets.cli", "demo", *args],
+                                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert wanted in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "data").exists() and not (tmp_path / ".dagster_home" / "history").exists()  # nothing run
+
+
 def test_site_serves_the_dashboard_and_links_point_there(tmp_path):
     """`nexus-assets site` serves the pages; with NEXUS_SITE_URL the dashboard metadata links there."""
     import urllib.request
