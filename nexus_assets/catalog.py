@@ -34,7 +34,8 @@ SelectionMode = Literal["point_in_time", "nexus_v2"]
 CALENDARS: tuple[str, ...] = ("crypto", "exchange")
 SOURCES: tuple[str, ...] = ("api", "sandbox", "synthetic")
 SELECTION_MODES: tuple[str, ...] = ("point_in_time", "nexus_v2")
-KEY_PATTERN = re.compile(r"^[0-9]+_[A-Za-z0-9_]+$")
+# Matched with fullmatch: a `$` would also match before a final newline ("1_A\n").
+KEY_PATTERN = re.compile(r"[0-9]+_[A-Za-z0-9_]+")
 SANDBOX_SERIES: tuple[str, ...] = ("sp500", "nasdaq", "wti", "vix")
 
 
@@ -206,8 +207,8 @@ def _parse_asset(path: Path, position: int, entry: dict[str, Any]) -> CatalogAss
         return value
 
     key = text("key")
-    if not KEY_PATTERN.match(key):
-        raise fail("key", f"{key!r} must match {KEY_PATTERN.pattern} (keys become partition keys and paths)")
+    if not KEY_PATTERN.fullmatch(key):
+        raise fail("key", f"{key!r} must match {KEY_PATTERN.pattern} in full (keys become partition keys and paths)")
     project_id = entry["project_id"]
     if isinstance(project_id, bool) or not isinstance(project_id, int) or project_id < 0:
         raise fail("project_id", f"must be a non-negative integer, got {project_id!r}")

@@ -56,6 +56,9 @@ def test_defaults(tmp_path):
         (lambda t: t + 'colour = "red"\n', "colour", "unknown field"),
         (lambda t: t.replace("2025-01-01", '"2025-13-01"'), "start_date", "YYYY-MM-DD"),
         (lambda t: t.replace('"1860_Bitcoin"', '"1860/../Bitcoin"'), "key", "must match"),
+        # `$` matches before a final newline: the pattern must match the whole key
+        (lambda t: t.replace('"1860_Bitcoin"', '"1860_Bitcoin\\n"').replace('name = "Bitcoin"', 'name = "Bitcoin\\n"'),
+         "key", "must match"),
         (lambda t: t.replace('"1860_Bitcoin"', '"1861_Bitcoin"'), "key", "<project_id>_<name>"),
         (lambda t: t.replace('"crypto"\n', '"lunar"\n'), "calendar", "one of"),
         (lambda t: t.replace('source = "api"', 'source = "ftp"'), "source", "one of"),
@@ -91,3 +94,26 @@ def test_calendar_rules(tmp_path):
     asset = load_catalog(write(tmp_path, GOOD.replace('"crypto"\n', '"exchange"\n')))["1860_Bitcoin"]
     assert asset.is_trading_day(dt.date(2025, 1, 3)) and not asset.is_trading_day(dt.date(2025, 1, 4))
     assert not asset.covers(dt.date(2024, 12, 31)) and asset.covers(dt.date(2030, 1, 1))
+
+
+def test_a_key_with_a_final_newline_never_reaches_the_store(tmp_path):
+    """The catalog is refused when the definitions load: no partition key or path is ever made of
+    ``1860_Bitcoin\\n``, and what is already stored stays as it was."""
+    from nexus_assets.definitions import build_definitions
+    from nexus_assets.settings import Settings
+
+    stored = tmp_path / "data" / "qml_models" / "asset=1860_Bitcoin" / "date=2025-01-02.parquet"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"stored partition")
+    path = write(tmp_path, GOOD.replace('"1860_Bitcoin"', '"1860_Bitcoin\\n"').replace('name = "Bitcoin"', 'name = "Bitcoin\\n"'))
+    assert load_catalog_text_key(path) == "1860_Bitcoin\n"
+    with pytest.raises(CatalogError, match="must match"):
+        build_definitions(Settings(catalog_path=str(path), data_dir=str(tmp_path / "data")))
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file()] == [stored]
+    assert stored.read_bytes() == b"stored partition"
+
+
+def load_catalog_text_key(path: Path) -> str:
+    import tomllib
+
+    return tomllib.loads(path.read_text())["assets"][0]["key"]
