@@ -103,3 +103,13 @@ def test_site_serves_the_dashboard_and_links_point_there(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=45) == 0
+
+
+def test_loading_the_code_prints_no_beta_warning_blocks(tmp_path):
+    """The beta APIs the project uses on purpose are silenced once (nexus_assets/defs/__init__.py)."""
+    env = env_for(tmp_path, sandbox_catalog_text(keys=("9004_VIX",)))
+    env.pop("PYTHONWARNINGS")
+    code = "import warnings; warnings.simplefilter('default'); import nexus_assets.definitions"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "BetaWarning" not in result.stderr, result.stderr[-2000:]

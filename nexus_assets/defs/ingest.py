@@ -11,12 +11,10 @@ version and a warning (the ``qml_restatement`` check) saying what changed.
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 import datetime as dt
 import hashlib
-import warnings
 
 import pandas as pd
 from dagster import (
     AssetCheckResult,
-    BetaWarning,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -73,9 +71,6 @@ CONTRACT_CHECK = "qml_contract"
 RESTATEMENT_CHECK = "qml_restatement"
 _RESTATEMENTS_SHOWN = 20
 GROUP = "nexus"
-# Single-run backfills are the design (one pull per asset and run); Dagster marks the parameter
-# beta and would warn on every code load.
-warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")
 # Daily data: warn when nothing new for a day and a bit, fail after two days.
 DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26))
 
