@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,10 @@ __all__ = [
     "Problem",
     "ContractReport",
     "ContractViolation",
+    "ParsedTimes",
     "parse_times",
+    "MAX_HORIZON",
+    "MAX_PRICE",
     "coerce_qml_rows",
     "validate_qml_rows",
     "empty_qml_rows",
@@ -51,6 +54,17 @@ QML_COLUMNS: tuple[str, ...] = QML_REQUIRED + QML_OPTIONAL
 QML_KEY: list[str] = ["symbol", "time", "n_predict"]
 HORIZON_SLICE_COLUMNS: tuple[str, ...] = ("date", "horizon", "symbol", "forecast", "price")
 _EXAMPLES = 5
+# Sanity bounds: a horizon is a count of observations (the longest in use is a few hundred); a
+# price beyond a trillion is a unit or parsing error, and would overflow returns downstream.
+MAX_HORIZON = 10_000
+MAX_PRICE = 1e12
+_HORIZON_RANGE = (pa.Check.ge(1), pa.Check.le(MAX_HORIZON))
+_PRICE_RANGE = (pa.Check.gt(0), pa.Check.le(MAX_PRICE))
+# Times are stored as nanosecond timestamps; anything outside their range would wrap silently.
+# The first whole day is the first one whose midnight fits.
+_FIRST_TIME = pd.Timestamp.min.ceil("D")
+_LAST_TIME = pd.Timestamp.max
+_TIME_RANGE_RULE = f"within the nanosecond timestamp range ({_FIRST_TIME.date()} .. {_LAST_TIME.date()})"
 # Fields that must be finite numbers: a NaN or an infinity there is refused, never read as null.
 FINITE_FIELDS: tuple[str, ...] = ("n_predict", "close_predict", "target_var_price")
 # JSON has no NaN or Infinity, yet Python's json module (and so Flask) writes them as bare tokens.
@@ -76,12 +90,12 @@ QML_ROWS = pa.DataFrameSchema(
     {
         "symbol": pa.Column(str, pa.Check.str_length(min_value=1), nullable=False),
         "time": pa.Column("datetime64[ns]", nullable=False),
-        "n_predict": pa.Column("int64", pa.Check.ge(1), nullable=False),
+        "n_predict": pa.Column("int64", list(_HORIZON_RANGE), nullable=False),
         "close_predict": pa.Column(
-            "float64", [pa.Check(_finite, name="finite"), pa.Check.gt(0)], nullable=False
+            "float64", [pa.Check(_finite, name="finite"), *_PRICE_RANGE], nullable=False
         ),
         "target_var_price": pa.Column(
-            "float64", [pa.Check(_finite, name="finite", ignore_na=True), pa.Check.gt(0)], nullable=True
+            "float64", [pa.Check(_finite, name="finite", ignore_na=True), *_PRICE_RANGE], nullable=True
         ),
         "yn_p": pa.Column("float64", nullable=True),
         "yn_actual": pa.Column("float64", nullable=True),
@@ -229,33 +243,54 @@ def _parse_time_text(text: str) -> dt.datetime | None:
     return parsed
 
 
-def parse_times(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+class ParsedTimes(NamedTuple):
+    """QML ``time`` values as timezone-naive UTC dates, and which could not be used (NaT in ``times``)."""
+
+    times: pd.Series
+    unreadable: pd.Series  # not a date-time in any accepted form
+    out_of_range: pd.Series  # a date-time, but outside the nanosecond timestamp range
+
+
+def _in_range(stamp: dt.datetime) -> bool:
+    return _FIRST_TIME <= pd.Timestamp(stamp) <= _LAST_TIME
+
+
+def parse_times(values: pd.Series) -> ParsedTimes:
     """Normalise QML ``time`` values to timezone-naive UTC dates (midnight).
 
     Accepts ISO 8601 with or without offset, RFC 1123 (``Wed, 01 Jan 2025 00:00:00 GMT``) and
-    already-typed datetimes. Each distinct text is parsed once (a day repeats thousands of times).
-    Returns the parsed series and a boolean mask of values that could not be parsed.
+    already-typed datetimes of any unit. Each distinct text is parsed once (a day repeats thousands
+    of times). A date-time outside the nanosecond range (``9999-12-31``) is reported as such, never
+    wrapped around into another century.
     """
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         times = values
         if getattr(times.dt, "tz", None) is not None:
             times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+        out_of_range = times.notna() & ((times < _FIRST_TIME) | (times > _LAST_TIME))
+        if out_of_range.any():
+            times = times.where(~out_of_range)
         times = times.astype("datetime64[ns]").dt.normalize()
-        return times, times.isna()
+        return ParsedTimes(times, times.isna() & ~out_of_range, out_of_range)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     parsed: list[Any] = []
-    for value in uniques:
+    outside = np.zeros(len(uniques) + 1, dtype=bool)  # the extra slot is for missing values (code -1)
+    for position, value in enumerate(uniques):
         if isinstance(value, str):
-            parsed.append(_parse_time_text(value))
+            stamp = _parse_time_text(value)
         elif isinstance(value, (dt.datetime, pd.Timestamp)):
-            stamp = pd.Timestamp(value)
-            parsed.append((stamp.tz_convert("UTC").tz_localize(None) if stamp.tz else stamp).to_pydatetime())
+            as_timestamp = pd.Timestamp(value)
+            stamp = (as_timestamp.tz_convert("UTC").tz_localize(None) if as_timestamp.tz else as_timestamp).to_pydatetime()
         else:
-            parsed.append(None)
+            stamp = None
+        if stamp is not None and not _in_range(stamp):
+            outside[position], stamp = True, None
+        parsed.append(stamp)
     lookup = pd.to_datetime(pd.Series(parsed, dtype=object), errors="coerce").dt.normalize()
     lookup_values = np.append(lookup.to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT", "ns"))
     result = pd.Series(lookup_values[codes], index=values.index, name=values.name).astype("datetime64[ns]")
-    return result, result.isna()
+    out_of_range = pd.Series(outside[codes], index=values.index)
+    return ParsedTimes(result, result.isna() & ~out_of_range, out_of_range)
 
 
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
@@ -316,7 +351,7 @@ def coerce_qml_rows(raw: pd.DataFrame) -> pd.DataFrame:
 
     - ``symbol``: non-null string;
     - ``time``: see :func:`parse_times`;
-    - ``n_predict``: integral number >= 1 (``5.0`` accepted, ``5.5`` and ``"5"`` refused);
+    - ``n_predict``: integral number in 1 .. :data:`MAX_HORIZON` (``5.0`` accepted, ``5.5`` and ``"5"`` refused);
     - prices and direction fields: JSON numbers (strings refused: the contract says float);
     - ``yn_p`` / ``yn_actual`` may be absent (filled with null); unknown extra fields are kept.
     Column order: the contract's columns, then extras in arrival order.
@@ -341,18 +376,21 @@ def coerce_qml_rows(raw: pd.DataFrame) -> pd.DataFrame:
         problems.append(Problem("symbol", "type: non-empty string", int(bad_symbol.sum()), _examples(frame, bad_symbol, QML_KEY)))
     out["symbol"] = symbols.astype(str)
 
-    times, bad_time = parse_times(frame["time"])
-    if bad_time.any():
-        problems.append(
-            Problem("time", "format: ISO 8601 or RFC 1123 date-time", int(bad_time.sum()), _examples(frame, bad_time, QML_KEY))
-        )
-    out["time"] = times
+    parsed = parse_times(frame["time"])
+    for mask, rule in ((parsed.unreadable, "format: ISO 8601 or RFC 1123 date-time"), (parsed.out_of_range, _TIME_RANGE_RULE)):
+        if mask.any():
+            problems.append(Problem("time", rule, int(mask.sum()), _examples(frame, mask, QML_KEY)))
+    out["time"] = parsed.times
 
     horizon = _numeric(frame, "n_predict", nullable=False, problems=problems)
     fractional = np.isfinite(horizon) & (np.floor(horizon) != horizon)
     if fractional.any():
         problems.append(Problem("n_predict", "integer", int(fractional.sum()), _examples(frame, fractional, QML_KEY)))
-    out["n_predict"] = np.where(np.isfinite(horizon), horizon, 0).astype("int64")
+    # Refused here, before the cast: a horizon like 1e30 would wrap around in int64.
+    too_long = np.isfinite(horizon) & (horizon > MAX_HORIZON)
+    if too_long.any():
+        problems.append(Problem("n_predict", _HORIZON_RANGE[1].error, int(too_long.sum()), _examples(frame, too_long, QML_KEY)))
+    out["n_predict"] = np.where(np.isfinite(horizon) & ~too_long, horizon, 0).astype("int64")
 
     out["close_predict"] = _numeric(frame, "close_predict", nullable=False, problems=problems)
     out["target_var_price"] = _numeric(frame, "target_var_price", nullable=True, problems=problems)

@@ -304,15 +304,15 @@ class _Kept:
 
 
 def _keep_requested(raw: pd.DataFrame, days: tuple[dt.date, ...], limit: TimeLimit) -> _Kept:
-    """Type only the rows of the requested days (plus any whose time cannot be read, to report
-    them): a bad row on a day nobody asked for must not block today's pull. ``latest`` is the
+    """Type only the rows of the requested days (plus any whose time cannot be read or is out of
+    range, to report them): a bad row on a day nobody asked for must not block today's pull. ``latest`` is the
     newest time seen in the whole chunk, the watermark when the server sends no header. Rows
     dated after ``limit`` are reported wherever they are: they contradict the watermark itself."""
     if "time" not in raw.columns:
         coerce_qml_rows(raw)  # raises, naming the missing field
-    times, unreadable = parse_times(raw["time"])
+    times, unreadable, out_of_range = parse_times(raw["time"])
     latest = times.max() if times.notna().any() else None
-    wanted = (times.isin(pd.DatetimeIndex([pd.Timestamp(d) for d in days])) | unreadable).to_numpy()
+    wanted = (times.isin(pd.DatetimeIndex([pd.Timestamp(d) for d in days])) | unreadable | out_of_range).to_numpy()
     future = rows_after(raw, times, limit)
     return _Kept(coerce_qml_rows(raw if wanted.all() else raw[wanted]), latest, future)
 

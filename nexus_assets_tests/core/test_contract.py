@@ -38,10 +38,10 @@ def test_time_formats_normalise_to_naive_utc_dates():
         ],
         dtype=object,
     )
-    times, bad = parse_times(values)
+    times, bad, outside = parse_times(values)
     expected = ["2025-01-01", "2025-01-01", "2025-01-02", "2025-01-01", "2025-01-01"]
     assert list(times[:5]) == [pd.Timestamp(x) for x in expected]
-    assert list(bad) == [False] * 5 + [True, True]
+    assert list(bad) == [False] * 5 + [True, True] and not outside.any()
     aware = pd.Series(pd.to_datetime(["2025-01-01T23:00:00-05:00"], utc=False))
     assert parse_times(aware)[0].iloc[0] == pd.Timestamp("2025-01-02")
 

@@ -13,8 +13,10 @@ from nexus_assets.core.contract import (
     NON_FINITE_MARKERS,
     ContractViolation,
     Problem,
+    MAX_HORIZON,
     check_contract_version,
     coerce_qml_rows,
+    validate_qml_rows,
     merge_problems,
     parse_times,
     rows_after,
@@ -71,7 +73,7 @@ def test_time_limit_is_the_watermark_or_tomorrow_whichever_is_earlier():
 
 def test_rows_after_names_time_and_the_rows():
     frame = raw(time=["2025-01-02", "2025-01-09", "Sat, 11 Jan 2025 00:00:00 GMT"])
-    times, _ = parse_times(frame["time"])
+    times = parse_times(frame["time"]).times
     problem = rows_after(frame, times, time_limit(pd.Timestamp("2025-01-08"), dt.date(2025, 1, 10)))
     assert problem.field == "time" and problem.count == 2
     assert problem.rule == "not in the future (at most 2025-01-08, the upstream watermark)"
@@ -94,3 +96,56 @@ def test_unknown_contract_version_is_a_problem_naming_the_header():
     [problem] = caught.value.problems
     assert problem.field == "X-QML-Contract-Version" and problem.rule == "major version 1"
     assert problem.examples == [{"received": "3.1"}]
+
+
+# -- absurd values are refused by rule and row, never passed or wrapped ------------------------------
+
+
+@pytest.mark.parametrize("horizon", [MAX_HORIZON + 1, 50_000.0, 1e30], ids=["10001", "50000.0", "1e30"])
+def test_a_horizon_beyond_the_maximum_is_refused_before_the_int64_cast(horizon):
+    with pytest.raises(ContractViolation) as caught:
+        coerce_qml_rows(raw(n_predict=[5, horizon, 5]))
+    [problem] = caught.value.problems
+    assert (problem.field, problem.rule, problem.count) == ("n_predict", "less_than_or_equal_to(10000)", 1)
+    assert problem.examples[0]["row"] == 1 and problem.examples[0]["n_predict"] == horizon  # the value as sent
+    assert validate_qml_rows(coerce_qml_rows(raw(n_predict=[1, MAX_HORIZON, 5]))).passed  # the maximum is a horizon
+
+
+@pytest.mark.parametrize("field", ["close_predict", "target_var_price"])
+@pytest.mark.parametrize("price", [1e13, 1e300], ids=["1e13", "1e300"])
+def test_a_price_beyond_a_sane_magnitude_breaks_a_rule_naming_the_rows(field, price):
+    values = raw()[field].tolist()
+    values[2] = price
+    if field == "target_var_price":
+        values = [price] * 3  # one price per day
+    report = validate_qml_rows(coerce_qml_rows(raw(**{field: values})))
+    [problem] = report.problems
+    assert problem.field == field and problem.rule == "less_than_or_equal_to(1000000000000.0)"
+    assert problem.examples[-1][field] == price and "symbol" in problem.examples[-1]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9999-12-31", "Fri, 31 Dec 9999 00:00:00 GMT", "0001-01-01T00:00:00Z", "2262-04-12", "1677-09-21"],
+)
+def test_a_time_outside_the_nanosecond_range_is_refused_not_wrapped(value):
+    """``9999-12-31`` used to come back as a day in 1816, silently."""
+    frame = raw(time=["2025-01-02", value, "2025-01-02"])
+    parsed = parse_times(frame["time"])
+    assert list(parsed.out_of_range) == [False, True, False] and not parsed.unreadable.any()
+    assert parsed.times.isna().tolist() == [False, True, False]
+    with pytest.raises(ContractViolation) as caught:
+        coerce_qml_rows(frame)
+    [problem] = caught.value.problems
+    assert problem.field == "time" and problem.rule == "within the nanosecond timestamp range (1677-09-22 .. 2262-04-11)"
+    assert problem.examples == [{"row": 1, "symbol": "4382.0_100018", "time": value, "n_predict": 5}]
+
+
+def test_typed_times_of_another_unit_outside_the_range_are_refused_not_raised():
+    """A Parquet body may carry ``timestamp[us]`` times, which can hold 9999-12-31."""
+    times = pd.Series(pd.to_datetime(["2025-01-02", "9999-12-31", "2025-01-02"]).astype("datetime64[us]"))
+    parsed = parse_times(times)
+    assert list(parsed.out_of_range) == [False, True, False] and parsed.times.dtype == "datetime64[ns]"
+    assert parsed.times.iloc[0] == pd.Timestamp("2025-01-02")
+    with pytest.raises(ContractViolation, match="within the nanosecond timestamp range"):
+        coerce_qml_rows(raw(time=times))
