@@ -65,7 +65,12 @@ def build_definitions(settings: Settings) -> Definitions:
         jobs=[main_job],
         schedules=[build_daily_schedule(catalog, main_job)],
         resources={
-            "qml": QMLResource(base_url=_env("QML_API_BASE_URL"), api_key=_env("QML_API_KEY")),
+            "qml": QMLResource(
+                base_url=_env("QML_API_BASE_URL"),
+                api_key=_env("QML_API_KEY"),
+                pull_deadline_seconds=settings.qml_pull_deadline_seconds,
+                max_response_bytes=settings.qml_max_response_bytes,
+            ),
             "parquet_io_manager": ParquetPartitionIOManager(base_dir=settings.data_dir),
         },
         executor=_executor(),

@@ -89,12 +89,18 @@ class CollectingLog:
 
 class ApiPipeline(Pipeline):
     """``Pipeline`` on an ``api`` catalog whose QML resource retries fast (still bound to the
-    ``QML_API_BASE_URL`` / ``QML_API_KEY`` environment variables, as in production)."""
+    ``QML_API_BASE_URL`` / ``QML_API_KEY`` environment variables, as in production); ``qml``
+    overrides resource fields (e.g. ``prefer_parquet``), the settings' pull limits apply."""
 
-    def __init__(self, tmp_path: Path, catalog_text: str, **settings) -> None:
+    def __init__(self, tmp_path: Path, catalog_text: str, qml: dict | None = None, **settings) -> None:
         super().__init__(tmp_path, catalog_text, **settings)
         built = self.defs
-        qml = QMLResource(base_url=EnvVar("QML_API_BASE_URL"), api_key=EnvVar("QML_API_KEY"), **FAST_QML)
+        qml = QMLResource(
+            base_url=EnvVar("QML_API_BASE_URL"), api_key=EnvVar("QML_API_KEY"),
+            pull_deadline_seconds=self.settings.qml_pull_deadline_seconds,
+            max_response_bytes=self.settings.qml_max_response_bytes,
+            **{**FAST_QML, **(qml or {})},
+        )
         self.defs = Definitions(
             assets=built.assets,
             asset_checks=built.asset_checks,
@@ -116,25 +122,40 @@ class ApiPipeline(Pipeline):
         return {str(p.relative_to(self.data_dir)): p.read_bytes() for p in sorted(self.data_dir.rglob("*")) if p.is_file()}
 
 
+def key_fragments(secret: str, width: int = 16) -> list[str]:
+    """``secret`` and every run of ``width`` of its characters: a message that quotes a window of
+    upstream text (a parser's error context) can cut the key short and still give most of it away."""
+    return [secret] + [secret[i:i + width] for i in range(len(secret) - width + 1)] if len(secret) > width else [secret]
+
+
+def leaks_in(text: str | bytes, secret: str) -> bool:
+    """Whether ``text`` holds ``secret`` or a fragment of it (see :func:`key_fragments`)."""
+    fragments = key_fragments(secret)
+    if isinstance(text, bytes):
+        return any(f.encode() in text for f in fragments)
+    return any(f in text for f in fragments)
+
+
 def secret_leaks(secret: str, instance: DagsterInstance, run_ids: list[str], data_dir: Path | None = None) -> list[str]:
-    """Where ``secret`` appears: any event of the runs (log lines, metadata, check results, errors
-    and their stack traces), the run records and their job and plan snapshots, any stored file."""
+    """Where ``secret`` (or a 16-character fragment of it) appears: any event of the runs (log
+    lines, metadata, check results, errors and their stack traces), the run records and their job
+    and plan snapshots, any stored file."""
     found = []
     for run_id in run_ids:
         for entry in instance.all_logs(run_id):
-            if secret in serialize_value(entry):
+            if leaks_in(serialize_value(entry), secret):
                 found.append(f"event {entry.dagster_event_type or 'log'}: {entry.user_message[:80]!r}")
         run = instance.get_run_by_id(run_id)
-        if secret in serialize_value(run):
+        if leaks_in(serialize_value(run), secret):
             found.append(f"run record {run_id}")
-        if run.job_snapshot_id and secret in serialize_value(instance.get_job_snapshot(run.job_snapshot_id)):
+        if run.job_snapshot_id and leaks_in(serialize_value(instance.get_job_snapshot(run.job_snapshot_id)), secret):
             found.append(f"job snapshot of {run_id}")
-        if run.execution_plan_snapshot_id and secret in serialize_value(
-            instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        if run.execution_plan_snapshot_id and leaks_in(
+            serialize_value(instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)), secret
         ):
             found.append(f"execution plan snapshot of {run_id}")
     if data_dir is not None and data_dir.exists():
-        found += [str(p) for p in data_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+        found += [str(p) for p in data_dir.rglob("*") if p.is_file() and leaks_in(p.read_bytes(), secret)]
     return found
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
 from typing import Any, Iterable, NamedTuple
 
 import numpy as np
@@ -44,6 +46,7 @@ __all__ = [
     "TimeLimit",
     "time_limit",
     "rows_after",
+    "rows_problem",
     "merge_problems",
 ]
 
@@ -137,6 +140,11 @@ class Problem:
         shown = "; ".join(_format_row(r) for r in self.examples[:_EXAMPLES])
         return f"field {self.field!r} breaks rule {self.rule!r} in {self.count} row(s), e.g. {shown}"
 
+    def scrubbed(self, scrub: Callable[[str], str]) -> "Problem":
+        """This problem with ``scrub`` applied to every text it shows (field, rule, example keys
+        and values): examples are upstream content, which may echo a secret back."""
+        return Problem(scrub(self.field), scrub(self.rule), self.count, [_scrub_value(e, scrub) for e in self.examples])
+
 
 @dataclass(frozen=True)
 class ContractReport:
@@ -172,11 +180,39 @@ class ContractViolation(ValueError):
         super().__init__(message)
         self.problems = tuple(problems)
 
+    def scrubbed(self, scrub: Callable[[str], str]) -> "ContractViolation":
+        """The same violation with ``scrub`` applied to its message and every problem."""
+        return ContractViolation(scrub(str(self)), [p.scrubbed(scrub) for p in self.problems])
+
+
+def _scrub_value(value: Any, scrub: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {_scrub_value(k, scrub): _scrub_value(v, scrub) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_value(v, scrub) for v in value]
+    shown = repr(value)  # bytes, arrays and other objects are shown by their repr
+    cleaned = scrub(shown)
+    return value if cleaned == shown else cleaned
+
+
+_VERSION_FORMAT = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6}){0,3}")
+
 
 def check_contract_version(version: str | None) -> str:
-    """Accept a missing header (today's endpoint) or the same major version; fail fast otherwise."""
+    """Accept a missing header (today's endpoint) or the same major version; fail fast otherwise.
+
+    The value is recorded in metadata, so anything but a version number (``1``, ``1.9``) is refused
+    rather than stored: a header is upstream content like any other."""
     if version is None or not str(version).strip():
         return CONTRACT_VERSION
+    if not _VERSION_FORMAT.fullmatch(str(version).strip()):
+        shown = str(version)[:40]
+        raise ContractViolation(
+            f"upstream's X-QML-Contract-Version is not a version number (such as 1 or 1.2): {shown!r}",
+            [Problem("X-QML-Contract-Version", "format: a version number such as 1 or 1.2", 1, [{"received": shown}])],
+        )
     major = str(version).strip().split(".")[0]
     if major != CONTRACT_VERSION:
         raise ContractViolation(
@@ -216,6 +252,13 @@ def rows_after(frame: pd.DataFrame, times: pd.Series, limit: TimeLimit) -> Probl
         return None
     shown = frame.loc[late].assign(time=times[late].dt.date.astype(str))
     return Problem("time", limit.rule, int(late.sum()), _examples(shown, np.ones(len(shown), dtype=bool), QML_KEY))
+
+
+def rows_problem(frame: pd.DataFrame, mask: pd.Series | np.ndarray, field_name: str, rule: str) -> Problem:
+    """``field_name`` breaking ``rule`` in the rows of ``frame`` under ``mask``, a few shown by key."""
+    mask = np.asarray(mask, dtype=bool)
+    shown = QML_KEY + ([field_name] if field_name not in QML_KEY else [])
+    return Problem(field_name, rule, int(mask.sum()), _examples(frame, mask, shown))
 
 
 def merge_problems(first: Problem | None, second: Problem | None) -> Problem | None:

@@ -1,13 +1,25 @@
 """HTTP client for the quantum_ml (QML) API, as ``shared/spec/qml-contract.md`` asks it to behave.
 
-- Authenticates with the ``qml-api-key`` header; the key never appears in a message it raises or
-  logs (every text goes through :meth:`QMLClient._scrub`).
+- Authenticates with the ``qml-api-key`` header; the key is checked before it is used (a key
+  with whitespace or a line break, as a quoted ``.env`` value keeps it, is refused naming the
+  variable, never the value) and never appears in a message it raises or logs: every error raised
+  on the request path, whatever its type, and every text built from upstream content (bodies,
+  header values, row values) goes through :meth:`QMLClient._scrub`; rows echoing the key are
+  refused, never returned.
+- Follows a redirect only within the base URL's origin; a redirect to another origin (or from
+  https to http) is refused, naming the target origin, so the key is never sent there.
 - Sends ``from_date``/``to_date`` and filters client-side anyway; asks for Parquet and falls back
   to JSON when the server answers JSON; checks ``X-QML-Contract-Version`` when present.
 - Retries timeouts, connection errors, bodies cut short, 429 (honouring ``Retry-After``) and 5xx
   with exponential back-off and jitter (tenacity); never retries 401/403/404 or other 4xx.
+- Bounds every pull: a total deadline (all attempts and waits; checked between reads, and no
+  single read waits longer than the read timeout) and a maximum decoded size per response,
+  counted as the body is decoded, so a compression bomb stops at the limit.
 - Streams JSON with ijson into typed column chunks, so a 200 MB history is never held as one
-  Python object tree (peak memory is one chunk of raw rows plus the typed result).
+  Python object tree (peak memory is one chunk of raw rows plus the typed result); a body that
+  is not an array of objects, or a row with a key twice, is a contract violation. A Parquet
+  body is spooled (to a temporary file beyond 64 MiB) and refused as a contract violation when
+  it cannot be read or declares more decoded bytes than the limit.
 - Reads the bare ``NaN``/``Infinity`` tokens Python's json (and so Flask) writes, which are not
   JSON, as markers the contract refuses by field and row (``finite``), and tells a Parquet NaN
   from a null the same way; refuses rows dated after the watermark or tomorrow (see
@@ -18,13 +30,15 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import io
+import json
 import logging
 import re
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import ijson
 import pandas as pd
@@ -39,6 +53,7 @@ from tenacity.wait import wait_base
 from nexus_assets.core.contract import (
     FINITE_FIELDS,
     NON_FINITE_MARKERS,
+    QML_KEY,
     ContractReport,
     ContractViolation,
     Problem,
@@ -49,6 +64,7 @@ from nexus_assets.core.contract import (
     merge_problems,
     parse_times,
     rows_after,
+    rows_problem,
     time_limit,
 )
 from nexus_assets.qml.sources import QMLPull
@@ -59,16 +75,30 @@ __all__ = [
     "QMLError",
     "QMLTransientError",
     "QMLRequestError",
+    "QMLLimitError",
+    "check_api_key",
     "PARQUET_MEDIA_TYPE",
     "CONTRACT_HEADER",
     "WATERMARK_HEADER",
+    "DEFAULT_DEADLINE_SECONDS",
+    "DEFAULT_MAX_RESPONSE_BYTES",
 ]
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 CONTRACT_HEADER = "X-QML-Contract-Version"
 WATERMARK_HEADER = "X-QML-Watermark"
 API_KEY_HEADER = "qml-api-key"
+# A Crude-Oil history (tens of millions of rows) is a few GB of JSON and takes minutes: these
+# defaults leave it room and still stop a runaway (NEXUS_QML_PULL_DEADLINE_SECONDS and
+# NEXUS_QML_MAX_RESPONSE_BYTES set them in a deployment).
+DEFAULT_DEADLINE_SECONDS = 3600.0
+DEFAULT_MAX_RESPONSE_BYTES = 16 << 30
 _JSON_CHUNK_ROWS = 100_000
+_READ = 1 << 16
+_MAX_REDIRECTS = 5
+_SPOOL_IN_MEMORY = 64 << 20
+_ECHO_RULE = "no credential echoed back (the API key)"
+_KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a header value can carry as is
 
 
 class Log(Protocol):
@@ -90,11 +120,32 @@ class QMLTransientError(QMLError):
 
 
 class QMLRequestError(QMLError):
-    """Not worth retrying: the request itself is wrong (401, 403, 404, other 4xx, a bad content type)."""
+    """Not worth retrying: the request itself is wrong (401, 403, 404, other 4xx, a bad content type,
+    a redirect to another origin, a malformed key)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class QMLLimitError(QMLError):
+    """A pull past its total deadline, or a response past the maximum decoded size; not retried
+    (trying again would hold the ``qml_api`` pool just as long)."""
+
+
+def check_api_key(key: str | None, variable: str = "QML_API_KEY") -> str:
+    """``key`` if it can be sent as a header value exactly as given ("" when unset); otherwise a
+    :class:`QMLRequestError` naming ``variable``, never the value (it would otherwise end up in a
+    transport error's message, and from there in logs and the event log)."""
+    if not key:
+        return ""
+    if key != key.strip():
+        problem = "starts or ends with whitespace or a line break (a quoted value in .env keeps a trailing \\n)"
+    elif not _KEY_CHARACTERS.fullmatch(key):
+        problem = "contains whitespace, a control character or a non-ASCII character"
+    else:
+        return key
+    raise QMLRequestError(f"{variable} {problem}: fix the variable (its value is not shown)")
 
 
 @dataclass(frozen=True)
@@ -141,6 +192,64 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
 
 
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``, the port made explicit (a redirect is followed only within one)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+class _Budget:
+    """The limits of one pull: a deadline on the monotonic clock and a decoded-size cap per response."""
+
+    def __init__(self, path: str, seconds: float, max_bytes: int) -> None:
+        self.path, self.seconds, self.max_bytes = path, seconds, max_bytes
+        self.deadline = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise QMLLimitError(
+                f"{self.path}: the pull passed its deadline of {self.seconds:g} s (NEXUS_QML_PULL_DEADLINE_SECONDS), "
+                "retries and waits included; upstream is too slow or trickling (raise the deadline if the history "
+                "really takes that long)"
+            )
+        return left
+
+    def too_large(self, size: int, how: str) -> QMLLimitError:
+        """``how``: "announces" (Content-Length), "declares" (a Parquet footer) or "decodes" (counted)."""
+        limit = f"the maximum of {self.max_bytes:,} decoded bytes (NEXUS_QML_MAX_RESPONSE_BYTES)"
+        said = {"announces": f"announces {size:,} bytes", "declares": f"declares {size:,} decoded bytes"}.get(how)
+        what = (f"the response {said}, more than {limit}; refused before decoding it" if said
+                else f"the response decodes to more than {limit}; stopped after {size:,} bytes")
+        return QMLLimitError(f"{self.path}: {what} (a compression bomb, or a history larger than the limit: raise it)")
+
+
+class _BoundedBody:
+    """A response body read with the pull's limits: each read is one read of the socket (so a
+    trickle is noticed between reads), decoded bytes are counted as they come (so a compression
+    bomb stops at the limit, not after inflating), and the deadline is checked before each read."""
+
+    def __init__(self, response: requests.Response, budget: _Budget) -> None:
+        response.raw.decode_content = True
+        self.raw = response.raw
+        self.budget = budget
+        self.received = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.budget.remaining()
+        data = self.raw.read1(_READ if size is None or size < 0 else min(size, _READ) or 1)
+        self.received += len(data)
+        if self.received > self.budget.max_bytes:
+            raise self.budget.too_large(self.received, "decodes")
+        return data
+
+    def chunks(self) -> Iterable[bytes]:
+        while data := self.read(_READ):
+            yield data
+
+
 class QMLClient:
     """A client for one QML base URL and key. Thread-compatible, not thread-safe (one session)."""
 
@@ -153,16 +262,26 @@ class QMLClient:
         read_timeout: float = 120.0,
         retry: RetryPolicy = RetryPolicy(),
         prefer_parquet: bool = True,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         log: Log | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if not base_url:
             raise QMLRequestError("QML_API_BASE_URL is not set: the 'api' source needs the QML base URL")
+        self._api_key = check_api_key(api_key)
+        # The key as it may come back: as is, percent-encoded, JSON-escaped; longest first.
+        forms = {self._api_key, quote(self._api_key, safe=""), quote_plus(self._api_key), json.dumps(self._api_key)[1:-1]}
+        self._secrets = sorted((f for f in forms if f), key=len, reverse=True)
         self.base_url = base_url.rstrip("/")
-        self._api_key = api_key or ""
+        self.origin = _origin(self.base_url)
         self.timeout = (connect_timeout, read_timeout)
         self.retry = retry
         self.prefer_parquet = prefer_parquet
+        if deadline_seconds <= 0 or max_response_bytes <= 0:
+            raise ValueError("the pull deadline and the maximum response size must be positive")
+        self.deadline_seconds = deadline_seconds
+        self.max_response_bytes = max_response_bytes
         self.log: Log = log or logging.getLogger("nexus_assets.qml")
         self.session = session or requests.Session()
         self.attempts = 0  # requests sent, retries included (read by tests and metadata)
@@ -178,7 +297,7 @@ class QMLClient:
         if self.prefer_parquet:
             params["format"] = "parquet"
         rows, watermark, version = self._call(
-            f"/get_qml_models/{project_id}", params, lambda resp: self._read_models(resp, wanted)
+            f"/get_qml_models/{project_id}", params, lambda answer: self._read_models(answer, wanted)
         )
         return QMLPull(
             project_id=project_id,
@@ -203,12 +322,35 @@ class QMLClient:
     # -- transport ----------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _scrubbed(self, error: BaseException, path: str) -> Exception:
+        """``error`` as an error of this client with every text scrubbed. An error this client does
+        not raise itself (a malformed URL, a decoder, a bug) is a request error: never retried, and
+        never passed on as is, since its message may quote what was sent or received."""
+        scrub = self._scrub
+        if isinstance(error, ContractViolation):
+            return error.scrubbed(scrub)
+        if isinstance(error, QMLTransientError):
+            return QMLTransientError(scrub(str(error)), error.retry_after)
+        if isinstance(error, QMLRequestError):
+            return QMLRequestError(scrub(str(error)), error.status)
+        if isinstance(error, QMLError):
+            return type(error)(scrub(str(error)))
+        return QMLRequestError(scrub(f"{path}: {type(error).__name__}: {error}"))
+
+    def _header(self, response: requests.Response, name: str) -> str | None:
+        value = response.headers.get(name)
+        return None if value is None else self._scrub(value)
 
     def _call(self, path: str, params: dict[str, str], read) -> tuple[Any, pd.Timestamp | None, str]:
         url = self.base_url + path
+        budget = _Budget(path, self.deadline_seconds, self.max_response_bytes)
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.max_attempts),
+            # the deadline covers the whole pull: no attempt starts after it
+            stop=tenacity.stop_after_attempt(self.retry.max_attempts) | tenacity.stop_before_delay(self.deadline_seconds),
             wait=_WaitHonouringRetryAfter(self.retry),
             retry=tenacity.retry_if_exception_type(QMLTransientError),
             before_sleep=lambda state: self.log.warning(
@@ -222,24 +364,61 @@ class QMLClient:
         started = time.monotonic()
         for attempt in retrying:
             with attempt:
-                result = self._once(url, path, params, read)
+                result = self._once(url, path, params, read, budget)
         self.log.info(
             f"QML {path}: ok after {retrying.statistics.get('attempt_number', 1)} attempt(s) "
             f"in {time.monotonic() - started:.1f}s"
         )
         return result
 
-    def _once(self, url: str, path: str, params: dict[str, str], read) -> tuple[Any, pd.Timestamp | None, str]:
+    def _once(self, url: str, path: str, params: dict[str, str], read, budget: _Budget):
+        try:
+            return self._request(url, path, params, read, budget)
+        except Exception as exc:  # noqa: BLE001 - every error leaves scrubbed, whatever raised it
+            error = self._scrubbed(exc, path)
+        raise error  # outside the handler: the original (unscrubbed) error is not chained to it
+
+    def _send(self, url: str, path: str, params: dict[str, str] | None, headers: dict[str, str],
+              budget: _Budget) -> requests.Response:
+        """GET ``url``, following redirects only within the base URL's origin (requests would
+        forward the key header to any origin: it strips only ``Authorization``)."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            timeout = (min(self.timeout[0], budget.remaining()), min(self.timeout[1], budget.remaining()))
+            try:
+                response = self.session.get(url, params=params, headers=headers, timeout=timeout, stream=True,
+                                            allow_redirects=False)
+            except requests.Timeout as exc:
+                raise QMLTransientError(f"timeout calling {path}: {exc}") from None
+            except requests.ConnectionError as exc:
+                raise QMLTransientError(f"connection error calling {path}: {exc}") from None
+            if not 300 <= response.status_code < 400:
+                return response
+            location = self._header(response, "Location")
+            status = response.status_code
+            response.close()
+            if not location:
+                raise QMLRequestError(f"{path} answered HTTP {status} without a Location", status)
+            target = urljoin(url, location)
+            try:
+                origin = _origin(target)
+            except ValueError:
+                raise QMLRequestError(f"{path} answered HTTP {status} with a Location that is not a URL", status) from None
+            if origin != self.origin:
+                raise QMLRequestError(
+                    f"{path} answered HTTP {status}: a redirect to {origin}, another origin than QML_API_BASE_URL's "
+                    f"{self.origin}; refused, so the API key is not sent there (if upstream has moved, set "
+                    "QML_API_BASE_URL to its new address)",
+                    status,
+                )
+            url, params = target, None  # the Location carries its own query
+        raise QMLRequestError(f"{path}: more than {_MAX_REDIRECTS} redirects")
+
+    def _request(self, url: str, path: str, params: dict[str, str], read, budget: _Budget):
         headers = {"Accept": f"{PARQUET_MEDIA_TYPE}, application/json;q=0.9" if params.get("format") else "application/json"}
         if self._api_key:
             headers[API_KEY_HEADER] = self._api_key
         self.attempts += 1
-        try:
-            response = self.session.get(url, params=params, headers=headers, timeout=self.timeout, stream=True)
-        except requests.Timeout as exc:
-            raise QMLTransientError(self._scrub(f"timeout calling {path}: {exc}")) from None
-        except requests.ConnectionError as exc:
-            raise QMLTransientError(self._scrub(f"connection error calling {path}: {exc}")) from None
+        response = self._send(url, path, params, headers, budget)
         with response:
             status = response.status_code
             if status == 429 or status >= 500:
@@ -253,38 +432,94 @@ class QMLClient:
                 )
             if status >= 400:
                 raise QMLRequestError(f"{path} answered HTTP {status} {self._scrub(response.reason or '')}", status)
-            version = check_contract_version(response.headers.get(CONTRACT_HEADER))
-            header_watermark = _header_watermark(response)
+            version = check_contract_version(self._header(response, CONTRACT_HEADER))
+            header_watermark = _parse_watermark(self._header(response, WATERMARK_HEADER))
+            declared = self._header(response, "Content-Length")
+            if declared and declared.strip().isdigit() and not response.headers.get("Content-Encoding"):
+                if int(declared) > budget.max_bytes:
+                    raise budget.too_large(int(declared), "announces")
+            answer = _Answer(
+                media=(self._header(response, "Content-Type") or "").split(";")[0].strip().lower(),
+                status=status,
+                watermark=header_watermark,
+                body=_BoundedBody(response, budget),
+            )
             try:
-                value, seen_watermark = read(response)
+                value, seen_watermark = read(answer)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise QMLTransientError(self._scrub(f"{path}: body cut short or stalled: {exc}")) from None
+                raise QMLTransientError(f"{path}: body cut short or stalled: {exc}") from None
         return value, header_watermark if header_watermark is not None else seen_watermark, version
 
     # -- body readers ---------------------------------------------------------------------------
 
-    def _read_models(self, response: requests.Response, days: tuple[dt.date, ...]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
-        media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        limit = time_limit(_header_watermark(response), dt.datetime.now(dt.timezone.utc).date())
-        if media in (PARQUET_MEDIA_TYPE, "application/x-parquet", "application/octet-stream"):
-            kept = _keep_requested(_frame_from_arrow(pq.read_table(io.BytesIO(_read_all(response)))), days, limit)
+    def _read_models(self, answer: "_Answer", days: tuple[dt.date, ...]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+        limit = time_limit(answer.watermark, dt.datetime.now(dt.timezone.utc).date())
+        if answer.media in (PARQUET_MEDIA_TYPE, "application/x-parquet", "application/octet-stream"):
+            kept = _keep_requested(_read_parquet_rows(answer.body), days, limit)
             _raise_for_future_rows(kept.future, len(kept.rows))
-            return kept.rows, kept.latest
-        if media == "application/json":
-            return _stream_json_rows(response, days, limit)
-        raise QMLRequestError(
-            f"unexpected Content-Type {media or '(none)'!r} for QML rows; expected JSON or Parquet", response.status_code
-        )
+            rows, latest = kept.rows, kept.latest
+        elif answer.media == "application/json":
+            rows, latest = _stream_json_rows(answer.body, days, limit)
+        else:
+            raise QMLRequestError(
+                f"unexpected Content-Type {answer.media or '(none)'!r} for QML rows; expected JSON or Parquet", answer.status
+            )
+        self._refuse_echoed_key(rows)
+        return rows, latest
 
-    def _read_json_table(self, response: requests.Response) -> tuple[pd.DataFrame, None]:
-        media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            raise QMLRequestError(f"unexpected Content-Type {media or '(none)'!r}; expected JSON", response.status_code)
-        return pd.DataFrame.from_records(response.json()), None
+    def _refuse_echoed_key(self, rows: pd.DataFrame) -> None:
+        """Rows carrying the API key (a field name or a value echoing it) are refused: they would
+        store the key in a partition file and show it in the dashboard. Each column's distinct
+        values are looked at once; numbers and times cannot carry it."""
+        if not self._api_key:
+            return
+
+        def echoes(value: Any) -> bool:
+            text = value if isinstance(value, str) else repr(value)
+            return self._scrub(text) != text
+
+        problems = []
+        names = [str(c) for c in rows.columns]
+        if any(echoes(n) for n in names):
+            problems.append(Problem("<fields>", _ECHO_RULE, sum(map(echoes, names)), [{"fields_received": ", ".join(names)}]))
+        for name in rows.columns:
+            column = rows[name]
+            if column.dtype.kind in "biufcmM":
+                continue
+            try:
+                suspect = any(echoes(v) for v in pd.unique(column.dropna()))
+            except TypeError:  # unhashable values (lists, objects): look at each
+                suspect = True
+            if suspect:
+                mask = column.map(lambda v: v is not None and echoes(v)).to_numpy(dtype=bool)
+                if mask.any():
+                    problems.append(rows_problem(rows, mask, str(name), _ECHO_RULE))
+        if problems:
+            raise ContractViolation(ContractReport(len(rows), tuple(problems)).message(), problems)
+
+    def _read_json_table(self, answer: "_Answer") -> tuple[pd.DataFrame, None]:
+        if answer.media != "application/json":
+            raise QMLRequestError(f"unexpected Content-Type {answer.media or '(none)'!r}; expected JSON", answer.status)
+        try:
+            records = json.loads(b"".join(answer.body.chunks()))
+        except ValueError as exc:
+            raise QMLRequestError(f"the body is not valid JSON: {str(exc).splitlines()[0]}", answer.status) from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise QMLRequestError("the body is not a JSON array of objects", answer.status)
+        return pd.DataFrame.from_records(records), None
 
 
-def _header_watermark(response: requests.Response) -> pd.Timestamp | None:
-    value = response.headers.get(WATERMARK_HEADER)
+@dataclass(frozen=True)
+class _Answer:
+    """A 2xx response as the body readers see it: scrubbed header facts and the bounded body."""
+
+    media: str
+    status: int
+    watermark: pd.Timestamp | None
+    body: _BoundedBody
+
+
+def _parse_watermark(value: str | None) -> pd.Timestamp | None:
     if not value:
         return None
     try:
@@ -322,9 +557,39 @@ def _raise_for_future_rows(future: Problem | None, rows: int) -> None:
         raise ContractViolation(ContractReport(rows, (future,)).message(), [future])
 
 
-def _read_all(response: requests.Response) -> bytes:
-    response.raw.decode_content = True
-    return response.raw.read()
+def _unreadable_parquet(error: BaseException) -> ContractViolation:
+    first_line = _first_line(error)
+    return ContractViolation(
+        f"QML rows: the Parquet body cannot be read ({type(error).__name__}: {first_line})",
+        [Problem("<body>", "a readable Parquet file", 1, [{"error": first_line}])],
+    )
+
+
+def _read_parquet_rows(body: _BoundedBody) -> pd.DataFrame:
+    """A Parquet body as raw rows. Spooled first (a temporary file beyond 64 MiB), so a large body
+    is not held in memory beside its table; its declared decoded size is checked against the limit
+    before any column is decoded; any decoding error is a contract violation (no rows kept)."""
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+        for data in body.chunks():
+            spool.write(data)
+        spool.seek(0)
+        try:
+            parquet = pq.ParquetFile(spool)
+            declared = sum(parquet.metadata.row_group(i).total_byte_size for i in range(parquet.metadata.num_row_groups))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise _unreadable_parquet(exc) from None
+        if declared > body.budget.max_bytes:
+            raise body.budget.too_large(declared, "declares")
+        names = parquet.schema_arrow.names
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            rows = parquet.metadata.num_rows
+            problems = [Problem(n, "once per row (no duplicate keys)", rows, [{"columns_named_so": names.count(n)}]) for n in duplicated]
+            raise ContractViolation(ContractReport(rows, tuple(problems)).message(), problems)
+        try:
+            return _frame_from_arrow(parquet.read())
+        except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+            raise _unreadable_parquet(exc) from None
 
 
 _NAN_MARKER = next(k for k, v in NON_FINITE_MARKERS.items() if v != v)
@@ -349,6 +614,36 @@ def _frame_from_arrow(table: pa.Table) -> pd.DataFrame:
     return frame
 
 
+class _JSONArray:
+    """A JSON body that must be an array: the first byte other than whitespace is checked before
+    anything is parsed, so ``{}``, ``null``, ``"maintenance"`` or ``42`` are a contract violation
+    (ijson would read any of them as an array with no rows, which looks like a holiday)."""
+
+    _KINDS = {b"{": "an object", b"n": "null", b'"': "a string", b"t": "true", b"f": "false"}
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if self.checked:
+            return data
+        start = data.lstrip(b" \t\r\n")
+        while not start and data:  # whitespace only so far
+            data = self.raw.read(size)
+            start = data.lstrip(b" \t\r\n")
+        head = start[:1]
+        if head != b"[":
+            kind = "an empty body" if not head else self._KINDS.get(head, "a number" if head in b"-0123456789" else "not JSON")
+            raise ContractViolation(
+                f"QML rows: the body must be a JSON array of row objects, got {kind}",
+                [Problem("<body>", "a JSON array of row objects", 1, [{"received": kind}])],
+            )
+        self.checked = True
+        return start
+
+
 class _NonFiniteTokens:
     """A JSON byte stream with every bare ``NaN``, ``Infinity`` or ``-Infinity`` value (not JSON,
     but what Python's json and Flask write for non-finite floats) turned into the contract's marker
@@ -358,11 +653,14 @@ class _NonFiniteTokens:
     after the last comma of each read, so no token spans two reads. Reads without ``NaN`` or
     ``Infinity`` anywhere (the normal case) pass through untouched. A string value that itself
     contains ``:NaN,`` would be broken by the rewrite and then fail as invalid JSON, never pass.
+    What is held back is bounded (``_MAX_CARRY``): a stretch that long without a comma is passed
+    on as it is, so a bare token inside it reaches the parser and fails as invalid JSON.
     """
 
     _TOKEN = re.compile(rb"(:\s*)(NaN|-Infinity|Infinity)(?=\s*[,}\]])")
     _MARKERS = {token.lstrip("\x00").encode(): ('"\\u0000' + token[1:] + '"').encode() for token in NON_FINITE_MARKERS}
     _READ = 1 << 16
+    _MAX_CARRY = 1 << 20
 
     def __init__(self, raw) -> None:
         self.raw = raw
@@ -381,6 +679,9 @@ class _NonFiniteTokens:
             if cut:
                 out, self.carry = buffer[:cut], buffer[cut:]
                 return self._rewrite(out)
+            if len(buffer) >= self._MAX_CARRY:
+                self.carry = b""
+                return self._rewrite(buffer)
             self.carry = buffer
 
     def _rewrite(self, chunk: bytes) -> bytes:
@@ -389,14 +690,36 @@ class _NonFiniteTokens:
         return self._TOKEN.sub(lambda m: m.group(1) + self._MARKERS[m.group(2)], chunk)
 
 
+_DUPLICATE_KEY_RULE = "once per row (no duplicate keys)"
+
+
+def _row_type(duplicated: dict[int, tuple[dict, list[str]]]) -> type:
+    """The mapping ijson builds each object with: a dict that notes a key set twice (a plain dict
+    would keep the last value, silently), by the object's id (ijson builds several rows before
+    handing over the first; the entry holds the object, so its id is not reused meanwhile). Costs
+    a Python call per field, about +60% parse time."""
+
+    class Row(dict):
+        __slots__ = ()
+
+        def __setitem__(self, key, value) -> None:
+            if key in self:
+                duplicated.setdefault(id(self), (self, []))[1].append(key)
+            dict.__setitem__(self, key, value)
+
+    return Row
+
+
 def _stream_json_rows(
-    response: requests.Response, days: tuple[dt.date, ...], limit: TimeLimit
+    body: _BoundedBody, days: tuple[dt.date, ...], limit: TimeLimit
 ) -> tuple[pd.DataFrame, pd.Timestamp | None]:
-    """Parse a JSON array of row objects in chunks; keep only ``days``; track the latest time seen."""
-    response.raw.decode_content = True
+    """Parse a JSON array of row objects in chunks; keep only ``days``; track the latest time seen.
+    Rows with a key twice are reported (field, rows) wherever they are, as rows in the future are."""
     typed_parts: list[pd.DataFrame] = []
     watermark: pd.Timestamp | None = None
     future: Problem | None = None
+    duplicates: dict[str, Problem] = {}
+    duplicated: dict[int, tuple[dict, list[str]]] = {}
     columns: dict[str, list[Any]] = {}
     count = seen = 0
 
@@ -412,9 +735,16 @@ def _stream_json_rows(
         columns, count, seen = {name: [] for name in columns}, 0, seen + count
 
     try:
-        for item in ijson.items(_NonFiniteTokens(response.raw), "item", use_float=True):
+        items = ijson.items(_NonFiniteTokens(_JSONArray(body)), "item", use_float=True, map_type=_row_type(duplicated))
+        for item in items:
             if not isinstance(item, dict):
-                raise ContractViolation(f"QML rows: every array element must be an object, got {type(item).__name__}")
+                kind = type(item).__name__
+                raise ContractViolation(f"QML rows: every array element must be an object, got {kind}",
+                                        [Problem("<body>", "a JSON array of row objects", 1, [{"row": seen + count, "received": kind}])])
+            if duplicated and id(item) in duplicated:
+                example = {"row": seen + count, **{k: item[k] for k in QML_KEY if k in item}}
+                for name in dict.fromkeys(duplicated.pop(id(item))[1]):
+                    duplicates[name] = merge_problems(duplicates.get(name), Problem(name, _DUPLICATE_KEY_RULE, 1, [example]))
             if not item.keys() <= columns.keys():
                 for name in item.keys() - columns.keys():
                     columns[name] = [None] * count
@@ -424,12 +754,23 @@ def _stream_json_rows(
             if count >= _JSON_CHUNK_ROWS:
                 flush()
         flush()
-    except ijson.common.IncompleteJSONError as exc:
-        raise ContractViolation(f"QML rows: the body is not a complete JSON array: {exc}") from None
     except ijson.common.JSONError as exc:
-        raise ContractViolation(f"QML rows: the body is not valid JSON: {exc}") from None
+        # the parser's first line only: the lines after it quote the body around the error
+        rule = "complete JSON" if isinstance(exc, ijson.common.IncompleteJSONError) else "valid JSON"
+        raise ContractViolation(f"QML rows: the body is not {rule}: {_first_line(exc)}",
+                                [Problem("<body>", rule, 1, [{"row": seen + count, "error": _first_line(exc)}])]) from None
+    for _, names in duplicated.values():  # objects nested in a row's value
+        for name in dict.fromkeys(names):
+            duplicates[name] = merge_problems(duplicates.get(name), Problem(name, _DUPLICATE_KEY_RULE, 1, [{"in": "a nested object"}]))
+    if duplicates:
+        problems = tuple(duplicates[name] for name in sorted(duplicates)) + ((future,) if future else ())
+        raise ContractViolation(ContractReport(seen, problems).message(), problems)
     _raise_for_future_rows(future, seen)
     if not typed_parts:
         return empty_qml_rows(), None
     rows = pd.concat(typed_parts, ignore_index=True) if len(typed_parts) > 1 else typed_parts[0]
     return rows, watermark
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

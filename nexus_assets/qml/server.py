@@ -31,6 +31,7 @@ import math
 import re
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from http import HTTPStatus
@@ -65,8 +66,8 @@ _ROUTE = re.compile(r"^/(get_qml_models|get_qml_horizon_forecast|get_qml_model_m
 
 
 # Transport faults misbehave on the wire; the others answer 200 with altered headers or rows.
-TRANSPORT_FAULTS = ("status", "reset", "stall", "truncate", "content_type")
-RESPONSE_FAULTS = ("ok", "ignore_range", "contract_version", "watermark")
+TRANSPORT_FAULTS = ("status", "reset", "stall", "truncate", "content_type", "redirect", "trickle", "gzip_bomb")
+RESPONSE_FAULTS = ("ok", "ignore_range", "contract_version", "watermark", "json_body", "garbled_body", "echo_key")
 PAYLOAD_FAULTS = (
     "missing_field",
     "renamed_field",
@@ -79,10 +80,13 @@ PAYLOAD_FAULTS = (
     "future_rows",
     "extra_field",
     "empty_day",
+    "duplicate_key",
 )
 FAULT_KINDS = TRANSPORT_FAULTS + RESPONSE_FAULTS + PAYLOAD_FAULTS
 _NEEDS_FIELD = ("missing_field", "renamed_field", "wrong_type", "numbers_as_strings", "set_value")
 _NUMERIC_FIELDS = tuple(c for c in QML_COLUMNS if c not in ("symbol", "time"))
+# Where ``echo_key`` puts the server's own key: the body, one of these headers, or a row field.
+ECHO_HEADERS = (CONTRACT_HEADER, WATERMARK_HEADER, "Content-Type", "Location")
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,25 @@ class Fault:
     (times as RFC 1123, ISO dates, ISO with ``Z``, ``+00:00``, ``+05:30`` and ``-05:00`` offsets,
     all the same instant: must be accepted); ``future_rows`` (``rows`` rows dated ``days`` after the
     watermark); ``extra_field`` (an unknown field ``field``, default ``model_note``, = ``value``);
-    ``empty_day`` (no rows for ``day``, default the first served day).
-    ``day`` restricts the row-level faults to that day's rows (``YYYY-MM-DD``).
+    ``empty_day`` (no rows for ``day``, default the first served day); ``duplicate_key`` (``field``
+    written twice in the first ``rows`` rows, first as ``value``, then as the real value, so "last
+    wins" reads the real row; in Parquet, a second column of that name).
+    ``set_value`` also takes ``field = "time"`` with a date ``value`` (``9999-12-31``): the column
+    goes out in microseconds (RFC 1123 in JSON, ``timestamp[us]`` in Parquet), which can hold it.
+    ``day`` restricts the row-level faults to that day's rows (``YYYY-MM-DD``); ``extra_field``
+    with a ``day`` sets ``value`` on that day's rows only (null elsewhere).
+
+    Hostile upstream (added for the hardening of issue 11):
+    ``redirect`` (transport: answer ``status`` if it is a 3xx, else 302, with ``Location: to``);
+    ``trickle`` (transport: the normal answer, its body written ``size`` bytes at a time,
+    ``seconds`` apart); ``gzip_bomb`` (transport: a 200 ``Content-Encoding: gzip`` body, streamed,
+    inflating to ``size`` bytes: ``[`` and whitespace); ``json_body`` (response: ``value``, a
+    text, as the whole ``application/json`` body, e.g. ``{}`` or ``null``); ``garbled_body``
+    (response: the first half of the normal body, announced with its own length: complete on the
+    wire, unreadable as JSON or Parquet); ``echo_key`` (response: the server's API key echoed back,
+    in ``field``: ``body`` (an invalid body quoting it), a header of :data:`ECHO_HEADERS`, or a
+    row field, whose value it becomes in the first ``rows`` rows; ``Location`` answers a redirect
+    to a host named after the key, which no client may follow).
     """
 
     kind: str
@@ -127,18 +148,29 @@ class Fault:
     day: str | None = None
     days: int = 1
     version: str | None = None
+    size: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
         if self.kind in _NEEDS_FIELD and not self.field:
             raise ValueError(f"fault {self.kind!r} needs a field")
-        if self.kind in ("wrong_type", "missing_field", "renamed_field") and self.field not in QML_COLUMNS:
+        if self.kind in ("wrong_type", "missing_field", "renamed_field", "duplicate_key") and self.field not in QML_COLUMNS:
             raise ValueError(f"fault {self.kind!r}: field must be one of {', '.join(QML_COLUMNS)}, got {self.field!r}")
-        if self.kind in ("numbers_as_strings", "set_value") and self.field not in _NUMERIC_FIELDS:
+        if self.kind == "numbers_as_strings" and self.field not in _NUMERIC_FIELDS:
             raise ValueError(f"fault {self.kind!r}: field must be one of {', '.join(_NUMERIC_FIELDS)}, got {self.field!r}")
+        if self.kind == "set_value" and self.field not in _NUMERIC_FIELDS + ("time",):
+            raise ValueError(f"fault {self.kind!r}: field must be one of {', '.join(_NUMERIC_FIELDS + ('time',))}, got {self.field!r}")
         if self.kind == "set_value":
-            float(self.value)  # "NaN", "Infinity", "-Infinity" and numbers
+            dt.date.fromisoformat(str(self.value)) if self.field == "time" else float(self.value)  # numbers, "NaN", "Infinity"
+        if self.kind == "redirect" and not self.to:
+            raise ValueError("fault 'redirect' needs a target URL or path in 'to'")
+        if self.kind in ("trickle", "gzip_bomb") and self.size < 1:
+            raise ValueError(f"fault {self.kind!r} needs a size >= 1 (bytes)")
+        if self.kind == "json_body" and not isinstance(self.value, str):
+            raise ValueError("fault 'json_body' needs the body text as its value")
+        if self.kind == "echo_key" and not self.field:
+            raise ValueError(f"fault 'echo_key' needs a field: body, one of {', '.join(ECHO_HEADERS)}, or a row field")
         if self.kind == "contract_version" and not self.version:
             raise ValueError("fault 'contract_version' needs a version")
         if self.kind == "watermark" and not self.day:
@@ -168,13 +200,15 @@ def load_faults(path: str | Path) -> list[Fault]:
 
 @dataclass(frozen=True)
 class Served:
-    """What a faulty ``/get_qml_models`` answer carries: rows, watermark, contract version, and the
-    columns whose NaN is a NaN (a bare token in JSON, a NaN in Parquet) rather than a null."""
+    """What a faulty ``/get_qml_models`` answer carries: rows, watermark, contract version, the
+    columns whose NaN is a NaN (a bare token in JSON, a NaN in Parquet) rather than a null, and a
+    field to write twice in some rows."""
 
     rows: pd.DataFrame
     watermark: pd.Timestamp
     contract_version: str = CONTRACT_VERSION
     nan_columns: tuple[str, ...] = ()
+    duplicate_key: tuple[str, Any, tuple[int, ...]] | None = None  # field, decoy value, row positions
 
 
 def _camel(name: str) -> str:
@@ -232,6 +266,11 @@ def apply_fault(rows: pd.DataFrame, fault: Fault, watermark: pd.Timestamp) -> Se
         return Served(rows, watermark)
     if kind == "duplicate_rows":
         return Served(pd.concat([rows, rows.loc[_targets(rows, fault)]], ignore_index=True), watermark)
+    if kind == "set_value" and name == "time":
+        targets = _targets(rows, fault)
+        rows["time"] = rows["time"].astype("datetime64[us]")  # microseconds hold 9999-12-31, nanoseconds do not
+        rows.loc[targets, "time"] = pd.Timestamp(dt.date.fromisoformat(str(fault.value))).as_unit("us")
+        return Served(rows, watermark)
     if kind == "set_value":
         value = float(fault.value)
         rows[name] = rows[name].astype("float64")
@@ -252,7 +291,15 @@ def apply_fault(rows: pd.DataFrame, fault: Fault, watermark: pd.Timestamp) -> Se
         return Served(pd.concat([rows, extra], ignore_index=True), watermark)
     if kind == "extra_field":
         value = "injected" if fault.value is None else fault.value
-        return Served(rows.assign(**{name or "model_note": value}), watermark)
+        if fault.day is None:
+            return Served(rows.assign(**{name or "model_note": value}), watermark)
+        column = pd.Series([None] * len(rows), index=rows.index, dtype=object)
+        for label in rows.index[rows["time"] == pd.Timestamp(fault.day)]:
+            column.at[label] = value
+        return Served(rows.assign(**{name or "model_note": column}), watermark)
+    if kind == "duplicate_key":
+        decoy = "decoy" if fault.value is None else fault.value
+        return Served(rows, watermark, duplicate_key=(name, decoy, tuple(rows.index.get_indexer(_targets(rows, fault)))))
     if kind == "empty_day":
         day = pd.Timestamp(fault.day) if fault.day else (rows["time"].min() if len(rows) else None)
         return Served(rows[rows["time"] != day] if day is not None else rows, watermark)
@@ -286,12 +333,14 @@ def _json_values(column: pd.Series, nan_as_token: bool) -> list[Any]:
     return column.astype(object).where(column.notna(), None).tolist()
 
 
-def rows_to_json(rows: pd.DataFrame, nan_columns: Iterable[str] = ()) -> bytes:
+def rows_to_json(rows: pd.DataFrame, nan_columns: Iterable[str] = (),
+                 duplicate_key: tuple[str, Any, tuple[int, ...]] | None = None) -> bytes:
     """Rows as quantum_ml's Flask app renders them: a JSON array of objects, RFC 1123 times.
 
     Floats are written with ``repr`` (shortest round-trip form), so a client recovers them exactly.
     Infinities (and NaN in ``nan_columns``) are written as Python's json writes them, as the bare
-    tokens ``Infinity`` and ``NaN``, which are not JSON.
+    tokens ``Infinity`` and ``NaN``, which are not JSON. ``duplicate_key`` (field, decoy, row
+    positions) writes ``"field": decoy`` before those rows' own fields, so the field comes twice.
     """
     nan_columns = set(nan_columns)
     columns = [c for c in rows.columns if c != "time"]
@@ -313,20 +362,28 @@ def rows_to_json(rows: pd.DataFrame, nan_columns: Iterable[str] = ()) -> bytes:
     )
     out = io.StringIO()
     out.write("[")
+    twice, decoy, positions = duplicate_key if duplicate_key else (None, None, ())
+    positions = set(positions)
     for i, record in enumerate(records):
         if i:
             out.write(",")
-        out.write(json.dumps(record, separators=(",", ":")))
+        text = json.dumps(record, separators=(",", ":"))
+        if i in positions:
+            text = "{" + json.dumps(twice) + ":" + json.dumps(decoy) + "," + text[1:]
+        out.write(text)
     out.write("]")
     return out.getvalue().encode()
 
 
-def _rows_to_parquet(rows: pd.DataFrame, nan_columns: Iterable[str] = ()) -> bytes:
+def _rows_to_parquet(rows: pd.DataFrame, nan_columns: Iterable[str] = (),
+                     duplicate_key: tuple[str, Any, tuple[int, ...]] | None = None) -> bytes:
     table = pa.Table.from_pandas(rows, preserve_index=False)
     for name in nan_columns:  # Arrow reads a pandas NaN as null; these NaNs are meant as NaN
         table = table.set_column(
             table.schema.get_field_index(name), name, pa.array(rows[name].to_numpy(dtype="float64"), from_pandas=False)
         )
+    if duplicate_key:  # a second column of the same name (Parquet, like Arrow, allows it)
+        table = table.append_column(duplicate_key[0], table[duplicate_key[0]])
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
@@ -429,8 +486,8 @@ class QMLServer:
         project, _ = self.projects[project_id]
         served = apply_fault(self.span(project_id, start, end), fault, project.watermark())
         if media == PARQUET_MEDIA_TYPE:
-            return _rows_to_parquet(served.rows, served.nan_columns), served
-        return rows_to_json(served.rows, served.nan_columns), served
+            return _rows_to_parquet(served.rows, served.nan_columns, served.duplicate_key), served
+        return rows_to_json(served.rows, served.nan_columns, served.duplicate_key), served
 
     def horizon_forecast(self, project_id: int, start: dt.date | None, end: dt.date | None) -> list[dict]:
         rows = self.span(project_id, start, end)
@@ -466,6 +523,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # request lines carry no secret
         log.info("%s %s", self.address_string(), format % args)
 
+    _trickle: Fault | None = None  # set for one request by a ``trickle`` fault
+
     def _send(self, status: int, body: bytes, media: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", media)
@@ -473,13 +532,46 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in {CONTRACT_HEADER: CONTRACT_VERSION, **(extra or {})}.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        trickle, self._trickle = self._trickle, None
+        if trickle is None:
+            self.wfile.write(body)
+            return
+        for start in range(0, len(body), trickle.size):
+            self.wfile.write(body[start:start + trickle.size])
+            self.wfile.flush()
+            time.sleep(trickle.seconds)
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         self._send(status, json.dumps({"error": message}).encode(), "application/json")
 
-    def _misbehave(self, fault: Fault) -> bool:
+    def _gzip_bomb(self, fault: Fault, media: str) -> None:
+        """A 200 whose gzip body inflates to ``fault.size`` bytes, compressed as it is sent (the
+        server holds 1 MiB of it at a time); the client is expected to hang up long before."""
+        self.send_response(200)
+        self.send_header("Content-Type", media)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        gzip = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.wfile.write(gzip.compress(b"["))
+        block, left = b" " * (1 << 20), max(0, fault.size - 2)
+        while left > 0:
+            self.wfile.write(gzip.compress(block[: min(left, len(block))]))
+            left -= len(block)
+        self.wfile.write(gzip.compress(b"]") + gzip.flush())
+
+    def _misbehave(self, fault: Fault, media: str) -> bool:
         """Apply ``fault``; True when the request is finished (nothing more to send)."""
+        if fault.kind == "redirect":
+            self._send(fault.status if 300 <= fault.status < 400 else 302, b"", "text/plain", {"Location": str(fault.to)})
+            return True
+        if fault.kind == "trickle":
+            self._trickle = fault
+            return False
+        if fault.kind == "gzip_bomb":
+            self._gzip_bomb(fault, media)
+            return True
         if fault.kind == "status":
             extra = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             self._send(fault.status, json.dumps({"error": f"injected HTTP {fault.status}"}).encode(), "application/json", extra)
@@ -506,6 +598,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<html><body>maintenance</body></html>", "text/html")
             return True
         raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    def _echo_key(self, fault: Fault, project_id: int, start: dt.date | None, end: dt.date | None, media: str,
+                  extra: dict[str, str]) -> None:
+        key = self.app._api_key
+        if fault.field == "body":
+            return self._send(HTTPStatus.OK, b'[{"symbol": ' + key.encode() + b"}]", media, extra)
+        if fault.field == "Location":
+            location = f"http://{key}.invalid/get_qml_models/{project_id}"
+            return self._send(HTTPStatus.FOUND, b"", "text/plain", {"Location": location})
+        if fault.field in ECHO_HEADERS:
+            body = self.app.payload(project_id, start, end, media)
+            if fault.field == "Content-Type":
+                return self._send(HTTPStatus.OK, body, key, extra)
+            return self._send(HTTPStatus.OK, body, media, {**extra, fault.field: key})
+        rows = self.app.span(project_id, start, end).copy()
+        if fault.field == "time":
+            rows["time"] = rows["time"].map(_rfc1123)
+        column = rows[fault.field].astype(object) if fault.field in rows.columns else pd.Series([None] * len(rows), index=rows.index, dtype=object)
+        column[_targets(rows, fault)] = key
+        rows[fault.field] = column.astype(str) if media == PARQUET_MEDIA_TYPE else column  # Parquet: one type per column
+        body = _rows_to_parquet(rows) if media == PARQUET_MEDIA_TYPE else rows_to_json(rows)
+        return self._send(HTTPStatus.OK, body, media, extra)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         try:
@@ -535,16 +649,23 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.BAD_REQUEST, str(exc))
         project, _ = self.app.projects[project_id]
         extra = {WATERMARK_HEADER: project.watermark().date().isoformat()}
+        wants_parquet = query.get("format", [""])[0] == "parquet" or PARQUET_MEDIA_TYPE in self.headers.get("Accept", "")
+        media = PARQUET_MEDIA_TYPE if wants_parquet and endpoint == "get_qml_models" else "application/json"
         fault = self.app.next_fault()
-        if fault is not None and fault.kind in TRANSPORT_FAULTS and self._misbehave(fault):
+        if fault is not None and fault.kind in TRANSPORT_FAULTS and self._misbehave(fault, media):
             return None
         if endpoint == "get_qml_models":
-            wants_parquet = query.get("format", [""])[0] == "parquet" or PARQUET_MEDIA_TYPE in self.headers.get("Accept", "")
-            media = PARQUET_MEDIA_TYPE if wants_parquet else "application/json"
             if fault is not None and fault.kind == "ignore_range":
                 start = end = None
             if fault is None or fault.kind in TRANSPORT_FAULTS + ("ok", "ignore_range"):
                 return self._send(HTTPStatus.OK, self.app.payload(project_id, start, end, media), media, extra)
+            if fault.kind == "json_body":
+                return self._send(HTTPStatus.OK, str(fault.value).encode(), "application/json", extra)
+            if fault.kind == "garbled_body":
+                body = self.app.payload(project_id, start, end, media)
+                return self._send(HTTPStatus.OK, body[: len(body) // 2], media, extra)
+            if fault.kind == "echo_key":
+                return self._echo_key(fault, project_id, start, end, media, extra)
             body, served = self.app.faulty_payload(project_id, start, end, media, fault)
             extra = {WATERMARK_HEADER: served.watermark.date().isoformat(), CONTRACT_HEADER: served.contract_version}
             return self._send(HTTPStatus.OK, body, media, extra)

@@ -9,6 +9,7 @@ never shows in a log line, a message or a traceback. The same faults through the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -26,10 +27,10 @@ import requests
 from nexus_assets.core.contract import ContractViolation, validate_qml_rows
 from nexus_assets.core.freshness import DayStatus, classify_day
 from nexus_assets.qml import client as client_module
-from nexus_assets.qml.client import QMLClient, QMLRequestError, QMLTransientError, RetryPolicy
+from nexus_assets.qml.client import QMLClient, QMLLimitError, QMLRequestError, QMLTransientError, RetryPolicy
 from nexus_assets.qml.server import FAULT_KINDS, Fault, apply_fault, load_faults
 from nexus_assets.qml.sources import embedded_project, pull_embedded
-from nexus_assets_tests.loopback import API_KEY, COIN, CollectingLog, days, serve
+from nexus_assets_tests.loopback import API_KEY, COIN, CollectingLog, days, leaks_in, serve
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, jitter=0.01, max_retry_after=2)
@@ -37,7 +38,8 @@ DAYS = days(dt.date(2025, 1, 4), dt.date(2025, 1, 7))
 FORMATS = pytest.mark.parametrize("prefer_parquet", [True, False], ids=["parquet", "json"])
 # Kinds exercised by the tables below (filled as they are built) and by the single tests of part 4.
 KINDS_TESTED: set[str] = set()
-KINDS_TESTED_ONE_BY_ONE = {"mixed_time_formats", "extra_field", "empty_day", "watermark", "contract_version", "ok", "ignore_range"}
+KINDS_TESTED_ONE_BY_ONE = {"mixed_time_formats", "extra_field", "empty_day", "watermark", "contract_version", "ok", "ignore_range",
+                           "garbled_body", "duplicate_key", "trickle", "gzip_bomb"}
 
 
 def _client(server, log: CollectingLog, prefer_parquet: bool = True, read_timeout: float = 5.0) -> QMLClient:
@@ -57,7 +59,7 @@ def _texts(log: CollectingLog, error: BaseException | None = None) -> list[str]:
 
 
 def _assert_no_key(log: CollectingLog, error: BaseException | None = None) -> None:
-    leaks = [t[:120] for t in _texts(log, error) if API_KEY in t]
+    leaks = [t[:120] for t in _texts(log, error) if leaks_in(t, API_KEY)]
     assert not leaks, leaks
 
 
@@ -378,6 +380,270 @@ def test_cli_serves_a_fault_script(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert refused.returncode == 2 and "unknown fault kind 'nope'" in refused.stderr
+
+
+# -- 6. a hostile upstream: the key, redirects, shapes, bounds (issue 11) ---------------------------
+
+
+@pytest.mark.parametrize("key", [API_KEY + "\n", " " + API_KEY, API_KEY + "\t", API_KEY[:5] + "\u00e9" + API_KEY[5:]],
+                         ids=["trailing-newline", "leading-space", "trailing-tab", "non-ascii"])
+def test_a_key_that_cannot_go_into_a_header_as_is_is_refused_naming_the_variable(key: str) -> None:
+    with pytest.raises(QMLRequestError, match="QML_API_KEY .*its value is not shown") as caught:
+        QMLClient("http://127.0.0.1:9", key)
+    _assert_no_key(CollectingLog(), caught.value)
+
+
+def test_any_error_on_the_request_path_leaves_scrubbed_and_unchained() -> None:
+    """Not only timeouts and connection errors: an error of any type whose message quotes the key
+    (here from the transport itself) becomes a request error without it, and without the original
+    as its context or cause (Dagster records the whole chain)."""
+
+    class Quoting(requests.adapters.BaseAdapter):
+        def send(self, request, **kwargs):
+            raise ValueError(f"cannot send header qml-api-key: {request.headers['qml-api-key']!r}")
+
+        def close(self):
+            pass
+
+    session = requests.Session()
+    session.mount("http://", Quoting())
+    log = CollectingLog()
+    client = QMLClient("http://127.0.0.1:9", API_KEY, retry=FAST, session=session, log=log)
+    with pytest.raises(QMLRequestError, match=r"ValueError: cannot send header qml-api-key: '\*\*\*'") as caught:
+        client.pull(COIN.project_id, DAYS)
+    assert client.attempts == 1 and caught.value.__context__ is None and caught.value.__cause__ is None
+    _assert_no_key(log, caught.value)
+
+
+class _Recorder:
+    """Another origin on loopback that records every request it gets (and whether it held the key)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                seen.append(self.headers.get("qml-api-key"))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def __enter__(self) -> "_Recorder":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+REDIRECTS = _table([
+    ("301", Fault("redirect", status=301, to="{other}/get_qml_models/4301")),
+    ("302", Fault("redirect", status=302, to="{other}/get_qml_models/4301")),
+    ("307", Fault("redirect", status=307, to="{other}/get_qml_models/4301")),
+    ("308", Fault("redirect", status=308, to="{other}/x")),
+])
+
+
+@pytest.mark.parametrize("fault", REDIRECTS)
+def test_a_redirect_to_another_origin_is_refused_and_never_followed_with_the_key(fault: Fault) -> None:
+    log = CollectingLog()
+    with _Recorder() as other, serve(COIN, faults=[dataclasses.replace(fault, to=fault.to.format(other=other.url))]) as server:
+        client = _client(server, log)
+        with pytest.raises(QMLRequestError) as caught:
+            client.pull(COIN.project_id, DAYS)
+    assert f"a redirect to {other.url}, another origin than QML_API_BASE_URL's" in str(caught.value)
+    assert caught.value.status == fault.status and client.attempts == 1
+    assert other.seen == []
+    _assert_no_key(log, caught.value)
+
+
+def test_redirects_within_the_origin_are_followed_up_to_five() -> None:
+    hop = Fault("redirect", to="/get_qml_models/4301?from_date=2025-01-04&to_date=2025-01-07")
+    with serve(COIN, faults=[hop] * 2) as server:
+        pull = _client(server, CollectingLog(), prefer_parquet=False).pull(COIN.project_id, DAYS)
+    pd.testing.assert_frame_equal(pull.rows, _reference(), check_exact=True)
+    with serve(COIN, faults=[hop] * 6) as server:
+        with pytest.raises(QMLRequestError, match="more than 5 redirects"):
+            _client(server, CollectingLog()).pull(COIN.project_id, DAYS)
+
+
+def test_a_redirect_from_https_to_http_is_refused(tmp_path: Path) -> None:
+    """The same host and port, but from TLS to plain HTTP: another origin."""
+    import shutil
+    import ssl
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a certificate for the loopback TLS server")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with _Recorder() as plain, serve(COIN) as server:
+        server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+        https = server.url.replace("http://", "https://")
+        session = requests.Session()
+        session.trust_env = False  # a REQUESTS_CA_BUNDLE in the environment would override verify
+        session.verify = str(cert)
+        log = CollectingLog()
+        client = QMLClient(https, API_KEY, retry=FAST, session=session, log=log)
+        assert len(client.pull(COIN.project_id, DAYS).rows) == len(_reference())  # TLS works
+        server.script([Fault("redirect", to=plain.url + "/get_qml_models/4301")])
+        with pytest.raises(QMLRequestError, match=f"a redirect to {plain.url}, another origin than QML_API_BASE_URL's https://"):
+            client.pull(COIN.project_id, DAYS)
+    assert plain.seen == []
+    _assert_no_key(log)
+
+
+BODIES = _table([
+    ("object", Fault("json_body", value="{}"), "an object"),
+    ("null", Fault("json_body", value="null"), "null"),
+    ("string", Fault("json_body", value='"maintenance"'), "a string"),
+    ("number", Fault("json_body", value="42"), "a number"),
+    ("empty", Fault("json_body", value=""), "an empty body"),
+    ("array-of-numbers", Fault("json_body", value="[1, 2]"), "got int"),
+])
+
+
+@pytest.mark.parametrize(("fault", "named"), BODIES)
+def test_a_json_body_that_is_not_an_array_of_objects_is_a_contract_violation(fault: Fault, named: str) -> None:
+    with serve(COIN, faults=[fault]) as server:
+        client = _client(server, CollectingLog())
+        with pytest.raises(ContractViolation) as caught:
+            client.pull(COIN.project_id, DAYS)
+    assert named in str(caught.value) and client.attempts == 1
+    [problem] = caught.value.problems
+    assert problem.field == "<body>" and problem.rule == "a JSON array of row objects"
+
+
+@FORMATS
+def test_a_body_complete_on_the_wire_but_unreadable_is_a_contract_violation(prefer_parquet: bool) -> None:
+    """Parquet decode errors are reported like JSON ones (a raw ArrowInvalid used to escape)."""
+    fault = Fault("garbled_body")
+    with serve(COIN, faults=[fault]) as server:
+        client = _client(server, CollectingLog(), prefer_parquet)
+        with pytest.raises(ContractViolation) as caught:
+            client.pull(COIN.project_id, DAYS)
+    [problem] = caught.value.problems
+    assert problem.field == "<body>" and problem.rule == ("a readable Parquet file" if prefer_parquet else "complete JSON")
+    assert client.attempts == 1
+
+
+@FORMATS
+def test_a_key_written_twice_in_a_row_is_a_contract_violation_not_last_wins(prefer_parquet: bool) -> None:
+    fault = Fault("duplicate_key", field="close_predict", rows=2)
+    with serve(COIN, faults=[fault]) as server:
+        with pytest.raises(ContractViolation) as caught:
+            _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
+    [problem] = caught.value.problems
+    assert (problem.field, problem.rule) == ("close_predict", "once per row (no duplicate keys)")
+    if not prefer_parquet:  # JSON names the rows; a Parquet file has the column twice in every row
+        assert problem.count == 2 and [e["row"] for e in problem.examples] == [0, 1] and "symbol" in problem.examples[0]
+
+
+ECHOES = _table([
+    ("body", Fault("echo_key", field="body")),
+    ("contract-version", Fault("echo_key", field="X-QML-Contract-Version")),
+    ("watermark", Fault("echo_key", field="X-QML-Watermark")),
+    ("content-type", Fault("echo_key", field="Content-Type")),
+    ("location", Fault("echo_key", field="Location")),
+    ("symbol", Fault("echo_key", field="symbol")),
+    ("time", Fault("echo_key", field="time")),
+    ("price", Fault("echo_key", field="close_predict")),
+    ("extra-field", Fault("echo_key", field="model_note")),
+])
+
+
+@FORMATS
+@pytest.mark.parametrize("fault", ECHOES)
+def test_a_key_echoed_back_is_in_no_message_and_no_returned_row(fault: Fault, prefer_parquet: bool) -> None:
+    log = CollectingLog()
+    with serve(COIN, faults=[fault]) as server:
+        client = _client(server, log, prefer_parquet)
+        with pytest.raises((ContractViolation, QMLRequestError)) as caught:
+            client.pull(COIN.project_id, DAYS)
+    assert client.attempts == 1
+    _assert_no_key(log, caught.value)
+    if isinstance(caught.value, ContractViolation):
+        assert not any(leaks_in(repr(p), API_KEY) for p in caught.value.problems)
+
+
+def test_a_pull_past_its_deadline_stops_there_and_is_not_retried() -> None:
+    """A server trickling its body (each read well within the read timeout) used to keep a pull
+    alive for as long as it liked, holding the qml_api pool."""
+    fault = Fault("trickle", size=32, seconds=0.05)
+    log = CollectingLog()
+    with serve(COIN, faults=[fault]) as server:
+        client = QMLClient(server.url, API_KEY, retry=FAST, read_timeout=5.0, deadline_seconds=1.0, log=log)
+        with pytest.raises(QMLLimitError, match=r"passed its deadline of 1 s \(NEXUS_QML_PULL_DEADLINE_SECONDS\)"):
+            client.pull(COIN.project_id, DAYS)
+    assert client.attempts == 1 and not log.warnings
+
+
+def test_a_slow_but_complete_trickle_within_the_deadline_is_read() -> None:
+    with serve(COIN, faults=[Fault("trickle", size=4096, seconds=0.01)]) as server:
+        pull = _client(server, CollectingLog(), prefer_parquet=False).pull(COIN.project_id, DAYS)
+    pd.testing.assert_frame_equal(pull.rows, _reference(), check_exact=True)
+
+
+@FORMATS
+def test_a_response_larger_than_the_maximum_is_refused(prefer_parquet: bool) -> None:
+    with serve(COIN) as server:
+        client = QMLClient(server.url, API_KEY, retry=FAST, prefer_parquet=prefer_parquet, max_response_bytes=1024)
+        with pytest.raises(QMLLimitError, match=r"announces [0-9,]+ bytes, more than the maximum of 1,024 decoded bytes"):
+            client.pull(COIN.project_id, DAYS)
+    assert client.attempts == 1
+
+
+# The client in a child process whose address space is capped: a bug that inflates the bomb fails
+# there with a MemoryError (or is killed), never takes the machine down.
+_BOUNDED_PULL = """
+import json, resource, sys
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import datetime as dt
+from nexus_assets.qml.client import QMLClient, RetryPolicy
+client = QMLClient(sys.argv[1], sys.argv[2], prefer_parquet=sys.argv[4] == "parquet", max_response_bytes=int(sys.argv[5]),
+                   retry=RetryPolicy(max_attempts=1))
+try:
+    client.pull(4301, [dt.date(2025, 1, 4)])
+    outcome = {"error": None}
+except BaseException as exc:
+    outcome = {"error": type(exc).__name__, "message": str(exc)}
+outcome["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(outcome))
+"""
+
+
+@FORMATS
+def test_a_gzip_bomb_stops_at_the_maximum_decoded_size_while_streaming(prefer_parquet: bool) -> None:
+    """4 GiB of whitespace in a few MB of gzip, against a 64 MiB maximum, in a child limited to
+    1.5 GiB of address space: the pull must fail with the size message, not run out of memory."""
+    fault = Fault("gzip_bomb", size=4 << 30)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QML_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with serve(COIN, faults=[fault]) as server:
+        child = subprocess.run(
+            [sys.executable, "-c", _BOUNDED_PULL, server.url, API_KEY, str(3 << 29), "parquet" if prefer_parquet else "json",
+             str(64 << 20)],
+            env=env, capture_output=True, text=True, timeout=240,
+        )
+    assert child.returncode == 0, child.stderr[-2000:]
+    outcome = json.loads(child.stdout.strip().splitlines()[-1])
+    assert outcome["error"] == "QMLLimitError", outcome
+    assert "decodes to more than the maximum of 67,108,864 decoded bytes (NEXUS_QML_MAX_RESPONSE_BYTES)" in outcome["message"]
+    assert not leaks_in(child.stdout + child.stderr, API_KEY)
 
 
 def test_every_fault_kind_has_a_test() -> None:
