@@ -11,10 +11,13 @@ version and a warning (the ``qml_restatement`` check) saying what changed.
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 import datetime as dt
 import hashlib
+import json
 
 import pandas as pd
+from pydantic import Field
 from dagster import (
     AssetCheckResult,
+    Config,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -52,7 +55,7 @@ from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key
 from nexus_assets.defs.resources import QMLResource
 from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
-from nexus_assets.qml.client import QMLRequestError, QMLTransientError
+from nexus_assets.qml.client import QMLLimitError, QMLRequestError, QMLTransientError
 from nexus_assets.settings import Settings
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "HORIZON_SLICES_ASSET",
     "CONTRACT_CHECK",
     "RESTATEMENT_CHECK",
+    "QMLModelsConfig",
     "build_ingest_assets",
     "rows_sha256",
     "step_asset_args",
@@ -73,6 +77,16 @@ _RESTATEMENTS_SHOWN = 20
 GROUP = "nexus"
 # Daily data: warn when nothing new for a day and a bit, fail after two days.
 DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26))
+
+
+class QMLModelsConfig(Config):
+    """Run config of ``qml_models``: ``ops: {qml_models: {config: {accept_empty_restatements: true}}}``."""
+
+    accept_empty_restatements: bool = Field(
+        default=False,
+        description="Store a pulled empty day over a stored non-empty one, as a restatement (upstream withdrew "
+        "that day's rows). Off by default: a pull that would empty a stored day fails and writes nothing.",
+    )
 
 
 def step_asset_args(partitions_def) -> dict:
@@ -89,11 +103,21 @@ def step_asset_args(partitions_def) -> dict:
 
 
 def rows_sha256(rows: pd.DataFrame) -> str:
-    """A content hash of a day's rows (order and values), stable across runs and machines."""
+    """A content hash of a day's rows (order and values), stable across runs and machines.
+
+    An extra field may hold JSON objects or arrays, which pandas cannot hash: those values are
+    hashed as their canonical JSON text (other columns, and so every existing hash, unchanged)."""
     if rows.empty:
         return hashlib.sha256(b"").hexdigest()
+    nested = [c for c in rows.columns if rows[c].dtype == object and rows[c].map(lambda v: isinstance(v, (dict, list))).any()]
+    if nested:
+        rows = rows.assign(**{c: rows[c].map(_canonical) for c in nested})
     hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def _canonical(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str) if isinstance(value, (dict, list)) else value
 
 
 def _check_metadata(reports: dict[str, ContractReport]) -> dict:
@@ -190,6 +214,7 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
     )
     def qml_models(
         context: AssetExecutionContext,
+        config: QMLModelsConfig,
         qml: QMLResource,
         parquet_io_manager: ResourceParam[ParquetPartitionIOManager],
     ):
@@ -207,7 +232,7 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                 except ContractViolation as exc:
                     reports[key] = ContractReport(0, exc.problems or (Problem("<payload>", str(exc), 1),))
                     continue
-                except QMLRequestError as exc:
+                except (QMLRequestError, QMLLimitError) as exc:
                     raise Failure(description=f"{key}: {exc}", allow_retries=False) from None
                 except QMLTransientError as exc:
                     context.log.warning(f"{key}: QML still failing after the client's retries: {exc}")
@@ -241,24 +266,41 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
             )
             raise RetryRequested(settings.unpublished_retries, settings.unpublished_retry_seconds)
 
+        # An empty pull over a stored non-empty day is a restatement nobody should get by accident
+        # (a body read as zero rows, a watermark past the range): loud by default.
+        key_path = list(context.asset_key.path)
+        emptied = {k: n for k, rows in outputs.items() if rows.empty and (n := parquet_io_manager.stored_rows(key_path, k))}
+        if emptied and not config.accept_empty_restatements:
+            shown = "; ".join(f"{k} ({n:,} rows stored, {metadata[k]['status']} now)" for k, n in sorted(emptied.items())[:5])
+            raise Failure(
+                description=(
+                    f"the pull would replace {len(emptied)} stored non-empty day(s) with empty ones: {shown}"
+                    f"{'; ...' if len(emptied) > 5 else ''}. Nothing was written. If upstream really withdrew these "
+                    "days, re-run with the run config ops: {qml_models: {config: {accept_empty_restatements: true}}}"
+                ),
+                metadata={"emptied_partitions": MetadataValue.json(dict(sorted(emptied.items())))},
+                allow_retries=False,
+            )
+
         hashes = {key: meta["payload_sha256"] for key, meta in metadata.items()}
         recorded = _recorded_hashes(context.instance, list(outputs))
-        restated = {
-            key: diff_rows(
-                parquet_io_manager.stored(list(context.asset_key.path), key),
-                outputs[key],
-                old_sha256=recorded[key],
-                new_sha256=sha,
+        restated = {}
+        for key, sha in hashes.items():
+            if (key in recorded and recorded[key] != sha) or key in emptied:
+                stored = parquet_io_manager.stored(key_path, key)
+                old_sha = recorded.get(key) or (rows_sha256(stored) if stored is not None else "")
+                restated[key] = diff_rows(stored, outputs[key], old_sha256=old_sha, new_sha256=sha)
+        if emptied:
+            context.log.warning(
+                f"accepted as restatements (accept_empty_restatements): {len(emptied)} stored non-empty day(s) "
+                f"now empty: {', '.join(sorted(emptied)[:5])}{'...' if len(emptied) > 5 else ''}"
             )
-            for key, sha in hashes.items()
-            if key in recorded and recorded[key] != sha
-        }
         for key in restated:
             context.log.warning(f"{key}: upstream restated this day: {restated[key].summary()}")
         attach_partition_metadata(context, {key: {**meta, "restated": key in restated} for key, meta in metadata.items()})
         yield Output(outputs, data_version=_data_version(hashes))
         yield AssetCheckResult(check_name=CONTRACT_CHECK, passed=True, metadata=_check_metadata(reports))
-        yield _restatement_result(len(recorded), restated)
+        yield _restatement_result(len(set(recorded) | set(emptied)), restated)
 
     @asset(
         name=HORIZON_SLICES_ASSET,

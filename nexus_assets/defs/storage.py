@@ -78,6 +78,17 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
+def _serialised(asset: str, label: str, frame: pd.DataFrame) -> bytes:
+    try:
+        return _parquet_bytes(frame)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{asset} partition {label}: cannot be stored as Parquet ({type(exc).__name__}: {reason}); "
+            "nothing was written (every file of the run is serialised before the first one is replaced)"
+        ) from None
+
+
 def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
     """Write ``frame`` to ``path`` so that readers see the old file or the new one, never a part."""
     return write_bytes_atomic(path, _parquet_bytes(frame))
@@ -121,6 +132,16 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
         except (FileNotFoundError, pa.ArrowInvalid):
             return None
 
+    def stored_rows(self, asset_key_path: list[str], partition: str) -> int | None:
+        """How many rows the partition holds now (read from the file's footer); None without a
+        readable file."""
+        path = self._path(asset_key_path, partition)
+        try:
+            with path.open("rb") as handle:
+                return pq.ParquetFile(handle).metadata.num_rows
+        except (FileNotFoundError, pa.ArrowInvalid, OSError):
+            return None
+
     def handle_output(self, context: OutputContext, obj: Mapping[str, pd.DataFrame] | pd.DataFrame) -> None:
         key_path = list(context.asset_key.path)
         if not context.has_asset_partitions:
@@ -139,6 +160,7 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
                 f"of the run; expected {keys[:3]}... ({len(keys)} keys), got {str(got)[:200]}"
             )
         frames: list[tuple[UPath, pd.DataFrame]] = []
+        labels: list[str] = []  # what each file is, for a message
         if tables:
             for k in keys:
                 if not _is_table_set(obj[k], tables):
@@ -148,12 +170,15 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
                         f"got {got}"
                     )
                 frames += [(self._path([*key_path, t], k), obj[k][t]) for t in tables]
+                labels += [f"{k} (table {t})" for t in tables]
         else:
             frames = [(self._path(key_path, k), obj[k]) for k in keys]
+            labels = list(keys)
         # Every file is serialised (on all cores) before the first one is replaced, then all are
         # published together: a failure leaves the store as it was, and one sync serves them all.
         started = time.monotonic()
-        blobs = ordered_map(_parquet_bytes, [frame for _, frame in frames])
+        asset = context.asset_key.to_user_string()
+        blobs = ordered_map(lambda item: _serialised(asset, *item), list(zip(labels, (f for _, f in frames))))
         written = write_many_atomic([(path, blob) for (path, _), blob in zip(frames, blobs)])
         log = getattr(context, "log", None)
         if log is not None:  # the one console line per step: what was done

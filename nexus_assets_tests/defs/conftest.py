@@ -29,7 +29,7 @@ class Pipeline:
         self.defs = build_definitions(self.settings)
         self.instance = DagsterInstance.ephemeral()
 
-    def run(self, first: str, last: str, *, through: str | None = None):
+    def run(self, first: str, last: str, *, through: str | None = None, run_config: dict | None = None):
         """The main job over a partition range; ``through`` stops at that asset (and its upstream)."""
         job = self.defs.resolve_job_def(MAIN_JOB)
         selection = None
@@ -40,6 +40,7 @@ class Pipeline:
             tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
             raise_on_error=False,
             asset_selection=selection,
+            run_config=run_config,
         )
 
     def file(self, asset_key: str, partition: str) -> Path:
