@@ -135,12 +135,10 @@ def _serve(httpd) -> int:
 
 def _site(args: argparse.Namespace) -> int:
     """Serve the dashboard site over HTTP on loopback, so the Dagster UI's page links open."""
-    import functools
-    import http.server
-
     from dotenv import load_dotenv
 
     load_dotenv(Path.cwd() / ".env", override=False)
+    from nexus_assets.serving import site_server
     from nexus_assets.settings import Settings
 
     root = Path(Settings.from_env().data_dir) / "dashboard"
@@ -149,11 +147,7 @@ def _site(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *_):  # quiet: a page load is dozens of requests
-            pass
-
-    httpd = http.server.ThreadingHTTPServer((args.host, args.port), functools.partial(Handler, directory=str(root)))
+    httpd = site_server(root, args.host, args.port)
     host, port = httpd.server_address[:2]
     print(f"site      serving {root} at http://{host}:{port}/  (Ctrl-C stops)", flush=True)
     print(f"          for page links in the Dagster UI: NEXUS_SITE_URL=http://{host}:{port} dagster dev", flush=True)

@@ -56,9 +56,12 @@ def api_catalog_text(*assets: CatalogAsset) -> str:
 
 
 @contextmanager
-def serve(*assets: CatalogAsset, faults: list[Fault] | tuple[Fault, ...] = (), api_key: str = API_KEY) -> Iterator[QMLServer]:
-    """A running ``QMLServer`` for the synthetic ``assets``, polling fast so that stopping is quick."""
-    server = QMLServer({a.project_id: (embedded_project(a), a.start_date) for a in assets}, api_key, faults=faults)
+def serve(*assets: CatalogAsset, faults: list[Fault] | tuple[Fault, ...] = (), api_key: str = API_KEY,
+          **server_options) -> Iterator[QMLServer]:
+    """A running ``QMLServer`` for the synthetic ``assets``, polling fast so that stopping is quick
+    (``server_options``: ``max_threads``, ``request_timeout``)."""
+    server = QMLServer({a.project_id: (embedded_project(a), a.start_date) for a in assets}, api_key, faults=faults,
+                       **server_options)
     thread = threading.Thread(target=server.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:

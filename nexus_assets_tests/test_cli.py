@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from nexus_assets_tests.defs.conftest import sandbox_catalog_text
 
@@ -70,6 +71,7 @@ def test_demo_refuses_a_bad_date_and_a_reversed_range_in_one_line(tmp_path):
 
 def test_site_serves_the_dashboard_and_links_point_there(tmp_path):
     """`nexus-assets site` serves the pages; with NEXUS_SITE_URL the dashboard metadata links there."""
+    import urllib.error
     import urllib.request
 
     from dagster import AssetKey, DagsterInstance
@@ -99,7 +101,12 @@ def test_site_serves_the_dashboard_and_links_point_there(tmp_path):
         page = urllib.request.urlopen(url + "asset=9004_VIX/date=2018-03-02.html", timeout=10).read().decode()
         assert 'data-panel="signal"' in page
         assert b"9004_VIX" in urllib.request.urlopen(url + "index.html", timeout=10).read()
-        assert urllib.request.urlopen(url + "assets/", timeout=10).status == 200  # the shared plotly.js
+        from nexus_assets.core.dashboard.site import plotly_js_path
+
+        shared = urllib.request.urlopen(url + plotly_js_path(), timeout=10)  # the shared plotly.js
+        assert shared.status == 200 and "frame-ancestors 'none'" in shared.headers["Content-Security-Policy"]
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(url + "assets/", timeout=10)  # a folder is never listed
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=45) == 0

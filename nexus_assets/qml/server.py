@@ -8,8 +8,10 @@ Parquet (``?format=parquet`` or ``Accept: application/vnd.apache.parquet``), the
 ``/get_qml_model_metadata``. It requires the API key (``qml-api-key`` header, or HTTP Basic with
 the key as password) read from the environment, never from the command line.
 
-Built on the standard library's threading HTTP server: it needs no framework, and the
-fault-injection mode needs byte-level control of what goes on the wire.
+Built on the standard library's threading HTTP server, hardened as :mod:`nexus_assets.serving`
+says (socket timeout, bounded threads, request bodies read or refused, security headers, a
+clean 400 on a malformed path): it needs no framework, and the fault-injection mode needs
+byte-level control of what goes on the wire.
 
 Fault injection: a script of :class:`Fault` objects, consumed one per data request in order
 (``QMLServer(faults=...)``, :meth:`QMLServer.script`, or ``nexus-assets qml-server --faults
@@ -35,7 +37,6 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -49,6 +50,7 @@ from nexus_assets.catalog import Catalog
 from nexus_assets.core.contract import CONTRACT_VERSION, QML_COLUMNS
 from nexus_assets.qml.client import API_KEY_HEADER, CONTRACT_HEADER, PARQUET_MEDIA_TYPE, WATERMARK_HEADER
 from nexus_assets.qml.sources import EmbeddedProject, embedded_project
+from nexus_assets.serving import DEFAULT_MAX_THREADS, DEFAULT_REQUEST_TIMEOUT, HardenedHandler, HardenedHTTPServer
 
 __all__ = [
     "QMLServer",
@@ -62,7 +64,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("nexus_assets.qml.server")
-_ROUTE = re.compile(r"^/(get_qml_models|get_qml_horizon_forecast|get_qml_model_metadata)/(\d+)/?$")
+# ASCII digits, at most 18 (an int64): anything else is "no such route", never a server error
+# (Python refuses to parse an int of more than 4,300 digits).
+_ROUTE = re.compile(r"/(get_qml_models|get_qml_horizon_forecast|get_qml_model_metadata)/([0-9]{1,18})/?")
 
 
 # Transport faults misbehave on the wire; the others answer 200 with altered headers or rows.
@@ -399,6 +403,9 @@ class QMLServer:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Iterable[Fault] = (),
+        *,
+        max_threads: int = DEFAULT_MAX_THREADS,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         if not api_key:
             raise ValueError("the QML server needs an API key (set QML_API_KEY in its environment)")
@@ -406,8 +413,7 @@ class QMLServer:
         self._api_key = api_key
         self._lock = threading.Lock()
         handler = functools.partial(_Handler, self)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = HardenedHTTPServer((host, port), handler, max_threads=max_threads, request_timeout=request_timeout)
         self._thread: threading.Thread | None = None
         self.faults: list[Fault] = list(faults)
         self.data_requests = 0  # data endpoint requests seen, faulty ones included
@@ -512,7 +518,7 @@ class QMLServer:
         ]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(HardenedHandler):
     protocol_version = "HTTP/1.1"
     server_version = "nexus-qml-sandbox/1"
 
@@ -529,7 +535,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", media)
         self.send_header("Content-Length", str(len(body)))
-        for name, value in {CONTRACT_HEADER: CONTRACT_VERSION, **(extra or {})}.items():
+        for name, value in {CONTRACT_HEADER: CONTRACT_VERSION, "Cache-Control": "no-store", **(extra or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         trickle, self._trickle = self._trickle, None
@@ -636,7 +642,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, b'{"status":"ok"}', "application/json")
         if not self.app.authorised(self.headers):
             return self._error(HTTPStatus.UNAUTHORIZED, "missing or invalid qml-api-key")
-        match = _ROUTE.match(url.path)
+        match = _ROUTE.fullmatch(url.path)
         if not match:
             return self._error(HTTPStatus.NOT_FOUND, f"no route {url.path}")
         endpoint, project_id = match.group(1), int(match.group(2))

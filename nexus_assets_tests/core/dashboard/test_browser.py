@@ -6,8 +6,6 @@ where that fails: install with ``apt-get install -y chromium`` and ``pip install
 """
 
 import dataclasses
-import functools
-import http.server
 import os
 import threading
 
@@ -26,6 +24,7 @@ from nexus_assets.core.dashboard import (
     write_site_file,
 )
 from nexus_assets.core.dashboard.screenshots import find_chromium, launch
+from nexus_assets.serving import site_server
 from nexus_assets_tests.core.dashboard.reference import COLLECT_JS, assert_page_shows, expected_values
 from nexus_assets_tests.core.dashboard.tables import HOSTILE, HOSTILE_NAME, page_inputs
 
@@ -93,13 +92,8 @@ def site(tmp_path_factory, history, hostile_inputs, warmup_inputs):
 
 @pytest.fixture(scope="module")
 def server(site):
-    root = site[0]
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    # the site's own server, so the pages load under its headers (CSP with frame-ancestors, nosniff)
+    httpd = site_server(site[0], "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
