@@ -250,6 +250,43 @@ class _BoundedBody:
             yield data
 
 
+class _ScrubbingFilter(logging.Filter):
+    """Scrubs the keys of every client from the records of urllib3's loggers. urllib3 logs upstream
+    content itself (a header line it cannot parse is quoted whole, with a traceback), and such a
+    warning reaches stderr, so a run's compute logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args, record.exc_info = self.scrub(message), None, None
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        return True
+
+    def watch(self, secrets: Iterable[str]) -> None:
+        self.secrets.update(s for s in secrets if s)
+        names = ["urllib3", *(n for n in logging.root.manager.loggerDict if n.startswith("urllib3."))]
+        for name in names:
+            logger = logging.getLogger(name)
+            if self not in logger.filters:
+                logger.addFilter(self)
+
+
+_URLLIB3_LOGS = _ScrubbingFilter()
+
+
 class QMLClient:
     """A client for one QML base URL and key. Thread-compatible, not thread-safe (one session)."""
 
@@ -273,6 +310,7 @@ class QMLClient:
         # The key as it may come back: as is, percent-encoded, JSON-escaped; longest first.
         forms = {self._api_key, quote(self._api_key, safe=""), quote_plus(self._api_key), json.dumps(self._api_key)[1:-1]}
         self._secrets = sorted((f for f in forms if f), key=len, reverse=True)
+        _URLLIB3_LOGS.watch(self._secrets)
         self.base_url = base_url.rstrip("/")
         self.origin = _origin(self.base_url)
         self.timeout = (connect_timeout, read_timeout)

@@ -136,8 +136,8 @@ class Fault:
     text, as the whole ``application/json`` body, e.g. ``{}`` or ``null``); ``garbled_body``
     (response: the first half of the normal body, announced with its own length: complete on the
     wire, unreadable as JSON or Parquet); ``echo_key`` (response: the server's API key echoed back,
-    in ``field``: ``body`` (an invalid body quoting it), a header of :data:`ECHO_HEADERS`, or a
-    row field, whose value it becomes in the first ``rows`` rows; ``Location`` answers a redirect
+    in ``field``: ``body`` (an invalid body quoting it), a header of :data:`ECHO_HEADERS`,
+    ``header_line`` (a malformed header line quoting it), or a row field, whose value it becomes in the first ``rows`` rows; ``Location`` answers a redirect
     to a host named after the key, which no client may follow).
     """
 
@@ -613,6 +613,17 @@ class _Handler(HardenedHandler):
         if fault.field == "Location":
             location = f"http://{key}.invalid/get_qml_models/{project_id}"
             return self._send(HTTPStatus.FOUND, b"", "text/plain", {"Location": location})
+        if fault.field == "header_line":  # a line without a colon: urllib3 quotes it in a warning
+            body = self.app.payload(project_id, start, end, media)
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", media)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self._headers_buffer.append(f"X-Echo {key}\r\n".encode("latin-1"))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
         if fault.field in ECHO_HEADERS:
             body = self.app.payload(project_id, start, end, media)
             if fault.field == "Content-Type":

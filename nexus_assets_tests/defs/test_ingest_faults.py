@@ -16,13 +16,14 @@ error or stack trace, run record or snapshot, nor in any stored file.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from nexus_assets.qml.server import Fault
-from nexus_assets_tests.loopback import API_KEY, COIN, ApiPipeline, api_catalog_text, secret_leaks, serve
+from nexus_assets_tests.loopback import API_KEY, COIN, ApiPipeline, api_catalog_text, leaks_in, secret_leaks, serve
 
 STORED = ("2025-01-03", "2025-01-05")  # stored before the faulty run
 RUN = ("2025-01-04", "2025-01-07")  # what the faulty run asks for
@@ -359,6 +360,17 @@ def test_a_key_echoed_by_upstream_is_scrubbed_from_every_message_and_never_store
     if field not in ("Content-Type", "Location"):  # request errors; the others are contract violations
         [check] = _check(result)
         assert not check.passed and (field == "body" or "***" in check.description)
+
+
+def test_a_key_in_a_malformed_header_line_reaches_no_log_and_no_output(tmp_path, monkeypatch, clean, caplog, capfd):
+    """urllib3 warns about a header line it cannot parse, quoting it (and its traceback): that
+    goes to Python's logging and from there to stderr, which is what a run's compute logs hold."""
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    pipe, result, _ = _run(tmp_path, monkeypatch, clean, [Fault("echo_key", field="header_line")])
+    assert result.success and _files(pipe) == clean
+    assert "X-Echo ***" in caplog.text and not leaks_in(caplog.text, API_KEY)
+    captured = capfd.readouterr()
+    assert not leaks_in(captured.out + captured.err, API_KEY)
 
 
 @pytest.mark.parametrize("body", ["{}", "null", '"maintenance"', "42", '{"rows": []}'])

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -577,6 +578,20 @@ def test_a_key_echoed_back_is_in_no_message_and_no_returned_row(fault: Fault, pr
     _assert_no_key(log, caught.value)
     if isinstance(caught.value, ContractViolation):
         assert not any(leaks_in(repr(p), API_KEY) for p in caught.value.problems)
+
+
+@FORMATS
+def test_a_key_in_a_malformed_header_line_is_scrubbed_from_urllib3s_warning(prefer_parquet: bool, caplog) -> None:
+    """urllib3 logs a header line it cannot parse, whole, with a traceback; that warning reaches
+    stderr and so a run's compute logs. The rows themselves are fine and are read."""
+    [fault] = [p.values[0] for p in _table([("header-line", Fault("echo_key", field="header_line"))])]
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    with serve(COIN, faults=[fault]) as server:
+        pull = _client(server, CollectingLog(), prefer_parquet).pull(COIN.project_id, DAYS)
+    pd.testing.assert_frame_equal(pull.rows, _reference(), check_exact=True)
+    warnings = [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert warnings and "Failed to parse headers" in caplog.text and "X-Echo ***" in caplog.text
+    assert not leaks_in(caplog.text, API_KEY)
 
 
 def test_a_pull_past_its_deadline_stops_there_and_is_not_retried() -> None:
