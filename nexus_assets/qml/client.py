@@ -605,15 +605,20 @@ def _unreadable_parquet(error: BaseException) -> ContractViolation:
 
 def _read_parquet_rows(body: _BoundedBody) -> pd.DataFrame:
     """A Parquet body as raw rows. Spooled first (a temporary file beyond 64 MiB), so a large body
-    is not held in memory beside its table; its declared decoded size is checked against the limit
-    before any column is decoded; any decoding error is a contract violation (no rows kept)."""
+    is not held in memory beside its table; its decoded size as the footer declares it (rows x
+    columns x 8 bytes at least) is checked against the limit before any column is decoded; any
+    decoding error is a contract violation (no rows kept)."""
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
         for data in body.chunks():
             spool.write(data)
         spool.seek(0)
         try:
             parquet = pq.ParquetFile(spool)
-            declared = sum(parquet.metadata.row_group(i).total_byte_size for i in range(parquet.metadata.num_row_groups))
+            metadata = parquet.metadata
+            # Encoded pages can be tiny (run-length or dictionary encoded constants): at least 8 bytes
+            # a value once decoded, whatever the footer says the pages take.
+            declared = max(sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)),
+                           metadata.num_rows * metadata.num_columns * 8)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise _unreadable_parquet(exc) from None
         if declared > body.budget.max_bytes:

@@ -71,7 +71,8 @@ _ROUTE = re.compile(r"/(get_qml_models|get_qml_horizon_forecast|get_qml_model_me
 
 # Transport faults misbehave on the wire; the others answer 200 with altered headers or rows.
 TRANSPORT_FAULTS = ("status", "reset", "stall", "truncate", "content_type", "redirect", "trickle", "gzip_bomb")
-RESPONSE_FAULTS = ("ok", "ignore_range", "contract_version", "watermark", "json_body", "garbled_body", "echo_key")
+RESPONSE_FAULTS = ("ok", "ignore_range", "contract_version", "watermark", "json_body", "garbled_body", "echo_key",
+                   "parquet_bomb")
 PAYLOAD_FAULTS = (
     "missing_field",
     "renamed_field",
@@ -132,7 +133,8 @@ class Fault:
     ``redirect`` (transport: answer ``status`` if it is a 3xx, else 302, with ``Location: to``);
     ``trickle`` (transport: the normal answer, its body written ``size`` bytes at a time,
     ``seconds`` apart); ``gzip_bomb`` (transport: a 200 ``Content-Encoding: gzip`` body, streamed,
-    inflating to ``size`` bytes: ``[`` and whitespace); ``json_body`` (response: ``value``, a
+    inflating to ``size`` bytes: ``[`` and whitespace); ``parquet_bomb`` (response: a Parquet body
+    of ``size`` identical rows, a few KB on the wire, encoded as it is sent); ``json_body`` (response: ``value``, a
     text, as the whole ``application/json`` body, e.g. ``{}`` or ``null``); ``garbled_body``
     (response: the first half of the normal body, announced with its own length: complete on the
     wire, unreadable as JSON or Parquet); ``echo_key`` (response: the server's API key echoed back,
@@ -169,7 +171,7 @@ class Fault:
             dt.date.fromisoformat(str(self.value)) if self.field == "time" else float(self.value)  # numbers, "NaN", "Infinity"
         if self.kind == "redirect" and not self.to:
             raise ValueError("fault 'redirect' needs a target URL or path in 'to'")
-        if self.kind in ("trickle", "gzip_bomb") and self.size < 1:
+        if self.kind in ("trickle", "gzip_bomb", "parquet_bomb") and self.size < 1:
             raise ValueError(f"fault {self.kind!r} needs a size >= 1 (bytes)")
         if self.kind == "json_body" and not isinstance(self.value, str):
             raise ValueError("fault 'json_body' needs the body text as its value")
@@ -390,6 +392,19 @@ def _rows_to_parquet(rows: pd.DataFrame, nan_columns: Iterable[str] = (),
         table = table.append_column(duplicate_key[0], table[duplicate_key[0]])
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def _parquet_bomb(row: pd.DataFrame, rows: int) -> bytes:
+    """``rows`` copies of ``row`` as Parquet: row groups of one million identical rows, each
+    dictionary and run-length encoded to almost nothing."""
+    block = pa.Table.from_pandas(row.loc[row.index.repeat(min(rows, 1_000_000))], preserve_index=False)
+    sink = io.BytesIO()
+    with pq.ParquetWriter(sink, block.schema, compression="zstd") as writer:
+        left = rows
+        while left > 0:
+            writer.write_table(block.slice(0, min(left, block.num_rows)))
+            left -= block.num_rows
     return sink.getvalue()
 
 
@@ -683,6 +698,9 @@ class _Handler(HardenedHandler):
                 return self._send(HTTPStatus.OK, body[: len(body) // 2], media, extra)
             if fault.kind == "echo_key":
                 return self._echo_key(fault, project_id, start, end, media, extra)
+            if fault.kind == "parquet_bomb":
+                return self._send(HTTPStatus.OK, _parquet_bomb(self.app.span(project_id, start, end).head(1), fault.size),
+                                  PARQUET_MEDIA_TYPE, extra)
             body, served = self.app.faulty_payload(project_id, start, end, media, fault)
             extra = {WATERMARK_HEADER: served.watermark.date().isoformat(), CONTRACT_HEADER: served.contract_version}
             return self._send(HTTPStatus.OK, body, media, extra)

@@ -40,7 +40,7 @@ FORMATS = pytest.mark.parametrize("prefer_parquet", [True, False], ids=["parquet
 # Kinds exercised by the tables below (filled as they are built) and by the single tests of part 4.
 KINDS_TESTED: set[str] = set()
 KINDS_TESTED_ONE_BY_ONE = {"mixed_time_formats", "extra_field", "empty_day", "watermark", "contract_version", "ok", "ignore_range",
-                           "garbled_body", "duplicate_key", "trickle", "gzip_bomb"}
+                           "garbled_body", "duplicate_key", "trickle", "gzip_bomb", "parquet_bomb"}
 
 
 def _client(server, log: CollectingLog, prefer_parquet: bool = True, read_timeout: float = 5.0) -> QMLClient:
@@ -621,6 +621,15 @@ def test_a_response_larger_than_the_maximum_is_refused(prefer_parquet: bool) -> 
     assert client.attempts == 1
 
 
+def test_a_parquet_body_declaring_more_than_the_maximum_is_refused_before_decoding() -> None:
+    """A million identical rows take a few KB of Parquet and 56 MB once decoded: the footer says
+    so, and the body is refused before a column is decoded."""
+    with serve(COIN, faults=[Fault("parquet_bomb", size=1_000_000)]) as server:
+        client = QMLClient(server.url, API_KEY, retry=FAST, max_response_bytes=32 << 20)
+        with pytest.raises(QMLLimitError, match=r"declares [0-9,]+ decoded bytes, more than the maximum of 33,554,432"):
+            client.pull(COIN.project_id, DAYS)
+
+
 # The client in a child process whose address space is capped: a bug that inflates the bomb fails
 # there with a MemoryError (or is killed), never takes the machine down.
 _BOUNDED_PULL = """
@@ -636,9 +645,22 @@ try:
     outcome = {"error": None}
 except BaseException as exc:
     outcome = {"error": type(exc).__name__, "message": str(exc)}
-outcome["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(outcome))
 """
+
+
+def test_a_parquet_bomb_is_refused_from_its_footer_in_a_capped_process() -> None:
+    """60 million identical rows (a few MB of Parquet, 3.4 GB once decoded) against a maximum of
+    2 GiB, in a child limited to 1.5 GiB of address space: refused from the footer alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QML_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with serve(COIN, faults=[Fault("parquet_bomb", size=60_000_000)]) as server:
+        child = subprocess.run([sys.executable, "-c", _BOUNDED_PULL, server.url, API_KEY, str(3 << 29), "parquet", str(2 << 30)],
+                               env=env, capture_output=True, text=True, timeout=240)
+    assert child.returncode == 0, child.stderr[-2000:]
+    outcome = json.loads(child.stdout.strip().splitlines()[-1])
+    assert outcome["error"] == "QMLLimitError" and "declares" in outcome["message"], outcome
+    assert not leaks_in(child.stdout + child.stderr, API_KEY)
 
 
 @FORMATS
