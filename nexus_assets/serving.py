@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +43,8 @@ __all__ = [
     "API_CONTENT_SECURITY_POLICY",
     "SITE_CONTENT_SECURITY_POLICY",
     "MAX_REQUEST_BODY",
+    "DEFAULT_MAX_THREADS",
+    "DEFAULT_REQUEST_TIMEOUT",
 ]
 
 log = logging.getLogger("nexus_assets.serving")
@@ -108,8 +111,6 @@ class HardenedHTTPServer(ThreadingHTTPServer):
             self._slots.release()
 
     def handle_error(self, request, client_address) -> None:
-        import sys
-
         error = sys.exc_info()[1]
         log.warning("error handling a request from %s: %s", client_address[0], type(error).__name__)
 

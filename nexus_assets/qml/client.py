@@ -238,8 +238,10 @@ class _BoundedBody:
         self.received = 0
 
     def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
         self.budget.remaining()
-        data = self.raw.read1(_READ if size is None or size < 0 else min(size, _READ) or 1)
+        data = self.raw.read1(_READ if size is None or size < 0 else min(size, _READ))
         self.received += len(data)
         if self.received > self.budget.max_bytes:
             raise self.budget.too_large(self.received, "decodes")
