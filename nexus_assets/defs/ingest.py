@@ -240,7 +240,7 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                 reports[key] = validate_qml_rows(pull.rows)
             pulled = pull.by_day() if pull is not None else {}
             for day in days:
-                rows = pulled.get(day, empty_qml_rows())
+                rows = pulled[day] if day in pulled else empty_qml_rows()  # not built for every day
                 status = classify_day(entry, day, len(rows), pull.watermark if pull else None)
                 if status is DayStatus.UNPUBLISHED:
                     unpublished.append(partition_key(key, day))

@@ -60,6 +60,7 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
     def metrics(context: AssetExecutionContext, signals: PartitionFrames) -> dict:
         outputs: dict[str, dict[str, pd.DataFrame]] = {}
         metadata: dict[str, dict] = {}
+        lines_seen: dict = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             history = signals.concat(key, "signals")
@@ -69,7 +70,7 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
                 for day in group:
                     pk = partition_key(key, day)
                     outputs[pk] = {name: records[day][name] for name in METRIC_TABLES}
-                    metadata[pk] = _metadata(outputs[pk])
+                    metadata[pk] = _metadata(outputs[pk], lines_seen)
         attach_partition_metadata(context, metadata)
         return outputs
 
@@ -100,7 +101,7 @@ def _empty_signals() -> pd.DataFrame:
     return daily_signals(empty_ensembles(), threshold=0.0)["signals"]
 
 
-def _metadata(tables: dict) -> dict:
+def _metadata(tables: dict, lines_seen: dict | None = None) -> dict:
     stats = tables["statistics"]
     if stats.empty:
         return {"record": "none (no signal on or before this date)"}
@@ -117,16 +118,21 @@ def _metadata(tables: dict) -> dict:
                         None if pd.isna(value) else float(value))
     trades = tables["trades"]
     recent = trades[(trades["basis"] == "point_in_time") & (trades["signal"] == "raw")].tail(30)
-    meta["last_30_trades_raw"] = MetadataValue.md(_trades_markdown(recent))
+    meta["last_30_trades_raw"] = MetadataValue.md(_trades_markdown(recent, lines_seen))
     return meta
 
 
-def _trades_markdown(trades: pd.DataFrame) -> str:
+def _trades_markdown(trades: pd.DataFrame, lines_seen: dict | None = None) -> str:
+    """``lines_seen``: table lines already formatted in this run, by trade (a trade stays the same
+    across most as-of dates of a range run; formatting each again cost ~1 ms a partition)."""
     lines = ["| entry | exit | direction | entry price | exit price | net return | status |", "|---|---|---|---|---|---|---|"]
+    cache = {} if lines_seen is None else lines_seen
     for t in trades.itertuples(index=False):
-        exit_date = "" if pd.isna(t.exit_date) else pd.Timestamp(t.exit_date).date().isoformat()
-        lines.append(f"| {pd.Timestamp(t.entry_date).date().isoformat()} | {exit_date} | {t.direction} | "
-                     f"{t.entry_price:.4f} | {t.exit_price:.4f} | {t.net_return:.4%} | {t.status} |")
+        key = (t.entry_date, t.exit_date, t.direction, t.entry_price, t.exit_price, t.net_return, t.status)
+        line = cache.get(key)
+        if line is None:
+            exit_date = "" if pd.isna(t.exit_date) else pd.Timestamp(t.exit_date).date().isoformat()
+            line = cache[key] = (f"| {pd.Timestamp(t.entry_date).date().isoformat()} | {exit_date} | {t.direction} | "
+                                 f"{t.entry_price:.4f} | {t.exit_price:.4f} | {t.net_return:.4%} | {t.status} |")
+        lines.append(line)
     return "\n".join(lines)
-
-
