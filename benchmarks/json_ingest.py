@@ -1,10 +1,13 @@
 """Ingest a 1.2-million-row, ~200 MB JSON history from `nexus-assets qml-server`, measured.
 
 Side by side, in one run, each in a fresh child process (peak RSS sampled over the process tree):
-  1. the project's client, JSON route (streamed with ijson into typed chunks);
-  2. the project's client, Parquet route;
-  3. the naive way (``requests.get(...).json()`` then ``pd.DataFrame``), as the old fetch script did;
-  4. an idle interpreter with the same imports (the floor).
+  1. the project's client, JSON route: the fast path (Arrow's JSON reader over blocks of the
+     spooled body, what real upstream's bodies take);
+  2. the same, the fast path turned off: the streaming parser (ijson into typed chunks), which
+     reads every body the fast path cannot vouch for;
+  3. the project's client, Parquet route;
+  4. the naive way (``requests.get(...).json()`` then ``pd.DataFrame``), as the old fetch script did;
+  5. an idle interpreter with the same imports (the floor).
 
     python benchmarks/json_ingest.py            # full size
     python benchmarks/json_ingest.py --days 60  # quicker
@@ -33,7 +36,12 @@ START = dt.date(2025, 1, 1)
 
 CLIENT = """
 import datetime as dt, sys, time
+from nexus_assets.qml import client
 from nexus_assets.qml.client import QMLClient
+if sys.argv[2] == "json-streaming":  # the fast path turned off, as for a body it cannot vouch for
+    def _refuse(*args):
+        raise client._NotFast
+    client._fast_json_rows = _refuse
 days = [dt.date(2025, 1, 1) + dt.timedelta(days=i) for i in range(int(sys.argv[3]))]
 t = time.perf_counter()
 pull = QMLClient(sys.argv[1], "{key}", prefer_parquet=sys.argv[2] == "parquet").pull({project}, days)
@@ -76,7 +84,8 @@ def main() -> int:
         print(f"server: JSON payload {len(warm.content) / 1e6:.0f} MB, generated and cached in {time.perf_counter() - t:.1f}s")
         del warm
         results = [
-            measure("client, JSON streamed (ijson chunks)", [sys.executable, "-c", CLIENT, url, "json", str(args.days)], env),
+            measure("client, JSON (fast path: Arrow over blocks)", [sys.executable, "-c", CLIENT, url, "json", str(args.days)], env),
+            measure("client, JSON streaming parser (ijson chunks)", [sys.executable, "-c", CLIENT, url, "json-streaming", str(args.days)], env),
             measure("client, Parquet", [sys.executable, "-c", CLIENT, url, "parquet", str(args.days)], env),
             measure("naive: response.json() + DataFrame", [sys.executable, "-c", NAIVE, url, str(START), str(end)], env),
             measure("idle interpreter with the same imports", [sys.executable, "-c", IDLE], env),
@@ -93,7 +102,10 @@ def main() -> int:
             return 1
         print(f"{m.label}: {m.stdout.strip().splitlines()[-1]}")
     print(table(results))
-    streamed, naive, idle = results[0], results[2], results[3]
+    streamed, naive, idle = results[0], results[3], results[4]
+    print(f"JSON: streaming parser / fast path = {results[1].seconds / results[0].seconds:.1f}x wall; "
+          f"peak RSS above idle {results[1].peak_rss_mb - idle.peak_rss_mb:.0f} MB (streaming) vs "
+          f"{results[0].peak_rss_mb - idle.peak_rss_mb:.0f} MB (fast)")
     print(f"peak RSS above idle: streamed {streamed.peak_rss_mb - idle.peak_rss_mb:.0f} MB, "
           f"naive {naive.peak_rss_mb - idle.peak_rss_mb:.0f} MB "
           f"(naive / streamed = {(naive.peak_rss_mb - idle.peak_rss_mb) / max(1.0, streamed.peak_rss_mb - idle.peak_rss_mb):.1f}x)")
