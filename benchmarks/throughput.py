@@ -48,7 +48,7 @@ from nexus_assets.core.metrics import record
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS, horizon_search
 from nexus_assets.core.signals import daily_signals
 from nexus_assets.core.slicing import slice_horizons
-from nexus_assets.core.trading import periods_per_year
+from nexus_assets.core.periods import periods_per_year
 from nexus_assets.defs.ensembles import ensembles_with_combinations
 from nexus_assets.defs.partitions import split_by_day
 from nexus_assets.defs.storage import partition_path

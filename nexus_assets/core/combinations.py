@@ -28,9 +28,11 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from nexus_assets.core.contract import COMBINATION_ROWS, columns, empty_frame
+
 __all__ = ["COMBINATION_COLUMNS", "LOW_VARIANCE_SHARE", "VARIANCE_WINDOW", "within_horizon_combinations"]
 
-COMBINATION_COLUMNS: tuple[str, ...] = ("date", "horizon", "price", "raw_mean", "raw_median", "low_variance")
+COMBINATION_COLUMNS: tuple[str, ...] = columns(COMBINATION_ROWS)
 LOW_VARIANCE_SHARE = 0.1
 VARIANCE_WINDOW = 60
 _BLOCK_CELLS = 8_000_000  # (rows x window x models) per block: bounds memory at Crude-Oil scale
@@ -81,13 +83,7 @@ def within_horizon_combinations(
             )
         )
     if not parts:
-        return pd.DataFrame(
-            {
-                "date": pd.Series([], dtype="datetime64[ns]"),
-                "horizon": pd.Series([], dtype="int64"),
-                **{c: pd.Series([], dtype="float64") for c in COMBINATION_COLUMNS[2:]},
-            }
-        )
+        return empty_frame(COMBINATION_ROWS)
     out = pd.concat(parts, ignore_index=True).sort_values(["date", "horizon"], kind="stable")
     return out.reset_index(drop=True)[list(COMBINATION_COLUMNS)]
 

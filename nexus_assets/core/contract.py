@@ -1,5 +1,11 @@
 """Contracts as code: the QML row contract and the schemas of the tables this project stores.
 
+Every stored table has one pandera schema here (:data:`STORED_TABLES`); its column list, dtypes
+and typed empty frame are derived from it (:func:`columns`, :func:`dtypes`, :func:`empty_frame`,
+:func:`typed_frame`), and the IO manager checks each partition against it before writing
+(:func:`table_problems`: columns, order, dtypes, nulls, simple value ranges and the key's
+uniqueness, vectorised; the schemas' custom checks run in pandera's own, slower validation).
+
 Upstream (QML) rows arrive loosely typed (JSON numbers, RFC 1123 or ISO 8601 strings, ``5.0`` for
 an integer). :func:`coerce_qml_rows` turns them into the typed contract frame, refusing anything
 that would need guessing (a price sent as a string, an unparseable time); :func:`validate_qml_rows`
@@ -12,10 +18,11 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-from dataclasses import dataclass, field
 import re
-from collections.abc import Callable
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +37,21 @@ __all__ = [
     "QML_ROWS",
     "HORIZON_SLICES",
     "HORIZON_SLICE_COLUMNS",
+    "ENSEMBLE_ROWS",
+    "COMBINATION_ROWS",
+    "HORIZON_ENSEMBLES",
+    "LEADERBOARD",
+    "SIGNALS",
+    "SLOPES",
+    "STATISTICS",
+    "TRADES",
+    "DAILY",
+    "STORED_TABLES",
+    "columns",
+    "dtypes",
+    "empty_frame",
+    "typed_frame",
+    "table_problems",
     "Problem",
     "ContractReport",
     "ContractViolation",
@@ -55,7 +77,6 @@ QML_REQUIRED: tuple[str, ...] = ("symbol", "time", "n_predict", "close_predict",
 QML_OPTIONAL: tuple[str, ...] = ("yn_p", "yn_actual")
 QML_COLUMNS: tuple[str, ...] = QML_REQUIRED + QML_OPTIONAL
 QML_KEY: list[str] = ["symbol", "time", "n_predict"]
-HORIZON_SLICE_COLUMNS: tuple[str, ...] = ("date", "horizon", "symbol", "forecast", "price")
 _EXAMPLES = 5
 # Sanity bounds: a horizon is a count of observations (the longest in use is a few hundred); a
 # price beyond a trillion is a unit or parsing error, and would overflow returns downstream.
@@ -111,20 +132,347 @@ QML_ROWS = pa.DataFrameSchema(
     description="QML model rows, contract version 1 (shared/spec/qml-contract.md)",
 )
 
-HORIZON_SLICES = pa.DataFrameSchema(
+def _col(dtype: Any, *checks: pa.Check, nullable: bool = False, required: bool = True,
+         description: str | None = None) -> pa.Column:
+    return pa.Column(dtype, list(checks), nullable=nullable, required=required, description=description)
+
+
+def _table(name: str, description: str, cols: Mapping[str, pa.Column], unique: list[str] | None = None) -> pa.DataFrameSchema:
+    """A stored table: exactly these columns, in this order (optional ones only where they are shown)."""
+    return pa.DataFrameSchema(dict(cols), unique=unique, strict=True, ordered=True, name=name, description=description)
+
+
+_DATE = "datetime64[ns]"
+_HORIZON = (pa.Check.ge(1),)
+_COUNT = (pa.Check.ge(0),)
+_POSITION = (pa.Check.isin([-1, 0, 1]),)
+_SHARE = (pa.Check.ge(0), pa.Check.le(1))
+
+HORIZON_SLICES = _table(
+    "horizon_slices", "Golden-engine horizon slices: one row per date, horizon and child model",
     {
-        "date": pa.Column("datetime64[ns]", nullable=False),
-        "horizon": pa.Column("int64", pa.Check.ge(1), nullable=False),
-        "symbol": pa.Column(str, nullable=False),
-        "forecast": pa.Column("float64", nullable=False),
-        "price": pa.Column("float64", nullable=True),
+        "date": _col(_DATE),
+        "horizon": _col("int64", *_HORIZON),
+        "symbol": _col(str),
+        "forecast": _col("float64"),
+        "price": _col("float64", nullable=True, description="the day's first target_var_price of the horizon"),
     },
     unique=["date", "horizon", "symbol"],
-    strict=True,
-    ordered=True,
-    name="horizon_slices",
-    description="Golden-engine horizon slices: one row per date, horizon and child model",
 )
+
+_ENSEMBLE_HEAD = {
+    "date": _col(_DATE),
+    "horizon": _col("int64", *_HORIZON),
+    "forecast": _col("float64", nullable=True),
+    "actual": _col("float64", nullable=True, required=False, description="nexus_v2 mode only: the price h later"),
+    "strategy": _col(str),
+    "aggregator": _col(str),
+    "quantile": _col("float64", nullable=True),
+    "n_selected": _col("int64", *_COUNT),
+    "n_models": _col("int64", *_COUNT),
+    "best_child_forecast": _col("float64", nullable=True),
+    "best_child": _col(str, nullable=True),
+    **{f"p{p:02d}": _col("float64", nullable=True, description=f"{p}th percentile of the selected models' forecasts")
+       for p in (5, 25, 75, 95)},
+}
+_COMBINATIONS = {
+    "price": _col("float64", nullable=True),
+    "raw_mean": _col("float64", nullable=True, description="mean of every model's forecast"),
+    "raw_median": _col("float64", nullable=True, description="median of every model's forecast"),
+    "low_variance": _col("float64", nullable=True, description="mean of the lowest-variance models' forecasts"),
+}
+_MODE = {"mode": _col(str, pa.Check.isin(["point_in_time", "nexus_v2"]))}
+
+ENSEMBLE_ROWS = _table(
+    "ensemble_rows", "The dynamic quantile ensemble's result: one row per date and horizon",
+    {**_ENSEMBLE_HEAD, **_MODE}, unique=["date", "horizon"],
+)
+COMBINATION_ROWS = _table(
+    "combination_rows", "The day's price and the plain within-horizon combinations, per date and horizon",
+    {"date": _col(_DATE), "horizon": _col("int64", *_HORIZON), **_COMBINATIONS}, unique=["date", "horizon"],
+)
+HORIZON_ENSEMBLES = _table(
+    "horizon_ensembles", "The stored ensemble table: the quantile ensemble, the price and the plain combinations",
+    {**_ENSEMBLE_HEAD, **_COMBINATIONS, **_MODE}, unique=["date", "horizon"],
+)
+
+LEADERBOARD = _table(
+    "leaderboard", "horizon_search: the top configurations per date (rank 1 is the winner)",
+    {
+        "date": _col(_DATE),
+        "rank": _col("int64", pa.Check.ge(1)),
+        "horizons": _col(str),
+        "n_horizons": _col("int64", *_COUNT),
+        "threshold": _col("float64"),
+        "combination": _col(str),
+        "objective": _col("float64", nullable=True),
+        "fold_sharpes": _col(str),
+        "n_folds": _col("int64", *_COUNT),
+        "trades": _col("int64", *_COUNT),
+        "mean_daily_return": _col("float64", nullable=True),
+        "fold_start": _col(_DATE),
+        "fold_end": _col(_DATE),
+        "candidates": _col("int64", *_COUNT),
+        "method": _col(str),
+        "eligible": _col("int64", *_COUNT),
+        "span_sharpe": _col("float64", nullable=True),
+        "expected_max_sharpe": _col("float64", nullable=True),
+        "deflated_sharpe": _col("float64", nullable=True),
+    },
+    unique=["date", "rank"],
+)
+
+SIGNALS = _table(
+    "signals", "The day's pairwise-slope signal per variant (raw, optimised)",
+    {
+        "date": _col(_DATE),
+        "variant": _col(str, pa.Check.isin(["raw", "optimised"])),
+        "combination": _col(str),
+        "horizons": _col(str),
+        "threshold": _col("float64"),
+        "n_horizons": _col("int64", *_COUNT),
+        "pairs": _col("int64", *_COUNT),
+        "bullish": _col("int64", *_COUNT),
+        "bearish": _col("int64", *_COUNT),
+        "bullish_prob": _col("float64", nullable=True),
+        "bearish_prob": _col("float64", nullable=True),
+        "net_prob": _col("float64", nullable=True),
+        "mean_drift": _col("float64", nullable=True),
+        "strength": _col("float64", nullable=True),
+        "tier": _col(str, nullable=True),
+        "agreement_ratio": _col("float64", nullable=True),
+        "signal": _col(str, nullable=True),
+        "position": _col("int64", *_POSITION),
+        "weighted_net_prob": _col("float64", nullable=True),
+        "weighted_signal": _col(str, nullable=True),
+        "price": _col("float64", nullable=True),
+        "config_source": _col(str, pa.Check.isin(["catalog", "search", "not_significant", "fallback"])),
+        "deflated_sharpe": _col("float64", nullable=True),
+    },
+    unique=["date", "variant"],
+)
+SLOPES = _table(
+    "slopes", "Every horizon pair's slope behind a signal (the heatmap)",
+    {
+        "date": _col(_DATE),
+        "variant": _col(str, pa.Check.isin(["raw", "optimised"])),
+        "horizon_short": _col("int64", *_HORIZON),
+        "horizon_long": _col("int64", *_HORIZON),
+        "forecast_short": _col("float64"),
+        "forecast_long": _col("float64"),
+        "slope": _col("float64", nullable=True),
+        "weight": _col("int64"),
+        "direction": _col("int64", *_POSITION),
+    },
+)
+
+STATISTICS = _table(
+    "statistics", "The track record as of a date, long format: one row per signal, basis and statistic",
+    {
+        "date": _col(_DATE),
+        "signal": _col(str),
+        "basis": _col(str, pa.Check.isin(["point_in_time", "legacy"])),
+        "statistic": _col(str),
+        "value": _col("float64", nullable=True, description="NaN: undefined for this sample"),
+        "n": _col("int64", *_COUNT),
+        "min_n": _col("int64", *_COUNT),
+        "sufficient": _col(bool),
+        "definition": _col(str),
+    },
+    unique=["date", "signal", "basis", "statistic"],
+)
+_TRADE = {
+    "trade": _col("int64", pa.Check.ge(1)),
+    "direction": _col(str, pa.Check.isin(["long", "short"])),
+    "entry_date": _col(_DATE),
+    "entry_price": _col("float64"),
+    "exit_date": _col(_DATE),
+    "exit_price": _col("float64"),
+    "status": _col(str, pa.Check.isin(["open", "closed"])),
+    "holding_observations": _col("int64", *_COUNT),
+    "holding_days": _col("int64", *_COUNT),
+    "gross_return": _col("float64"),
+    "cost": _col("float64"),
+    "net_return": _col("float64"),
+}
+TRADE_ROWS = _table("trade_rows", "One simulation's trades, numbered from 1 in entry order", _TRADE)
+TRADES = _table(
+    "trades", "Every trade of the record as of a date, per signal and basis",
+    {"signal": _col(str), "basis": _col(str, pa.Check.isin(["point_in_time", "legacy"])), **_TRADE},
+)
+_DAILY = {
+    "price": _col("float64", nullable=True),
+    "price_known": _col(bool),
+    "net_prob": _col("float64", nullable=True),
+    "position": _col("int64", *_POSITION),
+    "asset_return": _col("float64", nullable=True),
+    "strategy_return": _col("float64", nullable=True),
+    "cost": _col("float64"),
+    "equity": _col("float64", nullable=True),
+    "drawdown": _col("float64", nullable=True),
+    "buy_and_hold": _col("float64", nullable=True),
+}
+DAILY_ROWS = _table("daily_rows", "One simulation's daily rows, priced or not", {"date": _col(_DATE), **_DAILY})
+DAILY = _table(
+    "daily", "The record's daily rows as of a date: returns, equity, drawdown, per signal",
+    {"date": _col(_DATE), "signal": _col(str), **_DAILY},
+)
+
+STORED_TABLES: Mapping[str, pa.DataFrameSchema] = MappingProxyType({
+    "qml_models": QML_ROWS,
+    "horizon_slices": HORIZON_SLICES,
+    "horizon_ensembles": HORIZON_ENSEMBLES,
+    "leaderboard": LEADERBOARD,
+    "signals": SIGNALS,
+    "slopes": SLOPES,
+    "statistics": STATISTICS,
+    "trades": TRADES,
+    "daily": DAILY,
+})
+"""The schema of every table the IO manager stores, by table name (a single-table asset's name)."""
+HORIZON_SLICE_COLUMNS: tuple[str, ...] = tuple(HORIZON_SLICES.columns)
+
+
+def _pandas_dtype(column: pa.Column) -> Any:
+    return column.dtype.type  # numpy dtype, or pandas' ``str`` dtype for a string column
+
+
+def columns(schema: pa.DataFrameSchema, *, optional: Iterable[str] = ()) -> tuple[str, ...]:
+    """The schema's columns in order: the required ones, and of the optional ones those named."""
+    shown = set(optional)
+    return tuple(name for name, column in schema.columns.items() if column.required or name in shown)
+
+
+def dtypes(schema: pa.DataFrameSchema, *, optional: Iterable[str] = ()) -> dict[str, Any]:
+    """``{column: pandas dtype}`` of :func:`columns`, for ``DataFrame.astype``."""
+    return {name: _pandas_dtype(schema.columns[name]) for name in columns(schema, optional=optional)}
+
+
+def empty_frame(schema: pa.DataFrameSchema, *, optional: Iterable[str] = ()) -> pd.DataFrame:
+    """A zero-row frame with the schema's columns and dtypes."""
+    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes(schema, optional=optional).items()})
+
+
+def typed_frame(records: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]] | None, schema: pa.DataFrameSchema,
+                *, optional: Iterable[str] = ()) -> pd.DataFrame:
+    """Records (a list of row dicts, or a dict of columns) as a frame of the schema's columns and dtypes."""
+    names = list(columns(schema, optional=optional))
+    if isinstance(records, Mapping):
+        frame = pd.DataFrame(records or {c: [] for c in names}, columns=names)
+    else:
+        frame = pd.DataFrame.from_records(list(records or []), columns=names)
+    return frame.astype(dtypes(schema, optional=optional))
+
+
+_RANGE_CHECKS: dict[str, Callable[[pd.Series, dict], np.ndarray]] = {
+    "greater_than_or_equal_to": lambda v, s: v.to_numpy() >= s["min_value"],
+    "less_than_or_equal_to": lambda v, s: v.to_numpy() <= s["max_value"],
+    "greater_than": lambda v, s: v.to_numpy() > s["min_value"],
+    "less_than": lambda v, s: v.to_numpy() < s["max_value"],
+    "isin": lambda v, s: v.isin(list(s["allowed_values"])).to_numpy(),
+    "str_length": lambda v, s: _within(v.str.len().to_numpy(dtype="float64", na_value=np.nan), s),
+}
+"""pandera's built-in checks the fast path runs itself: value -> passes, for a column's values."""
+
+
+def _within(lengths: np.ndarray, stats: dict) -> np.ndarray:
+    low, high = stats.get("min_value"), stats.get("max_value")
+    return (lengths >= (low if low is not None else 0)) & (lengths <= (high if high is not None else np.inf))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`table_problems` checks of one schema, worked out once."""
+
+    names: tuple[str, ...]  # every column, in order
+    dtypes: dict[str, Any]
+    watched: tuple[tuple[str, bool, tuple[pa.Check, ...]], ...]  # (column, nullable, fast checks): columns with rules
+
+
+_PLANS: dict[int, tuple[pa.DataFrameSchema, _Plan]] = {}
+
+
+def _plan(schema: pa.DataFrameSchema) -> _Plan:
+    known = _PLANS.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    watched = []
+    for name, column in schema.columns.items():
+        checks = tuple(c for c in column.checks if c.name in _RANGE_CHECKS)
+        if checks or not column.nullable:
+            watched.append((name, column.nullable, checks))
+    plan = _Plan(tuple(schema.columns), {n: _pandas_dtype(c) for n, c in schema.columns.items()}, tuple(watched))
+    _PLANS[id(schema)] = (schema, plan)
+    return plan
+
+
+def _nulls(values: pd.Series) -> np.ndarray | None:
+    """The null mask of a column, or None when it has none (found without a mask where the dtype allows)."""
+    kind = values.dtype.kind
+    if kind in "iub":
+        return None
+    if kind == "f":
+        array = values.to_numpy()
+        if not np.isnan(array.sum()):  # one pass, no mask: NaN propagates (inf - inf too: checked below)
+            return None
+        mask = np.isnan(array)
+    elif kind == "M":
+        mask = np.isnat(values.to_numpy())
+    else:
+        if not values.hasnans:
+            return None
+        mask = values.isna().to_numpy()
+    return mask if mask.any() else None
+
+
+def table_problems(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> list[Problem]:
+    """What breaks the schema in ``frame``: columns (set and order), dtypes, nulls, the ranges and
+    value sets of its built-in checks, and the uniqueness of its key. Vectorised, and only the
+    columns with a rule are looked at, so that it is cheap enough for every write (the IO manager
+    runs it on each partition); the schema's custom checks (e.g. QML's one price per day) are left
+    to pandera's own validation. An empty list: the frame satisfies all of them."""
+    plan = _plan(schema)
+    problems: list[Problem] = []
+    present = list(frame.columns)
+    missing = [n for n, c in schema.columns.items() if c.required and n not in set(present)]
+    for name in missing:
+        problems.append(Problem(name, "column present", len(frame), [{"columns": ", ".join(map(str, present))}]))
+    if schema.strict:
+        for name in [c for c in present if c not in plan.dtypes]:
+            problems.append(Problem(str(name), f"no column outside the schema of {schema.name}", len(frame)))
+    if problems:
+        return problems
+    known = [c for c in present if c in plan.dtypes]
+    if schema.ordered and known != [c for c in plan.names if c in set(present)]:
+        problems.append(Problem(", ".join(map(str, known)), f"column order {', '.join(plan.names)}", len(frame)))
+    got = frame.dtypes
+    wrong = {name for name in known if got[name] != plan.dtypes[name]}
+    for name in sorted(wrong, key=known.index):
+        problems.append(Problem(name, f"dtype {plan.dtypes[name]}", len(frame), [{"dtype": str(got[name])}]))
+    if not len(frame):
+        return problems
+    for name, nullable, checks in plan.watched:
+        if name in wrong or name not in got.index:
+            continue
+        values = frame[name]
+        nulls = _nulls(values)
+        if not nullable and nulls is not None:
+            problems.append(Problem(name, "not null", int(nulls.sum()), _examples(frame, nulls, [name])))
+        for check in checks:
+            with np.errstate(invalid="ignore"):
+                broken = ~_RANGE_CHECKS[check.name](values, check.statistics)
+            if nulls is not None:
+                broken &= ~nulls
+            if broken.any():
+                problems.append(Problem(name, check.error or check.name, int(broken.sum()),
+                                        _examples(frame, broken, [name])))
+    key = schema.unique
+    if key and len(frame) > 1 and not problems:
+        doubled = frame.duplicated(list(key), keep=False).to_numpy()
+        if doubled.any():
+            problems.append(Problem(", ".join(key), f"unique ({', '.join(key)})", int(doubled.sum()),
+                                    _examples(frame, doubled, list(key))))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -490,14 +838,4 @@ def _problems_from(cases: pd.DataFrame, rows: pd.DataFrame) -> list[Problem]:
 
 def empty_qml_rows() -> pd.DataFrame:
     """A zero-row frame with the contract's columns and dtypes (an empty trading day)."""
-    return pd.DataFrame(
-        {
-            "symbol": pd.Series([], dtype=str),
-            "time": pd.Series([], dtype="datetime64[ns]"),
-            "n_predict": pd.Series([], dtype="int64"),
-            "close_predict": pd.Series([], dtype="float64"),
-            "target_var_price": pd.Series([], dtype="float64"),
-            "yn_p": pd.Series([], dtype="float64"),
-            "yn_actual": pd.Series([], dtype="float64"),
-        }
-    )
+    return empty_frame(QML_ROWS)

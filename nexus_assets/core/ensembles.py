@@ -113,7 +113,9 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from nexus_assets.core.contract import ENSEMBLE_ROWS, HORIZON_SLICE_COLUMNS, columns, dtypes
 from nexus_assets.core.parallel import worker_threads
+from nexus_assets.core.periods import TRADING_DAYS
 
 __all__ = [
     "LOOKBACK",
@@ -123,7 +125,6 @@ __all__ = [
     "QUANTILES",
     "AGGREGATORS",
     "STRATEGIES",
-    "ANNUALISATION",
     "QUALITY_WEIGHTS",
     "PERCENTILES",
     "MODES",
@@ -152,21 +153,16 @@ STRATEGIES: Mapping[str, tuple[float, float, float, float]] = MappingProxyType(
         "MSE_Only": (1.0, 0.0, 0.0, 0.0),
     }
 )
-ANNUALISATION = 252
-"""Sharpe of a model's directional returns is annualised with sqrt(252) rows, as in Nexus v2."""
 QUALITY_WEIGHTS: Mapping[str, float] = MappingProxyType({"pnl": 10.0, "hits": 10.0, "drawdown": 5.0, "mse": -1.0})
 """Quality score of an ensemble on the validate rows: ``10 pnl + 10 hits + 5 dd - mse``."""
 PERCENTILES: tuple[int, ...] = (5, 25, 75, 95)
 MODES: tuple[str, ...] = ("point_in_time", "nexus_v2")
 SINGLE_MODEL = "single_model"
 NO_AGGREGATOR = "none"
-ENSEMBLE_COLUMNS: tuple[str, ...] = (
-    "date", "horizon", "forecast", "strategy", "aggregator", "quantile", "n_selected", "n_models",
-    "best_child_forecast", "best_child", "p05", "p25", "p75", "p95", "mode",
-)
+ENSEMBLE_COLUMNS: tuple[str, ...] = columns(ENSEMBLE_ROWS)
 """Output columns in ``point_in_time`` mode; ``nexus_v2`` adds ``actual`` after ``forecast``."""
 
-_SLICE_COLUMNS = ("date", "horizon", "symbol", "forecast", "price")
+_SLICE_COLUMNS = HORIZON_SLICE_COLUMNS
 _STRATEGY_NAMES = tuple(STRATEGIES)
 _WEIGHTS = np.array([STRATEGIES[name] for name in _STRATEGY_NAMES], dtype="float64")
 _LAST_STRATEGY = len(_STRATEGY_NAMES) - 1  # MSE_Only: where Nexus v2 takes best_child from
@@ -175,15 +171,12 @@ _NAN_SCORE = np.finfo("float64").max  # sorts after every real score, before unk
 # _BLOCK_BYTES (cache-sized work), but a block always has a few dates (fewer Python steps).
 _BLOCK_BYTES = 6 * 2**20
 _MIN_BLOCK_ROWS = 8
-_SQRT_ANNUAL = np.sqrt(ANNUALISATION)
+_SQRT_ANNUAL = np.sqrt(TRADING_DAYS)  # a model's Sharpe, as in Nexus v2, whatever the calendar
 
 
 def ensemble_columns(mode: str) -> list[str]:
     """The output columns of ``mode``, in order."""
-    columns = list(ENSEMBLE_COLUMNS)
-    if mode == "nexus_v2":
-        columns.insert(columns.index("forecast") + 1, "actual")
-    return columns
+    return list(columns(ENSEMBLE_ROWS, optional=["actual"] if mode == "nexus_v2" else []))
 
 
 def dynamic_quantile_ensemble(
@@ -1005,22 +998,8 @@ def _assemble(parts: list[dict[str, np.ndarray]], mode: str) -> pd.DataFrame:
                                 "actual": np.array([], dtype="float64"), "best_child": np.array([], dtype=object)}
     for part in parts:
         merged = {k: np.concatenate([merged[k], part[k]]) for k in merged}
-    frame = pd.DataFrame(
-        {
-            "date": pd.Series(merged["date"], dtype="datetime64[ns]"),
-            "horizon": pd.Series(merged["horizon"], dtype="int64"),
-            "forecast": pd.Series(merged["forecast"], dtype="float64"),
-            "actual": pd.Series(merged["actual"], dtype="float64"),
-            "strategy": pd.Series(merged["strategy"], dtype="str"),
-            "aggregator": pd.Series(merged["aggregator"], dtype="str"),
-            "quantile": pd.Series(merged["quantile"], dtype="float64"),
-            "n_selected": pd.Series(merged["n_selected"], dtype="int64"),
-            "n_models": pd.Series(merged["n_models"], dtype="int64"),
-            "best_child_forecast": pd.Series(merged["best_child_forecast"], dtype="float64"),
-            "best_child": pd.Series(merged["best_child"], dtype="str"),
-            **{f"p{p:02d}": pd.Series(merged[f"p{p:02d}"], dtype="float64") for p in PERCENTILES},
-            "mode": pd.Series([mode] * len(merged["date"]), dtype="str"),
-        }
-    )
+    merged["mode"] = [mode] * len(merged["date"])
+    frame = pd.DataFrame({name: pd.Series(merged[name], dtype=dtype)
+                          for name, dtype in dtypes(ENSEMBLE_ROWS, optional=["actual"]).items()})
     frame = frame.sort_values(["date", "horizon"], kind="stable").reset_index(drop=True)
     return frame[columns]

@@ -88,6 +88,8 @@ import numpy as np
 import pandas as pd
 
 from nexus_assets.core import trading
+from nexus_assets.core.periods import TRADING_DAYS, periods_per_year
+from nexus_assets.core.contract import DAILY, DAILY_ROWS, STATISTICS, TRADE_ROWS, TRADES, columns, empty_frame
 
 __all__ = [
     "SIGNALS",
@@ -101,7 +103,6 @@ __all__ = [
     "MIN_SIGNALS",
     "MIN_LEGACY_TRADES",
     "VAR_CUTOFF",
-    "LEGACY_ANNUALIZATION",
     "statistic_names",
     "record",
 ]
@@ -109,11 +110,9 @@ __all__ = [
 SIGNALS: tuple[str, ...] = ("raw", "optimised")
 BASES: tuple[str, ...] = ("point_in_time", "legacy")
 TABLES: tuple[str, ...] = ("statistics", "trades", "daily")
-STATISTICS_COLUMNS: tuple[str, ...] = (
-    "date", "signal", "basis", "statistic", "value", "n", "min_n", "sufficient", "definition",
-)
-TRADES_COLUMNS: tuple[str, ...] = ("signal", "basis") + trading.TRADE_COLUMNS
-DAILY_COLUMNS: tuple[str, ...] = ("date", "signal") + trading.DAILY_COLUMNS[1:]
+STATISTICS_COLUMNS: tuple[str, ...] = columns(STATISTICS)
+TRADES_COLUMNS: tuple[str, ...] = columns(TRADES)
+DAILY_COLUMNS: tuple[str, ...] = columns(DAILY)
 MIN_RETURNS = 60
 """Daily returns needed before annualised return statistics are trusted (a quarter of a trading year)."""
 MIN_TRADES = 10
@@ -123,11 +122,8 @@ MIN_SIGNALS = 20
 MIN_LEGACY_TRADES = 3
 """Nexus v2 reports no trade metrics below 3 trades."""
 VAR_CUTOFF = 0.05
-LEGACY_ANNUALIZATION = 252
-"""Nexus v2's trade Sharpe uses 252 days a year whatever the calendar."""
 
 _SIGNAL_COLUMNS = ("date", "variant", "horizons", "net_prob", "position", "price")
-_EMPTY = trading.simulate(pd.DataFrame({"date": [], "price": [], "position": []}), cost_bps=0.0)  # typed empty tables
 _NO_ROWS = np.zeros(0, dtype="int64")
 _EXACT = 1  # min_n of figures that are exact for any sample (total return, exposure, buy and hold)
 
@@ -142,7 +138,7 @@ def statistic_names(basis: str, *, horizons: Sequence[int]) -> tuple[str, ...]:
     """The statistics of ``basis``, in table order, for an asset with these horizons."""
     if basis not in BASES:
         raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
-    specs = _point_in_time_specs(252, 0.0, _steps(horizons)) if basis == "point_in_time" else _legacy_specs()
+    specs = _point_in_time_specs(TRADING_DAYS, 0.0, _steps(horizons)) if basis == "point_in_time" else _legacy_specs()
     return tuple(spec.name for spec in specs)
 
 
@@ -180,7 +176,7 @@ def record(
         the module docstring for the definitions and row order. Identical inputs give identical
         frames.
     """
-    periods = trading.periods_per_year(calendar)
+    periods = periods_per_year(calendar)
     if isinstance(cost_bps, bool) or not isinstance(cost_bps, (int, float, np.integer, np.floating)) or not (
         np.isfinite(cost_bps) and cost_bps >= 0
     ):
@@ -409,7 +405,7 @@ def _legacy_values(track: _Track, legacy_rows: int) -> tuple[list[float], list[i
             trade_values["average_win"],
             trade_values["average_loss"],
             trade_values["profit_factor"],
-            x.mean() / spread * np.sqrt(LEGACY_ANNUALIZATION / days.mean()),
+            x.mean() / spread * np.sqrt(TRADING_DAYS / days.mean()),
             (equity / np.maximum.accumulate(np.maximum(equity, 1.0)) - 1.0).min(),
             trade_values["best_trade"],
             trade_values["worst_trade"],
@@ -518,7 +514,7 @@ def _legacy_specs() -> list[_Statistic]:
         _Statistic("average_loss", least, f"mean of {x} < 0; {nexus}"),
         _Statistic("profit_factor", least, f"sum of {x} > 0 / |sum of those < 0|; NaN without a losing trade; {nexus}"),
         _Statistic("sharpe_ratio", least,
-                   f"mean(x) / std(x, ddof=1) * sqrt({LEGACY_ANNUALIZATION} / average holding days) of {x}; {nexus}"),
+                   f"mean(x) / std(x, ddof=1) * sqrt({TRADING_DAYS} / average holding days) of {x}; {nexus}"),
         _Statistic("max_drawdown", least,
                    f"min(E / running peak - 1), E = cumprod(1 + x) of {x}, peak includes the starting 1; {nexus}"),
         _Statistic("best_trade", least, f"max of {x}; {nexus}"),
@@ -559,7 +555,7 @@ def _day(date: dt.date | pd.Timestamp | str) -> np.datetime64:
 
 def _daily_frame(tracks: list[_Track]) -> pd.DataFrame:
     """Every track's daily rows, signal by signal."""
-    parts = [track.point_in_time.simulation.daily for track in tracks] or [_EMPTY.daily]
+    parts = [track.point_in_time.simulation.daily for track in tracks] or [empty_frame(DAILY_ROWS)]
     frame = pd.concat(parts, ignore_index=True)
     labels = np.repeat([track.signal for track in tracks], [len(part) for part in parts[: len(tracks)]])
     frame.insert(1, "signal", pd.Series(labels, dtype="str"))
@@ -568,7 +564,7 @@ def _daily_frame(tracks: list[_Track]) -> pd.DataFrame:
 
 def _trades_frame(tracks: list[_Track]) -> pd.DataFrame:
     """Per track and basis: its closed trades, then its marks (the open trade at each observation)."""
-    parts, signals, bases = [_EMPTY.trades], [], []
+    parts, signals, bases = [empty_frame(TRADE_ROWS)], [], []
     for track in tracks:
         for basis, book in (("point_in_time", track.point_in_time), ("legacy", track.legacy)):
             parts += [book.closed, book.simulation.marks]

@@ -92,6 +92,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from nexus_assets.core.contract import LEADERBOARD, columns, typed_frame
 from nexus_assets.core.signals import COMBINATIONS, format_horizons
 
 __all__ = [
@@ -121,23 +122,12 @@ TOP = 20
 MAX_EXHAUSTIVE_HORIZONS = 12
 BEAM_WIDTH = 32
 METHODS: tuple[str, ...] = ("exhaustive", "beam")
-LEADERBOARD_COLUMNS: tuple[str, ...] = (
-    "date", "rank", "horizons", "n_horizons", "threshold", "combination", "objective", "fold_sharpes", "n_folds",
-    "trades", "mean_daily_return", "fold_start", "fold_end", "candidates", "method", "eligible", "span_sharpe",
-    "expected_max_sharpe", "deflated_sharpe",
-)
+LEADERBOARD_COLUMNS: tuple[str, ...] = columns(LEADERBOARD)
 EULER_GAMMA = 0.5772156649015329
 
 _MAX_HORIZONS = 62  # subsets are int64 bit masks
 _CHUNK_CELLS = 2_500_000  # (observations or dates) x configurations per chunk: a few 20 MB arrays
 _CANCELLATION = 1e-8  # below this share of sum(r^2) left as variance, recompute it in two passes
-_DTYPES = {
-    "date": "datetime64[ns]", "rank": "int64", "horizons": "str", "n_horizons": "int64", "threshold": "float64",
-    "combination": "str", "objective": "float64", "fold_sharpes": "str", "n_folds": "int64", "trades": "int64",
-    "mean_daily_return": "float64", "fold_start": "datetime64[ns]", "fold_end": "datetime64[ns]",
-    "candidates": "int64", "method": "str", "eligible": "int64", "span_sharpe": "float64",
-    "expected_max_sharpe": "float64", "deflated_sharpe": "float64",
-}
 
 
 def horizon_search(
@@ -168,7 +158,7 @@ def horizon_search(
         The dates to search (default: every observation). Dates that are not observations, or
         still in the warm-up, get no rows. A date's rows never depend on the other dates.
     periods:
-        Observations a year, to annualise the fold Sharpes (``core.trading.ANNUALIZATION``).
+        Observations a year, to annualise the fold Sharpes (``core.periods.ANNUALIZATION``).
     cost_bps:
         Transaction cost per side in basis points, >= 0.
     thresholds, combinations:
@@ -767,5 +757,4 @@ def _popcount(masks: np.ndarray) -> np.ndarray:
 
 
 def _table(records: dict[str, object] | None) -> pd.DataFrame:
-    frame = pd.DataFrame(records or {c: [] for c in LEADERBOARD_COLUMNS}, columns=list(LEADERBOARD_COLUMNS))
-    return frame.astype(_DTYPES).reset_index(drop=True)
+    return typed_frame(records, LEADERBOARD).reset_index(drop=True)

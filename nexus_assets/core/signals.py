@@ -36,6 +36,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from nexus_assets.core import contract
+
 __all__ = [
     "COMBINATIONS",
     "CONFIG_SOURCES",
@@ -61,18 +63,11 @@ VARIANTS: tuple[str, ...] = ("raw", "optimised")
 LABELS = {1: "BULLISH", -1: "BEARISH", 0: "NEUTRAL"}
 _TIER_BOUNDS = ((0.7, "strong"), (0.4, "moderate"))
 
-SIGNAL_COLUMNS: tuple[str, ...] = (
-    "date", "variant", "combination", "horizons", "threshold", "n_horizons", "pairs", "bullish", "bearish",
-    "bullish_prob", "bearish_prob", "net_prob", "mean_drift", "strength", "tier", "agreement_ratio", "signal",
-    "position", "weighted_net_prob", "weighted_signal", "price", "config_source", "deflated_sharpe",
-)
+SIGNAL_COLUMNS: tuple[str, ...] = contract.columns(contract.SIGNALS)
 CONFIG_SOURCES: tuple[str, ...] = ("catalog", "search", "not_significant", "fallback")
 DEFAULT_MIN_DEFLATED_SHARPE = 0.95
 """The bar a search winner's deflated Sharpe ratio must reach (the catalog's ``min_deflated_sharpe``)."""
-SLOPE_COLUMNS: tuple[str, ...] = (
-    "date", "variant", "horizon_short", "horizon_long", "forecast_short", "forecast_long", "slope", "weight",
-    "direction",
-)
+SLOPE_COLUMNS: tuple[str, ...] = contract.columns(contract.SLOPES)
 
 
 def format_horizons(horizons: Iterable[int]) -> str:
@@ -212,21 +207,5 @@ def daily_signals(
             signal_rows.append({"date": date, "variant": variant, "combination": combination, **fields,
                                 "price": price, "config_source": source, "deflated_sharpe": dsr})
             slope_rows.extend({"date": date, "variant": variant, **s} for s in slopes)
-    return {"signals": _table(signal_rows, SIGNAL_COLUMNS), "slopes": _table(slope_rows, SLOPE_COLUMNS)}
-
-
-_DTYPES = {
-    "date": "datetime64[ns]", "variant": "str", "combination": "str", "horizons": "str", "threshold": "float64",
-    "n_horizons": "int64", "pairs": "int64", "bullish": "int64", "bearish": "int64", "bullish_prob": "float64",
-    "bearish_prob": "float64", "net_prob": "float64", "mean_drift": "float64", "strength": "float64",
-    "tier": "str", "agreement_ratio": "float64", "signal": "str", "position": "int64",
-    "weighted_net_prob": "float64", "weighted_signal": "str", "price": "float64", "config_source": "str",
-    "deflated_sharpe": "float64",
-    "horizon_short": "int64", "horizon_long": "int64", "forecast_short": "float64", "forecast_long": "float64",
-    "slope": "float64", "weight": "int64", "direction": "int64",
-}
-
-
-def _table(records: list[dict], columns: Sequence[str]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records, columns=list(columns))
-    return frame.astype({c: _DTYPES[c] for c in columns})
+    return {"signals": contract.typed_frame(signal_rows, contract.SIGNALS),
+            "slopes": contract.typed_frame(slope_rows, contract.SLOPES)}

@@ -15,22 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nexus_assets.core.contract import HORIZON_SLICE_COLUMNS
+from nexus_assets.core.contract import HORIZON_SLICE_COLUMNS, HORIZON_SLICES, empty_frame
 
 __all__ = ["HorizonFrame", "slice_horizons", "empty_slices", "horizon_frames"]
 
 
 def empty_slices() -> pd.DataFrame:
     """A zero-row horizon-slices frame with the stored dtypes."""
-    return pd.DataFrame(
-        {
-            "date": pd.Series([], dtype="datetime64[ns]"),
-            "horizon": pd.Series([], dtype="int64"),
-            "symbol": pd.Series([], dtype=str),
-            "forecast": pd.Series([], dtype="float64"),
-            "price": pd.Series([], dtype="float64"),
-        }
-    )
+    return empty_frame(HORIZON_SLICES)
 
 
 def slice_horizons(rows: pd.DataFrame, start_date: dt.date | None = None) -> pd.DataFrame:

@@ -42,46 +42,26 @@ Definitions (shared by the metrics and the horizon search)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 
+from nexus_assets.core.contract import DAILY_ROWS, TRADE_ROWS, columns
+
 __all__ = [
-    "ANNUALIZATION",
     "POSITIONS",
     "DAILY_COLUMNS",
     "TRADE_COLUMNS",
     "Simulation",
-    "periods_per_year",
     "simulate",
 ]
 
-ANNUALIZATION: Mapping[str, int] = MappingProxyType({"exchange": 252, "crypto": 365})
-"""Observations a year by catalog calendar: trading days for exchange-traded assets, every day for crypto."""
 POSITIONS: tuple[int, ...] = (-1, 0, 1)
-DAILY_COLUMNS: tuple[str, ...] = (
-    "date", "price", "price_known", "net_prob", "position", "asset_return", "strategy_return", "cost", "equity",
-    "drawdown", "buy_and_hold",
-)
-TRADE_COLUMNS: tuple[str, ...] = (
-    "trade", "direction", "entry_date", "entry_price", "exit_date", "exit_price", "status", "holding_observations",
-    "holding_days", "gross_return", "cost", "net_return",
-)
+DAILY_COLUMNS: tuple[str, ...] = columns(DAILY_ROWS)
+TRADE_COLUMNS: tuple[str, ...] = columns(TRADE_ROWS)
 
 _DAY = np.timedelta64(1, "D")
-
-
-def periods_per_year(calendar: str) -> int:
-    """Annualisation factor of a catalog calendar (:data:`ANNUALIZATION`)."""
-    try:
-        return ANNUALIZATION[calendar]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown calendar {calendar!r}; the catalog calendar must be one of {sorted(ANNUALIZATION)}"
-        ) from None
 
 
 @dataclass(frozen=True)

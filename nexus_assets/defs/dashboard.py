@@ -30,6 +30,8 @@ from dagster import (
 from upath import UPath
 
 from nexus_assets.catalog import Catalog, CatalogAsset
+from nexus_assets.core import contract
+from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.dashboard import (
     INDEX,
     AssetSummary,
@@ -46,7 +48,7 @@ from nexus_assets.core.dashboard import (
     write_site_file,
 )
 from nexus_assets.core.freshness import freshness_status
-from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import GROUP, QML_MODELS
 from nexus_assets.defs.metrics import METRICS
 from nexus_assets.defs.metadata import attach_partition_metadata
@@ -110,7 +112,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
             touched.append(entry)
             # the trailing window counted in observations (further back than the mapping after a gap)
             ensembles = horizon_ensembles.history(key, days, before=observations(MODEL_WINDOW - 1))
-            ensembles = empty_ensembles() if ensembles is None else ensembles
+            ensembles = empty_frame(contract.HORIZON_ENSEMBLES) if ensembles is None else ensembles
             ingested = _ingestion_metadata(context.instance, [partition_key(key, day) for day in days])
             for day in days:
                 pk = partition_key(key, day)

@@ -36,7 +36,6 @@ from nexus_assets.defs.storage import PartitionFrames
 __all__ = [
     "HORIZON_ENSEMBLES",
     "build_ensemble_assets",
-    "empty_ensembles",
     "ensemble_history_rows",
     "ensemble_window_days",
     "ensembles_with_combinations",
@@ -129,11 +128,6 @@ def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: in
     plain = within_horizon_combinations(slices, dates=dates)
     merged = result.merge(plain, on=["date", "horizon"], how="left", validate="one_to_one")
     return merged[[*result.columns[:-1], *plain.columns[2:], result.columns[-1]]]  # `mode` stays last
-
-
-def empty_ensembles() -> pd.DataFrame:
-    """A zero-row horizon_ensembles table (what a window without forecasts reads as)."""
-    return ensembles_with_combinations(empty_slices(), mode="point_in_time", lookback=LOOKBACK, dates=[])
 
 
 def _metadata(rows: pd.DataFrame, mode: str) -> dict:

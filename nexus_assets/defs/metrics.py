@@ -12,8 +12,9 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.metrics import record
-from nexus_assets.core.signals import daily_signals, parse_horizons
-from nexus_assets.defs.ensembles import empty_ensembles
+from nexus_assets.core import contract
+from nexus_assets.core.contract import empty_frame
+from nexus_assets.core.signals import parse_horizons
 from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, partition_key
@@ -65,7 +66,7 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
             entry = catalog[key]
             history = signals.concat(key, "signals")
             for horizons, group in _days_by_horizon_set(history, days, entry.horizons).items():
-                records = record(history if history is not None else _empty_signals(), as_of=group,
+                records = record(history if history is not None else empty_frame(contract.SIGNALS), as_of=group,
                                  calendar=entry.calendar, cost_bps=entry.cost_bps, horizons=horizons)
                 for day in group:
                     pk = partition_key(key, day)
@@ -96,9 +97,6 @@ def _days_by_horizon_set(history, days, configured) -> dict:
         groups.setdefault(tuple(sorted(seen)), []).append(day)
     return groups
 
-
-def _empty_signals() -> pd.DataFrame:
-    return daily_signals(empty_ensembles(), threshold=0.0)["signals"]
 
 
 def _metadata(tables: dict, lines_seen: dict | None = None) -> dict:

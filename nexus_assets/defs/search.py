@@ -12,10 +12,12 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
+from nexus_assets.core import contract
+from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS
 from nexus_assets.core.search import horizon_search as search_horizons
-from nexus_assets.core.trading import periods_per_year
-from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
+from nexus_assets.core.periods import periods_per_year
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
@@ -70,7 +72,7 @@ def build_search_assets(catalog: Catalog, partitions_def) -> list:
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             ensembles = horizon_ensembles.history(key, days, before=priced_observations(N_FOLDS * FOLD_LENGTH + 1))
-            board = search_horizons(ensembles if ensembles is not None else empty_ensembles(), dates=days,
+            board = search_horizons(ensembles if ensembles is not None else empty_frame(contract.HORIZON_ENSEMBLES), dates=days,
                                     periods=periods_per_year(entry.calendar), cost_bps=entry.cost_bps,
                                     n_folds=N_FOLDS, fold_length=FOLD_LENGTH)
             for day, rows in split_by_day(board, days).items():

@@ -10,8 +10,10 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, asset
 
 from nexus_assets.catalog import Catalog
+from nexus_assets.core import contract
+from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.signals import daily_signals
-from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES, empty_ensembles
+from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
@@ -51,7 +53,7 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
             frame = horizon_ensembles.concat(key)
             boards = horizon_search.concat(key, "leaderboard")
             winners = None if boards is None else boards[boards["rank"] == 1]
-            tables = daily_signals(frame if frame is not None else empty_ensembles(),
+            tables = daily_signals(frame if frame is not None else empty_frame(contract.HORIZON_ENSEMBLES),
                                    threshold=entry.signal_threshold, winners=winners,
                                    min_deflated_sharpe=entry.min_deflated_sharpe)
             per_table = {name: split_by_day(tables[name], days) for name in SIGNAL_TABLES}

@@ -27,6 +27,13 @@ and comes back as a :class:`PartitionTables` mapping read lazily. Each file is w
 the tables of one partition are written one after the other, so a writer killed between two
 leaves a partition whose tables come from different attempts until it is re-materialised (the
 materialisation is only recorded after the last write, so Dagster shows it as not done).
+
+Contracts: before anything is written, every partition of a table named in
+:data:`nexus_assets.core.contract.STORED_TABLES` (a multi-table asset's table name, else the asset's
+name) is checked against its schema (:func:`nexus_assets.core.contract.table_problems`: columns,
+order, dtypes, nulls, value ranges, the key's uniqueness). A failure raises
+:class:`TableContractError` naming the table, the partition, the column and the rule, and writes
+no file of the run.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from upath import UPath
 
 from nexus_assets.atomic import write_bytes_atomic, write_many_atomic
+from nexus_assets.core.contract import STORED_TABLES, Problem, table_problems
 from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.partitions import split_key
 
@@ -51,6 +59,7 @@ __all__ = [
     "PartitionFrames",
     "PartitionTables",
     "Rule",
+    "TableContractError",
     "TABLES_METADATA",
     "partition_path",
     "read_parquet",
@@ -78,7 +87,33 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def _serialised(asset: str, label: str, frame: pd.DataFrame) -> bytes:
+class TableContractError(ValueError):
+    """A partition that breaks its table's schema; nothing of the run was written."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+
+def _validated(asset: str, key: str, table: str, frame: pd.DataFrame) -> None:
+    schema = STORED_TABLES.get(table)
+    if schema is None:
+        return
+    problems = table_problems(schema, frame)
+    if problems:
+        shown = "; ".join(
+            f"column {p.field!r} breaks rule {p.rule!r} in {p.count} row(s)"
+            + (f", e.g. {p.examples[0]}" if p.examples else "")
+            for p in problems
+        )
+        raise TableContractError(
+            f"{asset} partition {key}: table {table!r} breaks its contract: {shown}; nothing was written", problems
+        )
+
+
+def _serialised(asset: str, key: str, table: str, multi: bool, frame: pd.DataFrame) -> bytes:
+    _validated(asset, key, table, frame)
+    label = f"{key} (table {table})" if multi else key
     try:
         return _parquet_bytes(frame)
     except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
@@ -160,7 +195,7 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
                 f"of the run; expected {keys[:3]}... ({len(keys)} keys), got {str(got)[:200]}"
             )
         frames: list[tuple[UPath, pd.DataFrame]] = []
-        labels: list[str] = []  # what each file is, for a message
+        labels: list[tuple[str, str]] = []  # what each file is (partition, table), for a message
         if tables:
             for k in keys:
                 if not _is_table_set(obj[k], tables):
@@ -170,15 +205,18 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
                         f"got {got}"
                     )
                 frames += [(self._path([*key_path, t], k), obj[k][t]) for t in tables]
-                labels += [f"{k} (table {t})" for t in tables]
+                labels += [(k, t) for t in tables]
         else:
             frames = [(self._path(key_path, k), obj[k]) for k in keys]
-            labels = list(keys)
-        # Every file is serialised (on all cores) before the first one is replaced, then all are
-        # published together: a failure leaves the store as it was, and one sync serves them all.
+            labels = [(k, key_path[-1]) for k in keys]
+        # Every file is checked against its table's schema and serialised (on all cores) before the
+        # first one is replaced, then all are published together: a failure leaves the store as it
+        # was, and one sync serves them all.
         started = time.monotonic()
         asset = context.asset_key.to_user_string()
-        blobs = ordered_map(lambda item: _serialised(asset, *item), list(zip(labels, (f for _, f in frames))))
+        multi = bool(tables)
+        blobs = ordered_map(lambda item: _serialised(asset, *item[0], multi, item[1]),
+                            list(zip(labels, (f for _, f in frames))))
         written = write_many_atomic([(path, blob) for (path, _), blob in zip(frames, blobs)])
         log = getattr(context, "log", None)
         if log is not None:  # the one console line per step: what was done

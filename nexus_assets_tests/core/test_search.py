@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexus_assets.core import search
+from nexus_assets.core import contract
 from nexus_assets.core.search import COMBINATIONS, LEADERBOARD_COLUMNS, horizon_search
 from nexus_assets.core.signals import daily_signals
 from nexus_assets_tests.core import reference_search as reference
@@ -91,7 +92,7 @@ def test_matches_reference_on_rough_data(rough, rough_result):
 
 def test_leaderboard_order_and_schema(rough_result):
     out = rough_result
-    assert out.dtypes.astype(str).to_dict() == search._DTYPES
+    assert out.dtypes.to_dict() == contract.dtypes(contract.LEADERBOARD)
     key = list(zip(out["date"], out["rank"]))
     assert key == sorted(key) and not out.duplicated(["date", "rank"]).any()
     for _, day in out.groupby("date"):
@@ -303,7 +304,7 @@ def test_no_candidates_without_two_horizons_or_history():
     frame = synthetic_ensembles(seed=1, horizons=(3,), days=50)
     empty = horizon_search(frame, **SMALL)
     assert empty.empty and list(empty.columns) == list(LEADERBOARD_COLUMNS)
-    assert empty.dtypes.astype(str).to_dict() == search._DTYPES
+    assert empty.dtypes.to_dict() == contract.dtypes(contract.LEADERBOARD)
     assert horizon_search(frame.iloc[:0], **SMALL).empty
     assert horizon_search(synthetic_ensembles(seed=1, days=19), **SMALL).empty  # 19 < 2 folds of 10
     assert not horizon_search(synthetic_ensembles(seed=1, days=21, drop=0), **SMALL).empty

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from nexus_assets.core import trading
-from nexus_assets.core.trading import DAILY_COLUMNS, TRADE_COLUMNS, periods_per_year, simulate
+from nexus_assets.core.trading import DAILY_COLUMNS, TRADE_COLUMNS, simulate
 
 
 def observations(price, position, *, start="2025-01-01", freq="D", net_prob=None):
@@ -182,13 +182,6 @@ def test_output_schema():
     assert dtypes["direction"] == dtypes["status"] == "str"
     assert sim.daily.dtypes.astype(str).to_dict()["position"] == "int64"
     assert np.isnan(simulate(observations([1.0, 2.0], [0, 1]), cost_bps=0).daily["net_prob"]).all()  # optional
-
-
-def test_periods_per_year():
-    assert dict(trading.ANNUALIZATION) == {"exchange": 252, "crypto": 365}
-    assert periods_per_year("exchange") == 252 and periods_per_year("crypto") == 365
-    with pytest.raises(ValueError, match="'lunar'"):
-        periods_per_year("lunar")
 
 
 def test_rejects_bad_input():

@@ -65,3 +65,20 @@ def test_api_credentials_come_from_environment_variables(monkeypatch, tmp_path):
     defs = build_definitions(Settings.from_env())
     resource = defs.resources["qml"]
     assert type(resource.api_key).__name__ == "EnvVar" and resource.api_key.env_var_name == "QML_API_KEY"
+
+
+def test_every_table_the_io_manager_stores_has_a_schema():
+    """A new stored table comes with its contract (core/contract.py STORED_TABLES)."""
+    import nexus_assets.definitions as module
+    from nexus_assets.core.contract import STORED_TABLES
+    from nexus_assets.defs.storage import TABLES_METADATA
+
+    stored = []
+    for spec in module.defs.get_repository_def().asset_graph.asset_nodes:
+        node = spec
+        if node.io_manager_key != "parquet_io_manager" or node.key.to_user_string() == "dashboard":
+            continue  # the dashboard writes its pages itself and hands the IO manager nothing
+        tables = (node.metadata or {}).get(TABLES_METADATA)
+        tables = getattr(tables, "value", tables)
+        stored += list(tables) if tables else [node.key.path[-1]]
+    assert sorted(stored) == sorted(STORED_TABLES)

@@ -181,3 +181,46 @@ def test_many_files_sweep_temporaries_of_dead_writers_but_not_of_live_ones(tmp_p
     alive.write_bytes(b"partial")
     write_many_atomic([(target, b"new")])
     assert not gone.exists() and alive.exists() and target.read_bytes() == b"new"
+
+
+class _TablesContext(_RangeContext):
+    def __init__(self, keys, asset="signals", tables=None):
+        import dagster
+
+        super().__init__(keys)
+        self.asset_key = dagster.AssetKey(asset)
+        self.definition_metadata = {"tables": list(tables)} if tables else {}
+
+
+def test_a_partition_that_breaks_its_tables_schema_names_it_and_writes_nothing(tmp_path):
+    import pytest
+
+    from nexus_assets.core import contract
+    from nexus_assets.defs.storage import ParquetPartitionIOManager, TableContractError
+
+    manager = ParquetPartitionIOManager(base_dir=str(tmp_path))
+    keys = ["9001_SP500|2018-01-02", "9001_SP500|2018-01-03"]
+    good = {k: {"signals": contract.empty_frame(contract.SIGNALS), "slopes": contract.empty_frame(contract.SLOPES)}
+            for k in keys}
+    bad = {**good, keys[1]: {**good[keys[1]], "slopes": contract.empty_frame(contract.SLOPES).astype({"weight": "float64"})}}
+    with pytest.raises(TableContractError) as caught:
+        manager.handle_output(_TablesContext(keys, tables=["signals", "slopes"]), bad)
+    message = str(caught.value)
+    assert "partition 9001_SP500|2018-01-03" in message and "table 'slopes'" in message
+    assert "column 'weight' breaks rule 'dtype int64'" in message and "nothing was written" in message
+    assert not list(tmp_path.glob("**/*.parquet"))
+    manager.handle_output(_TablesContext(keys, tables=["signals", "slopes"]), good)
+    assert len(list(tmp_path.glob("**/*.parquet"))) == 4
+
+
+def test_a_single_table_asset_is_checked_under_its_own_name(tmp_path):
+    import pytest
+
+    from nexus_assets.defs.storage import ParquetPartitionIOManager, TableContractError
+
+    manager = ParquetPartitionIOManager(base_dir=str(tmp_path))
+    keys = ["9001_SP500|2018-01-02"]
+    broken = frame().assign(horizon=0)  # a horizon counts observations ahead: at least 1
+    with pytest.raises(TableContractError, match="table 'horizon_slices'.*column 'horizon' breaks rule"):
+        manager.handle_output(_TablesContext(keys, asset="horizon_slices"), {keys[0]: broken})
+    assert not list(tmp_path.glob("**/*.parquet"))

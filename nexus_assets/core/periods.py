@@ -1,0 +1,30 @@
+"""Observations a year: the one home of the annualisation factors.
+
+A catalog asset's calendar says how many observations make a year (``exchange``: trading days,
+``crypto``: every day); Nexus v2 annualised with 252 whatever the calendar, and the figures that
+reproduce it (the ensemble's model Sharpe, the legacy trade Sharpe) use :data:`TRADING_DAYS` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+__all__ = ["TRADING_DAYS", "CALENDAR_DAYS", "ANNUALIZATION", "periods_per_year"]
+
+TRADING_DAYS = 252
+"""Trading days a year of an exchange, and Nexus v2's annualisation for every calendar."""
+CALENDAR_DAYS = 365
+"""Days a year of a market that trades every day."""
+ANNUALIZATION: Mapping[str, int] = MappingProxyType({"exchange": TRADING_DAYS, "crypto": CALENDAR_DAYS})
+"""Observations a year by catalog calendar: trading days for exchange-traded assets, every day for crypto."""
+
+
+def periods_per_year(calendar: str) -> int:
+    """Annualisation factor of a catalog calendar (:data:`ANNUALIZATION`)."""
+    try:
+        return ANNUALIZATION[calendar]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown calendar {calendar!r}; the catalog calendar must be one of {sorted(ANNUALIZATION)}"
+        ) from None

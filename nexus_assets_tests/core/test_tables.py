@@ -1,0 +1,142 @@
+"""The stored tables' schemas: derived columns, dtypes and empties, and the fast check beside
+pandera's own validation (the slow, obviously correct reference)."""
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pytest
+
+from nexus_assets.core import contract
+from nexus_assets.core.combinations import within_horizon_combinations
+from nexus_assets.core.contract import STORED_TABLES, columns, dtypes, empty_frame, table_problems, typed_frame
+from nexus_assets.core.ensembles import dynamic_quantile_ensemble
+from nexus_assets.core.metrics import record
+from nexus_assets.core.search import horizon_search
+from nexus_assets.core.signals import daily_signals
+from nexus_assets.core.slicing import empty_slices
+from nexus_assets.core.trading import simulate
+
+SCHEMAS = sorted(STORED_TABLES.items())
+
+
+def valid_frame(schema: pa.DataFrameSchema, n: int = 4, seed: int = 0) -> pd.DataFrame:
+    """``n`` rows satisfying every built-in check of ``schema`` (each row its own day, so keys are unique)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in columns(schema):
+        column = schema.columns[name]
+        dtype = dtypes(schema)[name]
+        allowed = next((c.statistics["allowed_values"] for c in column.checks if c.name == "isin"), None)
+        lowest = next((c.statistics["min_value"] for c in column.checks if "min_value" in c.statistics), None)
+        if allowed is not None:
+            values = [sorted(allowed)[0]] * n
+        elif np.dtype("datetime64[ns]") == dtype:
+            values = pd.date_range("2018-01-02", periods=n, freq="D")
+        elif dtype == np.dtype("int64"):
+            values = np.full(n, 1 if lowest is None else int(np.ceil(lowest)) + 1)
+        elif dtype == np.dtype("float64"):
+            values = rng.uniform(1.0, 2.0, n)
+        elif dtype == np.dtype("bool"):
+            values = np.ones(n, dtype=bool)
+        else:
+            values = [f"{name}_{i}" for i in range(n)]
+        out[name] = pd.Series(values, dtype=dtype)
+    return pd.DataFrame(out)
+
+
+def pandera_columns(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> set[str]:
+    """The columns pandera itself finds at fault (its lazy validation)."""
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        return set(errors.failure_cases["column"].dropna().astype(str))
+    return set()
+
+
+@pytest.mark.parametrize("table, schema", SCHEMAS, ids=[t for t, _ in SCHEMAS])
+def test_a_valid_frame_passes_both_checks(table, schema):
+    frame = valid_frame(schema)
+    assert table_problems(schema, frame) == []
+    assert pandera_columns(schema, frame) == set()
+    assert table_problems(schema, empty_frame(schema)) == []
+
+
+@pytest.mark.parametrize("table, schema", SCHEMAS, ids=[t for t, _ in SCHEMAS])
+def test_the_fast_check_finds_what_pandera_finds(table, schema):
+    """Every null in a non-nullable column and every value outside a range or set is found by
+    both, in the same column."""
+    for name, column in schema.columns.items():
+        if not column.required:
+            continue
+        frame = valid_frame(schema)
+        if not column.nullable and (frame[name].dtype.kind in "fM" or frame[name].dtype == "str"):
+            broken = frame.copy()
+            broken.loc[1, name] = None
+            found = {p.field for p in table_problems(schema, broken)}
+            assert name in found and name in pandera_columns(schema, broken), (table, name)
+        for check in column.checks:
+            stats = check.statistics
+            if check.name in contract._RANGE_CHECKS:
+                broken = frame.copy()
+                if "allowed_values" in stats:
+                    bad = "not-allowed" if broken[name].dtype == "str" else 99
+                elif check.name == "str_length":
+                    bad = ""
+                elif "min_value" in stats:
+                    bad = stats["min_value"] - 1
+                else:
+                    bad = stats["max_value"] + 1
+                broken[name] = pd.Series([broken[name].iloc[0], bad, *broken[name].iloc[2:]], dtype=broken[name].dtype)
+                problems = table_problems(schema, broken)
+                assert [p.count for p in problems if p.field == name] == [1], (table, name, problems)
+                assert name in pandera_columns(schema, broken), (table, name)
+
+
+def test_dtype_column_set_order_and_key_are_checked():
+    frame = valid_frame(contract.SIGNALS)
+    rules = lambda f: [(p.field, p.rule) for p in table_problems(contract.SIGNALS, f)]  # noqa: E731
+    assert rules(frame.assign(pairs=frame["pairs"].astype("float64"))) == [("pairs", "dtype int64")]
+    assert rules(frame.assign(signal=frame["signal"].astype(object))) == [("signal", "dtype str")]
+    assert rules(frame.drop(columns="tier"))[0] == ("tier", "column present")
+    assert rules(frame.assign(extra=1.0)) == [("extra", "no column outside the schema of signals")]
+    assert rules(frame[[*frame.columns[1:], "date"]])[0][1].startswith("column order date, variant")
+    assert rules(pd.concat([frame, frame.iloc[:1]], ignore_index=True)) == [("date, variant", "unique (date, variant)")]
+
+
+def test_an_optional_column_keeps_its_place():
+    with_actual = columns(contract.HORIZON_ENSEMBLES, optional=["actual"])
+    assert with_actual.index("actual") == with_actual.index("forecast") + 1
+    frame = valid_frame(contract.HORIZON_ENSEMBLES).assign(actual=1.0)
+    assert table_problems(contract.HORIZON_ENSEMBLES, frame[list(with_actual)]) == []
+    assert table_problems(contract.HORIZON_ENSEMBLES, frame)[0].rule.startswith("column order")
+
+
+def test_typed_frame_from_records_or_columns():
+    empty = typed_frame([], contract.SLOPES)
+    pd.testing.assert_frame_equal(empty, empty_frame(contract.SLOPES))
+    rows = typed_frame({"date": ["2018-01-02"], "variant": ["raw"], "horizon_short": [1], "horizon_long": [3],
+                        "forecast_short": [1.0], "forecast_long": [2.0], "slope": [0.5], "weight": [2],
+                        "direction": [1]}, contract.SLOPES)
+    assert table_problems(contract.SLOPES, rows) == []
+
+
+def test_every_step_returns_its_schema_typed_when_it_has_nothing():
+    """Each core step's empty result is the schema's empty frame: same columns, same dtypes."""
+    slices = empty_slices()
+    pd.testing.assert_frame_equal(slices, empty_frame(contract.HORIZON_SLICES))
+    pd.testing.assert_frame_equal(dynamic_quantile_ensemble(slices), empty_frame(contract.ENSEMBLE_ROWS))
+    pd.testing.assert_frame_equal(dynamic_quantile_ensemble(slices, mode="nexus_v2"),
+                                  empty_frame(contract.ENSEMBLE_ROWS, optional=["actual"]))
+    pd.testing.assert_frame_equal(within_horizon_combinations(slices), empty_frame(contract.COMBINATION_ROWS))
+    ensembles = empty_frame(contract.HORIZON_ENSEMBLES)
+    tables = daily_signals(ensembles, threshold=0.0)
+    pd.testing.assert_frame_equal(tables["signals"], empty_frame(contract.SIGNALS))
+    pd.testing.assert_frame_equal(tables["slopes"], empty_frame(contract.SLOPES))
+    board = horizon_search(ensembles, dates=["2018-01-02"], periods=252, cost_bps=0.0)
+    pd.testing.assert_frame_equal(board, empty_frame(contract.LEADERBOARD))
+    sim = simulate(pd.DataFrame({"date": [], "price": [], "position": []}), cost_bps=0.0)
+    pd.testing.assert_frame_equal(sim.daily, empty_frame(contract.DAILY_ROWS))
+    pd.testing.assert_frame_equal(sim.trades, empty_frame(contract.TRADE_ROWS))
+    day = record(empty_frame(contract.SIGNALS), as_of=["2018-01-02"], calendar="exchange", cost_bps=0.0, horizons=[1])
+    for name, schema in (("statistics", contract.STATISTICS), ("trades", contract.TRADES), ("daily", contract.DAILY)):
+        assert table_problems(schema, next(iter(day.values()))[name]) == []
