@@ -34,7 +34,7 @@ KEY = "bench-key-not-secret"
 PROJECT = 8101
 START = dt.date(2025, 1, 1)
 
-CLIENT = """
+CLIENT = f"""
 import datetime as dt, sys, time
 from nexus_assets.qml import client
 from nexus_assets.qml.client import QMLClient
@@ -44,19 +44,20 @@ if sys.argv[2] == "json-streaming":  # the fast path turned off, as for a body i
     client._fast_json_rows = _refuse
 days = [dt.date(2025, 1, 1) + dt.timedelta(days=i) for i in range(int(sys.argv[3]))]
 t = time.perf_counter()
-pull = QMLClient(sys.argv[1], "{key}", prefer_parquet=sys.argv[2] == "parquet").pull({project}, days)
-print(f"rows={{len(pull.rows)}} parse_seconds={{time.perf_counter() - t:.1f}} frame_mb={{pull.rows.memory_usage(deep=True).sum() / 1e6:.0f}}")
-""".format(key=KEY, project=PROJECT)
+pull = QMLClient(sys.argv[1], "{KEY}", prefer_parquet=sys.argv[2] == "parquet").pull({PROJECT}, days)
+print(f"rows={{len(pull.rows)}} parse_seconds={{time.perf_counter() - t:.1f}} "
+      f"frame_mb={{pull.rows.memory_usage(deep=True).sum() / 1e6:.0f}}")
+"""
 
-NAIVE = """
+NAIVE = f"""
 import sys, time, requests, pandas as pd
 t = time.perf_counter()
-rows = requests.get(sys.argv[1] + "/get_qml_models/{project}", params={{"from_date": sys.argv[2], "to_date": sys.argv[3]}},
-                    headers={{"qml-api-key": "{key}"}}, timeout=600).json()
+rows = requests.get(sys.argv[1] + "/get_qml_models/{PROJECT}", params={{"from_date": sys.argv[2], "to_date": sys.argv[3]}},
+                    headers={{"qml-api-key": "{KEY}"}}, timeout=600).json()
 frame = pd.DataFrame(rows)
 frame["time"] = pd.to_datetime(frame["time"], format="%a, %d %b %Y %H:%M:%S GMT")
 print(f"rows={{len(frame)}} parse_seconds={{time.perf_counter() - t:.1f}}")
-""".format(key=KEY, project=PROJECT)
+"""
 
 IDLE = "import pandas, requests, ijson, pyarrow.parquet, nexus_assets.qml.client; print('rows=0')"
 
@@ -69,7 +70,8 @@ def main() -> int:
 
     env = dict(os.environ, QML_API_KEY=KEY, PYTHONWARNINGS="ignore")
     server = subprocess.Popen(
-        [sys.executable, "-m", "nexus_assets.cli", "qml-server", "--port", str(args.port), "--catalog", str(HERE / "catalogs" / "bitcoin_scale.toml")],
+        [sys.executable, "-m", "nexus_assets.cli", "qml-server", "--port", str(args.port),
+         "--catalog", str(HERE / "catalogs" / "bitcoin_scale.toml")],
         env=env, stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -38,23 +38,24 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]  # this checkout's nexus_assets, whatever is installed
 from _measure import measure, table  # noqa: E402
+
 CATALOG = HERE / "catalogs" / "large_history.toml"
 KEY = "bench-key-not-secret"
 PROJECT = 8201
 ASSET = "8201_Synth_Large"
 START, END = dt.date(2023, 1, 1), dt.date(2025, 9, 30)
 
-CLIENT = """
+CLIENT = f"""
 import datetime as dt, sys, time
 import nexus_assets.qml.client as client
 client._JSON_CHUNK_ROWS = int(sys.argv[5])
 first, last = dt.date.fromisoformat(sys.argv[3]), dt.date.fromisoformat(sys.argv[4])
 days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 t = time.perf_counter()
-pull = client.QMLClient(sys.argv[1], "{key}", prefer_parquet=sys.argv[2] == "parquet", read_timeout=1800).pull({project}, days)
+pull = client.QMLClient(sys.argv[1], "{KEY}", prefer_parquet=sys.argv[2] == "parquet", read_timeout=1800).pull({PROJECT}, days)
 print(f"rows={{len(pull.rows)}} days={{len(days)}} seconds={{time.perf_counter() - t:.1f}} "
       f"frame_mb={{pull.rows.memory_usage(deep=True).sum() / 1e6:.0f}} watermark={{pull.watermark.date()}}")
-""".format(key=KEY, project=PROJECT)
+"""
 
 IDLE = "import pandas, requests, ijson, pyarrow.parquet, nexus_assets.qml.client; print('rows=0')"
 
@@ -107,7 +108,8 @@ def main() -> int:
             for label, target, params in [
                 ("JSON, whole history", url, span),
                 ("Parquet, whole history", url, {**span, "format": "parquet"}),
-                ("JSON, whole history for a one-day request (ignore_range)", today_url, {"from_date": "2025-09-30", "to_date": "2025-09-30"}),
+                ("JSON, whole history for a one-day request (ignore_range)", today_url,
+                 {"from_date": "2025-09-30", "to_date": "2025-09-30"}),
             ]:
                 size, seconds = _warm(target, params)
                 notes.append(f"server: {label}: {size:,.0f} MB built and cached in {seconds:.0f}s")

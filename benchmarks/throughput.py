@@ -178,8 +178,8 @@ def main() -> int:
                     notes.append(f"{name}: {files} Parquet files")
                 folder = tmp / "core_only"
                 env = _env(folder, url, REPO, catalog)
-                results.append(measure(f"core without Dagster: {args.days - 1} days", [sys.executable, "-c", CORE_ONLY, ASSET, str(args.days - 1)],
-                                       env, str(folder)))
+                command = [sys.executable, "-c", CORE_ONLY, ASSET, str(args.days - 1)]
+                results.append(measure(f"core without Dagster: {args.days - 1} days", command, env, str(folder)))
             finally:
                 if args.baseline:
                     subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "baseline")], capture_output=True)

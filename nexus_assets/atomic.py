@@ -65,7 +65,7 @@ def write_many_atomic(items: list[tuple[UPath, bytes]]) -> int:
         os.makedirs(folder, exist_ok=True)
         _remove_stale_temps_in(folder)  # one listing per folder, not one per file
     try:
-        for (path, data), target in zip(local, targets):
+        for (_path, data), target in zip(local, targets):
             temp = os.path.join(os.path.dirname(target), f"{_temp_prefix(target)}{os.getpid()}-{_HOST}-{uuid.uuid4().hex}.tmp")
             staged.append((temp, target))
             with open(temp, "wb") as handle:

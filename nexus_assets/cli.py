@@ -46,7 +46,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     catalog = settings.catalog()
-    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     start = args.start or catalog.start_date
     end = args.end or (catalog.end_date or yesterday)
     if end < start:  # would record empty "successful" runs

@@ -38,14 +38,21 @@ from collections.abc import Sequence
 import dagster
 import yaml
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from dagster._serdes import ConfigurableClassData
-from dagster._core.storage.sqlalchemy_compat import db_result
 
-__all__ = ["BatchingSqliteEventLogStorage", "NexusInstance", "NexusSqliteStorage", "EVENT_DEFAULTS", "SUPPORTED_DAGSTER", "batch_writes_supported"]
+__all__ = [
+    "BatchingSqliteEventLogStorage",
+    "NexusInstance",
+    "NexusSqliteStorage",
+    "EVENT_DEFAULTS",
+    "SUPPORTED_DAGSTER",
+    "batch_writes_supported",
+]
 
 SUPPORTED_DAGSTER = "1.13."
 """The Dagster minor version whose SQLite storage internals the batch writer was tested against."""

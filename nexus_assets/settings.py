@@ -58,7 +58,7 @@ class Settings:
     qml_max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         data_dir = env.get("NEXUS_DATA_DIR") or "data"
         if _is_local(data_dir):

@@ -213,7 +213,7 @@ for line in sys.stdin:
 class ChildRun:
     """One forked run: its pid and what it has said."""
 
-    def __init__(self, farm: "RunForker", run_id: str) -> None:
+    def __init__(self, farm: RunForker, run_id: str) -> None:
         self.farm, self.id = farm, run_id
         self.pid = int(self.farm.said(run_id, "pid")[0])
 

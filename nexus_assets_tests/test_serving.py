@@ -160,9 +160,10 @@ def test_a_malformed_path_is_a_clean_400_on_the_qml_server(qml, path, capfd) -> 
     assert "Traceback" not in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("project", ["9" * 5000, "9" * 19, "\u0663", "-1", "1.0"], ids=["5000-digits", "19-digits", "arabic-digit", "negative", "float"])
+@pytest.mark.parametrize("project", ["9" * 5000, "9" * 19, "\u0663", "-1", "1.0"],
+                         ids=["5000-digits", "19-digits", "arabic-digit", "negative", "float"])
 def test_an_absurd_project_id_is_a_404_not_a_500(qml, project, capfd) -> None:
-    status, headers, body = _get(qml, f"/get_qml_models/{project}".encode("utf-8").decode("latin-1"),
+    status, headers, body = _get(qml, f"/get_qml_models/{project}".encode().decode("latin-1"),
                                  headers={"qml-api-key": API_KEY})
     assert status == 404, body[:200]
     _assert_secure(headers)

@@ -488,7 +488,7 @@ class Problem:
         shown = "; ".join(_format_row(r) for r in self.examples[:_EXAMPLES])
         return f"field {self.field!r} breaks rule {self.rule!r} in {self.count} row(s), e.g. {shown}"
 
-    def scrubbed(self, scrub: Callable[[str], str]) -> "Problem":
+    def scrubbed(self, scrub: Callable[[str], str]) -> Problem:
         """This problem with ``scrub`` applied to every text it shows (field, rule, example keys
         and values): examples are upstream content, which may echo a secret back."""
         return Problem(scrub(self.field), scrub(self.rule), self.count, [_scrub_value(e, scrub) for e in self.examples])
@@ -528,7 +528,7 @@ class ContractViolation(ValueError):
         super().__init__(message)
         self.problems = tuple(problems)
 
-    def scrubbed(self, scrub: Callable[[str], str]) -> "ContractViolation":
+    def scrubbed(self, scrub: Callable[[str], str]) -> ContractViolation:
         """The same violation with ``scrub`` applied to its message and every problem."""
         return ContractViolation(scrub(str(self)), [p.scrubbed(scrub) for p in self.problems])
 
@@ -630,7 +630,7 @@ def _parse_time_text(text: str) -> dt.datetime | None:
         except (TypeError, ValueError, IndexError):
             return None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed
 
 
@@ -732,7 +732,8 @@ def _numeric(frame: pd.DataFrame, name: str, nullable: bool, problems: list[Prob
     if bad.any():
         problems.append(Problem(name, "type: number", int(bad.sum()), _examples(frame, bad, shown)))
     if name in FINITE_FIELDS and marked.any():
-        examples = [{k: NON_FINITE_MARKERS.get(v, v) if isinstance(v, str) else v for k, v in row.items()} for row in _examples(frame, marked, shown)]
+        examples = [{k: NON_FINITE_MARKERS.get(v, v) if isinstance(v, str) else v for k, v in row.items()}
+                    for row in _examples(frame, marked, shown)]
         problems.append(Problem(name, "finite", int(marked.sum()), examples))
     return values
 

@@ -88,8 +88,8 @@ import numpy as np
 import pandas as pd
 
 from nexus_assets.core import trading
-from nexus_assets.core.periods import TRADING_DAYS, periods_per_year
 from nexus_assets.core.contract import DAILY, DAILY_ROWS, STATISTICS, TRADE_ROWS, TRADES, columns, empty_frame
+from nexus_assets.core.periods import TRADING_DAYS, periods_per_year
 
 __all__ = [
     "SIGNALS",

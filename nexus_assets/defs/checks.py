@@ -8,7 +8,15 @@ grid, and freshness policies judge a whole asset: one fresh asset would hide a s
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 import datetime as dt
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, AssetRecordsFilter, multi_asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetRecordsFilter,
+    multi_asset_check,
+)
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.freshness import freshness_status
@@ -41,7 +49,7 @@ def build_freshness_checks(catalog: Catalog):
         for materialised in instance.get_materialized_partitions(key):
             asset, day = split_key(materialised)
             latest[asset] = max(latest.get(asset, day), day)
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         for entry in catalog.assets:
             last_day = latest.get(entry.key)
             watermark = None

@@ -50,8 +50,8 @@ from nexus_assets.core.dashboard import (
 from nexus_assets.core.freshness import freshness_status
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import GROUP, QML_MODELS
-from nexus_assets.defs.metrics import METRICS
 from nexus_assets.defs.metadata import attach_partition_metadata
+from nexus_assets.defs.metrics import METRICS
 from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.signals import SIGNALS
@@ -152,7 +152,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
 
 def rebuild_site(root: UPath, catalog: Catalog, assets: list[str] | None = None, today: dt.date | None = None) -> UPath:
     """Rebuild the histories of ``assets`` (default: all) and the index from the page summaries."""
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     summaries = []
     for entry in catalog.assets:
         days, watermark = _read_summaries(root, entry.key)

@@ -14,10 +14,8 @@ import hashlib
 import json
 
 import pandas as pd
-from pydantic import Field
 from dagster import (
     AssetCheckResult,
-    Config,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -25,6 +23,7 @@ from dagster import (
     AssetKey,
     AssetRecordsFilter,
     BackfillPolicy,
+    Config,
     DagsterEventType,
     DagsterInstance,
     DataVersion,
@@ -36,6 +35,7 @@ from dagster import (
     RetryRequested,
     asset,
 )
+from pydantic import Field
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.contract import (
@@ -47,8 +47,8 @@ from nexus_assets.core.contract import (
     empty_qml_rows,
     validate_qml_rows,
 )
-from nexus_assets.core.parallel import ordered_map
 from nexus_assets.core.freshness import DayStatus, classify_day
+from nexus_assets.core.parallel import ordered_map
 from nexus_assets.core.restatement import Restatement, diff_rows
 from nexus_assets.core.slicing import slice_horizons
 from nexus_assets.defs.metadata import attach_partition_metadata

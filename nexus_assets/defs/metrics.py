@@ -11,9 +11,9 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
-from nexus_assets.core.metrics import record
 from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
+from nexus_assets.core.metrics import record
 from nexus_assets.core.signals import parse_horizons
 from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata

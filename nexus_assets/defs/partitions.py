@@ -10,9 +10,8 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterable
 
-import numpy as np
-
 import dagster
+import numpy as np
 from dagster import (
     DailyPartitionsDefinition,
     DimensionPartitionMapping,

@@ -8,7 +8,13 @@ from collections.abc import Iterable
 from dagster import ConfigurableResource
 
 from nexus_assets.catalog import CatalogAsset
-from nexus_assets.qml.client import DEFAULT_DEADLINE_SECONDS, DEFAULT_MAX_RESPONSE_BYTES, QMLClient, RetryPolicy, check_api_key
+from nexus_assets.qml.client import (
+    DEFAULT_DEADLINE_SECONDS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    QMLClient,
+    RetryPolicy,
+    check_api_key,
+)
 from nexus_assets.qml.sources import QMLPull, pull_embedded
 
 __all__ = ["QMLResource"]

@@ -37,7 +37,7 @@ def build_daily_schedule(catalog: Catalog, job, cron: str = "30 6 * * *"):
         description="Every day at 06:30 UTC: yesterday's partition of every catalog asset, in one run.",
     )
     def nexus_daily(context: ScheduleEvaluationContext):
-        day = context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
+        day = context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)
         if day < catalog.start_date:
             return SkipReason(f"{day} is before the catalog's first start_date {catalog.start_date}")
         if catalog.end_date is not None and day > catalog.end_date:

@@ -14,9 +14,9 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 from nexus_assets.catalog import Catalog
 from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
+from nexus_assets.core.periods import periods_per_year
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS
 from nexus_assets.core.search import horizon_search as search_horizons
-from nexus_assets.core.periods import periods_per_year
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata

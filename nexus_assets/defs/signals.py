@@ -40,7 +40,8 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
             "quantile-ensemble forecasts, the catalog's signal_threshold) and `optimised` (the horizon subset, "
             "threshold and combination horizon_search chose for the date, when the winner's deflated Sharpe ratio "
             "reaches the catalog's min_deflated_sharpe; otherwise, or while the search has no winner, the raw "
-            "configuration: config_source not_significant / fallback). Only pairs where both forecasts exist. Tables: `signals` (net_prob, bullish/bearish "
+            "configuration: config_source not_significant / fallback). Only pairs where both forecasts exist. "
+            "Tables: `signals` (net_prob, bullish/bearish "
             "counts and probabilities, pairs, mean_drift, strength and tier, agreement_ratio, signal, position, "
             "the separation-weighted variant, price) and `slopes` (every pair's slope: the heatmap)."
         ),

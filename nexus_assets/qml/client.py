@@ -39,7 +39,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus, urljoin, urlsplit
@@ -194,8 +194,8 @@ def _parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
 def _origin(url: str) -> str:
@@ -498,8 +498,8 @@ class QMLClient:
 
     # -- body readers ---------------------------------------------------------------------------
 
-    def _read_models(self, answer: "_Answer", days: tuple[dt.date, ...]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
-        limit = time_limit(answer.watermark, dt.datetime.now(dt.timezone.utc).date())
+    def _read_models(self, answer: _Answer, days: tuple[dt.date, ...]) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+        limit = time_limit(answer.watermark, dt.datetime.now(dt.UTC).date())
         if answer.media in (PARQUET_MEDIA_TYPE, "application/x-parquet", "application/octet-stream"):
             kept = _keep_requested(_read_parquet_rows(answer.body), days, limit)
             _raise_for_future_rows(kept.future, len(kept.rows))
@@ -543,7 +543,7 @@ class QMLClient:
         if problems:
             raise ContractViolation(ContractReport(len(rows), tuple(problems)).message(), problems)
 
-    def _read_json_table(self, answer: "_Answer") -> tuple[pd.DataFrame, None]:
+    def _read_json_table(self, answer: _Answer) -> tuple[pd.DataFrame, None]:
         if answer.media != "application/json":
             raise QMLRequestError(f"unexpected Content-Type {answer.media or '(none)'!r}; expected JSON", answer.status)
         try:

@@ -26,8 +26,8 @@ import functools
 import importlib
 import itertools
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -89,7 +89,7 @@ _FAMILIES: tuple[_Family, ...] = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_cached(series: str) -> pd.Series:
     """Read and clean one arch dataset once per process (parsing the bundled CSV is the slow part)."""
     module_name, column = _SOURCES[series]

@@ -139,7 +139,8 @@ class Fault:
     (response: the first half of the normal body, announced with its own length: complete on the
     wire, unreadable as JSON or Parquet); ``echo_key`` (response: the server's API key echoed back,
     in ``field``: ``body`` (an invalid body quoting it), a header of :data:`ECHO_HEADERS`,
-    ``header_line`` (a malformed header line quoting it), or a row field, whose value it becomes in the first ``rows`` rows; ``Location`` answers a redirect
+    ``header_line`` (a malformed header line quoting it), or a row field, whose value it becomes in the
+    first ``rows`` rows; ``Location`` answers a redirect
     to a host named after the key, which no client may follow).
     """
 
@@ -185,7 +186,7 @@ class Fault:
             dt.date.fromisoformat(self.day)
 
     @classmethod
-    def from_dict(cls, spec: Mapping[str, Any]) -> "Fault":
+    def from_dict(cls, spec: Mapping[str, Any]) -> Fault:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(spec) - known)
         if unknown:
@@ -451,7 +452,7 @@ class QMLServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "QMLServer":
+    def start(self) -> QMLServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="qml-server", daemon=True)
         self._thread.start()
         return self
@@ -462,7 +463,7 @@ class QMLServer:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "QMLServer":
+    def __enter__(self) -> QMLServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -481,7 +482,7 @@ class QMLServer:
         return given is not None and hmac.compare_digest(given.encode(), self._api_key.encode())
 
     # Payloads are cached per request shape: a benchmark or a backfill asks the same thing often.
-    @functools.lru_cache(maxsize=16)
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one source per server, which lives as long as its cache
     def history(self, project_id: int) -> pd.DataFrame:
         project, start = self.projects[project_id]
         return project.rows(start, project.watermark().date())
@@ -495,7 +496,7 @@ class QMLServer:
             rows = rows[rows["time"] <= pd.Timestamp(end)]
         return rows
 
-    @functools.lru_cache(maxsize=8)
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - as above
     def payload(self, project_id: int, start: dt.date | None, end: dt.date | None, media: str) -> bytes:
         rows = self.span(project_id, start, end)
         return _rows_to_parquet(rows) if media == PARQUET_MEDIA_TYPE else rows_to_json(rows)
@@ -647,7 +648,8 @@ class _Handler(HardenedHandler):
         rows = self.app.span(project_id, start, end).copy()
         if fault.field == "time":
             rows["time"] = rows["time"].map(_rfc1123)
-        column = rows[fault.field].astype(object) if fault.field in rows.columns else pd.Series([None] * len(rows), index=rows.index, dtype=object)
+        column = (rows[fault.field].astype(object) if fault.field in rows.columns
+                  else pd.Series([None] * len(rows), index=rows.index, dtype=object))
         column[_targets(rows, fault)] = key
         rows[fault.field] = column.astype(str) if media == PARQUET_MEDIA_TYPE else column  # Parquet: one type per column
         body = _rows_to_parquet(rows) if media == PARQUET_MEDIA_TYPE else rows_to_json(rows)

@@ -59,7 +59,7 @@ def embedded_project(asset: CatalogAsset) -> EmbeddedProject:
     if asset.source == "synthetic":
         from nexus_assets.qml.synthetic import SyntheticProject
 
-        end = asset.end_date or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
+        end = asset.end_date or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
         return SyntheticProject(
             asset.project_id,
             horizons=asset.horizons or (1, 3, 5, 8, 13),

@@ -4,7 +4,8 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nexus_assets.core.combinations import COMBINATION_COLUMNS, within_horizon_combinations
 from nexus_assets.core.slicing import horizon_frames, slice_horizons

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 
 from nexus_assets.core.contract import (
+    MAX_HORIZON,
     NON_FINITE_MARKERS,
     ContractViolation,
     Problem,
-    MAX_HORIZON,
     check_contract_version,
     coerce_qml_rows,
-    validate_qml_rows,
     merge_problems,
     parse_times,
     rows_after,
     time_limit,
+    validate_qml_rows,
 )
 
 NAN, INF, MINUS_INF = (next(k for k, v in NON_FINITE_MARKERS.items() if check(v)) for check in (

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nexus_assets.core import search
-from nexus_assets.core import contract
+from nexus_assets.core import contract, search
 from nexus_assets.core.search import COMBINATIONS, LEADERBOARD_COLUMNS, horizon_search
 from nexus_assets.core.signals import daily_signals
 from nexus_assets_tests.core import reference_search as reference

@@ -50,7 +50,7 @@ def test_only_pairs_where_both_forecasts_exist():
                                                  (-0.1, 0.1, "NEUTRAL"), (-0.2, 0.1, "BEARISH"), (0.0, 0.0, "NEUTRAL")])
 def test_threshold_is_strict(net, threshold, label):
     # two horizons and an exact net_prob are hard to build; a flat pair gives net 0, one pair +-1
-    from nexus_assets.core.signals import _label, LABELS
+    from nexus_assets.core.signals import LABELS, _label
 
     assert LABELS[_label(net, threshold)] == label
 

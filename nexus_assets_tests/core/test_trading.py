@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexus_assets.core import trading
 from nexus_assets.core.trading import DAILY_COLUMNS, TRADE_COLUMNS, simulate
 
 

@@ -53,7 +53,8 @@ def test_backfill_and_daily_run_at_once_end_consistent(tmp_path, monkeypatch, po
     # the first two pulls stall: whichever run pulls first holds the pool while the other reaches
     # its pull, however the machine schedules the two processes (no change to the data)
     stalls = [Fault("stall", seconds=5.0)] * 2
-    with serve(COIN, OTHER, faults=stalls) as server, open(tmp_path / "children.log", "w") as stderr, run_forker(server.url, stderr) as forker:
+    with (serve(COIN, OTHER, faults=stalls) as server, open(tmp_path / "children.log", "w") as stderr,
+          run_forker(server.url, stderr) as forker):
         runs = [  # started together, one instance, one data dir
             forker.start(home, catalog_path, data_dir, *backfill),
             forker.start(home, catalog_path, data_dir, daily.tags[RANGE_START_TAG], daily.tags[RANGE_END_TAG]),

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from nexus_assets.catalog import CatalogAsset
 from nexus_assets import atomic
+from nexus_assets.catalog import CatalogAsset
 from nexus_assets.defs.storage import partition_path, write_parquet_atomic
 from nexus_assets_tests.loopback import (
     API_KEY,

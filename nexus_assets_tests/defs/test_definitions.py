@@ -50,11 +50,11 @@ def test_daily_schedule_is_one_run_for_every_asset(pipeline):
     defs = pipeline().defs
     schedule = defs.resolve_schedule_def("nexus_daily")
     assert schedule.default_status.value == "STOPPED"
-    context = build_schedule_context(scheduled_execution_time=dt.datetime(2018, 6, 5, 6, 30, tzinfo=dt.timezone.utc))
+    context = build_schedule_context(scheduled_execution_time=dt.datetime(2018, 6, 5, 6, 30, tzinfo=dt.UTC))
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.tags[RANGE_START_TAG] == "9001_SP500|2018-06-04"
     assert request.tags[RANGE_END_TAG] == "9003_WTI_Crude|2018-06-04"
-    later = build_schedule_context(scheduled_execution_time=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+    later = build_schedule_context(scheduled_execution_time=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     [request] = schedule.evaluate_tick(later).run_requests
     assert request.tags[RANGE_START_TAG].endswith("2018-12-31")  # a closed history keeps its last day
 

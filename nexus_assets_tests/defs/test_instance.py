@@ -17,10 +17,10 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, asset, material
 from dagster._core.events import DagsterEventType
 
 from nexus_assets import instance as project_instance
+from nexus_assets.definitions import MAIN_JOB
 from nexus_assets.defs import metadata as metadata_module
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import asset_date_partitions
-from nexus_assets.definitions import MAIN_JOB
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets_tests.defs.conftest import REPO, Pipeline, sandbox_catalog_text
 
@@ -63,7 +63,8 @@ def _recorded(instance: DagsterInstance) -> dict:
         latest = {}
         for record in records:
             m = record.asset_materialization
-            latest.setdefault(m.partition, {k: v.value for k, v in m.metadata.items() if k not in ("path", "page_path", "page", "root")})  # where each run wrote
+            where = ("path", "page_path", "page", "root")  # where each run wrote
+            latest.setdefault(m.partition, {k: v.value for k, v in m.metadata.items() if k not in where})
         [asset_record] = instance.get_asset_records([key])  # the asset's row: its latest materialization
         entry = asset_record.asset_entry
         last = entry.last_materialization.dagster_event.materialization
@@ -173,7 +174,8 @@ def test_bulk_metadata_equals_the_public_per_partition_call(monkeypatch, support
         tags = {RANGE_START_TAG: f"{ASSET}|2018-01-01", RANGE_END_TAG: f"{ASSET}|2018-01-09"}
         assert materialize([_tiny_asset(bulk)], instance=instance, tags=tags).success
         records = instance.fetch_materializations(AssetKey("tiny"), limit=100).records
-        recorded.append(sorted((r.asset_materialization.partition, sorted((k, v.value) for k, v in r.asset_materialization.metadata.items()))
+        recorded.append(sorted((r.asset_materialization.partition,
+                                sorted((k, v.value) for k, v in r.asset_materialization.metadata.items()))
                                for r in records))
     assert recorded[0] == recorded[1]
     assert len(recorded[0]) == 9 and dict(recorded[0][0][1])["run_wide"] is True

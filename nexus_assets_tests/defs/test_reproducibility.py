@@ -49,7 +49,7 @@ class _RealLike(SyntheticProject):
             day = rows["time"].dt.date
         rows.loc[rows["time"].dt.date.isin(NO_PRICE), "target_var_price"] = float("nan")
         gone = early = pd.Series(False, index=rows.index)
-        for h, group in rows.groupby("n_predict"):
+        for h, _group in rows.groupby("n_predict"):
             symbols = sorted(self._models[h].symbols)  # the whole roster: not what this pull happens to hold
             gone |= (rows["symbol"] == symbols[2]) & (rows["time"].dt.date >= RETIRES)
             early |= (rows["symbol"] == symbols[-3]) & (rows["time"].dt.date < APPEARS)

@@ -438,7 +438,7 @@ class _Recorder:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
-    def __enter__(self) -> "_Recorder":
+    def __enter__(self) -> _Recorder:
         self.thread.start()
         return self
 

@@ -34,7 +34,7 @@ def test_contract_and_scale():
 
 def test_parents_children_and_bare_parent_symbols(year):
     p, rows = year
-    for h, group in rows.groupby("n_predict"):
+    for _h, group in rows.groupby("n_predict"):
         symbols = pd.Series(group["symbol"].unique())
         parents = symbols.str.split("_").str[0].unique()
         assert 2 <= len(parents) <= 4  # each horizon has its own 2 to 4 parent models

@@ -202,7 +202,7 @@ def html_values(html: str) -> list[dict]:
 
 
 COLLECT_JS = """() => {
-  const KEYS = %s;
+  const KEYS = KEYS_LIST;
   return Array.from(document.querySelectorAll('[data-value]')).map(el => {
     const keys = {};
     let panel = null;
@@ -216,7 +216,7 @@ COLLECT_JS = """() => {
     return {panel, keys: Object.entries(keys).sort(), field: el.getAttribute('data-field'),
             value: el.getAttribute('data-value'), text: el.textContent.split(/\\s+/).filter(Boolean).join(' ')};
   });
-}""" % (list(KEYS),)
+}""".replace("KEYS_LIST", str(list(KEYS)))
 
 
 def assert_page_shows(found: list[dict], expected: list[Shown]) -> None:

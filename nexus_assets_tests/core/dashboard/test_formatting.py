@@ -1,6 +1,7 @@
 """Display rules and the exact machine-readable values next to them."""
 
 import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nexus_assets.core.dashboard.markup import attrs, content_security_policy, json_script, plotly_text, script_hash, text
+from nexus_assets.core.dashboard.markup import (
+    attrs,
+    content_security_policy,
+    json_script,
+    plotly_text,
+    script_hash,
+    text,
+)
 
 
 def test_text_escapes_markup_and_quotes():
@@ -44,7 +51,7 @@ def test_json_script_sorts_keys_and_refuses_nan():
 
 
 def test_script_hash_is_the_csp_sha256_of_the_text():
-    digest = base64.b64encode(hashlib.sha256("alert(1)".encode()).digest()).decode()
+    digest = base64.b64encode(hashlib.sha256(b"alert(1)").digest()).decode()
     assert script_hash("alert(1)") == f"'sha256-{digest}'"
 
 

@@ -1,9 +1,9 @@
 """render_page without a browser: panels, numbers against the stored tables, escaping, CSP, determinism."""
 
+import base64
 import dataclasses
 import datetime as dt
 import hashlib
-import base64
 import re
 import time
 from html.parser import HTMLParser
