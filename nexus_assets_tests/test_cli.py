@@ -12,6 +12,8 @@ import pytest
 
 from nexus_assets_tests.defs.conftest import sandbox_catalog_text
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = [sys.executable, "-m", "dagster"]
 

@@ -62,6 +62,7 @@ def rough():
     return with_single_model_horizon(roughen(synthetic_slices(days=36), seed=11))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["nexus_v2", "point_in_time"])
 def test_matches_reference_on_rough_data(rough, mode):
     got = dynamic_quantile_ensemble(rough, mode=mode, lookback=16, quantiles=FEW_QUANTILES)
@@ -81,6 +82,7 @@ def test_matches_reference_on_rough_data(rough, mode):
     assert ensembled["strategy"].nunique() >= 3 and ensembled["aggregator"].nunique() == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["nexus_v2", "point_in_time"])
 def test_matches_reference_with_default_lookback(mode):
     slices = roughen(synthetic_slices(seed=8, horizons=(1, 3), models=40, days=100, calendar="exchange"), seed=3)
@@ -296,6 +298,7 @@ def qdt_like_slices(seed=3, horizons=(1, 5), models=120, days=70, start_price=90
     return slice_horizons(project.rows(START, end))
 
 
+@pytest.mark.slow
 def test_nexus_v2_reproduces_pandas_tie_order_on_tie_heavy_data():
     """pandas' default sort (numpy quicksort, not stable) decides between exactly tied models.
 
@@ -381,6 +384,7 @@ def test_point_in_time_population_is_the_dates_window():
     assert_same(whole, reference.reference_ensemble(slices, lookback=L, dates=dates))
 
 
+@pytest.mark.slow
 def test_point_in_time_single_model_waits_for_the_warm_up():
     """A horizon whose first model publishes weeks before the others emits nothing before its window
     is complete, and ensembles (not single_model) once the others are in the window."""

@@ -424,6 +424,7 @@ def test_nexus_v2_trades_would_look_ahead():
     assert ours[0]["status"].iloc[0] == "closed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freq, calendar", [("B", "exchange"), ("D", "crypto")])
 def test_many_dates_at_once_equal_one_date_at_a_time_and_the_reference(freq, calendar):
     signals = seeded_signals(days=26, seed=5 if freq == "B" else 6, freq=freq)
@@ -578,6 +579,7 @@ def test_rejects_bad_input(history):
         statistic_names("future", horizons=[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freq, calendar", [("B", "exchange"), ("D", "crypto")])
 def test_days_without_a_price_never_stop_the_record(freq, calendar):
     """Upstream may publish a day with a null target_var_price (not yet known): the record goes on

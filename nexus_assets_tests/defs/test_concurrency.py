@@ -35,6 +35,8 @@ from nexus_assets_tests.loopback import (
     visible_files,
 )
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 REPO = Path(__file__).resolve().parents[2]
 OTHER = dataclasses.replace(COIN, key="4302_Other_Coin", project_id=4302, name="Other_Coin", seed=8)
 DAY = dt.date(2025, 1, 6)

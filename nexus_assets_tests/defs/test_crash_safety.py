@@ -18,6 +18,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from nexus_assets import atomic
 from nexus_assets.catalog import CatalogAsset
@@ -31,6 +32,8 @@ from nexus_assets_tests.loopback import (
     serve,
     visible_files,
 )
+
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
 
 CRASH = CatalogAsset(
     key="4311_Crash_Coin", project_id=4311, name="Crash_Coin", display_name="Crash coin", category="Crypto",

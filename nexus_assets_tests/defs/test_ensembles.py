@@ -9,6 +9,8 @@ from nexus_assets.core.ensembles import LOOKBACK
 from nexus_assets.defs.ensembles import ensemble_window_days, ensembles_with_combinations
 from nexus_assets_tests.defs.conftest import Pipeline, sandbox_catalog_text
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 
 def stored(pipe, asset_key, asset, days):
     frames = [pd.read_parquet(pipe.file(asset_key, f"{asset}|{d}")) for d in days]

@@ -10,6 +10,8 @@ from nexus_assets.qml.server import QMLServer
 from nexus_assets.qml.synthetic import SyntheticProject
 from nexus_assets_tests.defs.conftest import sandbox_catalog_text
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 FIRST, LAST = "9001_SP500|2018-01-01", "9003_WTI_Crude|2018-01-10"
 
 

@@ -25,6 +25,8 @@ import pytest
 from nexus_assets.qml.server import Fault
 from nexus_assets_tests.loopback import API_KEY, COIN, ApiPipeline, api_catalog_text, leaks_in, secret_leaks, serve
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 STORED = ("2025-01-03", "2025-01-05")  # stored before the faulty run
 RUN = ("2025-01-04", "2025-01-07")  # what the faulty run asks for
 NEW = ("2025-01-06", "2025-01-07")  # days nothing was stored for

@@ -24,6 +24,8 @@ from nexus_assets.defs.partitions import asset_date_partitions
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets_tests.defs.conftest import REPO, Pipeline, sandbox_catalog_text
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 ASSET = "9001_SP500"
 FIRST, LAST = dt.date(2018, 1, 1), dt.date(2018, 1, 20)
 ASSETS = ("qml_models", "horizon_slices", "horizon_ensembles", "signals", "metrics")

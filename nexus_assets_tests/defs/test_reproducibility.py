@@ -17,6 +17,8 @@ from nexus_assets.qml import sources
 from nexus_assets.qml.synthetic import SyntheticProject
 from nexus_assets_tests.defs.conftest import Pipeline
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 START = dt.date(2025, 1, 1)
 D = dt.date(2025, 6, 9)
 # no rows at all, upstream was down: inside the ensemble's and the search's calendar windows of D,

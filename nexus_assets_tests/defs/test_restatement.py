@@ -19,6 +19,8 @@ from nexus_assets.qml.server import QMLServer
 from nexus_assets.qml.synthetic import SyntheticProject
 from nexus_assets_tests.loopback import API_KEY, COIN, ApiPipeline, api_catalog_text, secret_leaks
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 DAY = pd.Timestamp("2025-01-04")
 FIRST, LAST = f"{COIN.key}|2025-01-03", f"{COIN.key}|2025-01-06"
 

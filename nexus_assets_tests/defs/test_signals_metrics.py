@@ -17,6 +17,8 @@ from nexus_assets.defs.search import FOLD_LENGTH, N_FOLDS
 from nexus_assets_tests.core.dashboard.reference import assert_page_shows, expected_values, html_values
 from nexus_assets_tests.defs.conftest import Pipeline, sandbox_catalog_text
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 ASSET = "9004_VIX"
 FIRST, LAST = dt.date(2018, 1, 1), dt.date(2018, 8, 31)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]

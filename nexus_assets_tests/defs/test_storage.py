@@ -6,6 +6,7 @@ import textwrap
 import duckdb
 import numpy as np
 import pandas as pd
+import pytest
 from upath import UPath
 
 from nexus_assets.defs.storage import partition_path, read_parquet, write_parquet_atomic
@@ -58,6 +59,7 @@ def test_fsspec_root(tmp_path):
     pd.testing.assert_frame_equal(read_parquet(UPath(str(path))), frame())
 
 
+@pytest.mark.slow
 def test_killed_writer_never_leaves_a_partial_file(tmp_path):
     """SIGKILL a process that rewrites a large partition in a loop; the file is always whole."""
     path = partition_path(str(tmp_path), ["x"], "1_A|2025-01-02")

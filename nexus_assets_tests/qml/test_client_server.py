@@ -42,6 +42,8 @@ from nexus_assets.qml.server import Fault, QMLServer
 from nexus_assets.qml.sources import embedded_project, keep_days, pull_embedded
 from nexus_assets_tests.loopback import CollectingLog, serve
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "k3y-5ecret-7f1c9a0e-never-log-me"
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05, jitter=0.01, max_retry_after=2)

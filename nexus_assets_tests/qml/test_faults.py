@@ -33,6 +33,8 @@ from nexus_assets.qml.server import FAULT_KINDS, Fault, apply_fault, load_faults
 from nexus_assets.qml.sources import embedded_project, pull_embedded
 from nexus_assets_tests.loopback import API_KEY, COIN, CollectingLog, days, leaks_in, serve
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 REPO = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, jitter=0.01, max_retry_after=2)
 DAYS = days(dt.date(2025, 1, 4), dt.date(2025, 1, 7))

@@ -28,6 +28,8 @@ from nexus_assets.serving import site_server
 from nexus_assets_tests.core.dashboard.reference import COLLECT_JS, assert_page_shows, expected_values
 from nexus_assets_tests.core.dashboard.tables import HOSTILE, HOSTILE_NAME, page_inputs
 
+pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1366, "height": 900}
