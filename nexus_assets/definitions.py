@@ -9,13 +9,14 @@ from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_pr
 from nexus_assets.defs.checks import build_freshness_checks
 from nexus_assets.defs.dashboard import build_dashboard_assets
 from nexus_assets.defs.ensembles import build_ensemble_assets
-from nexus_assets.defs.ingest import GROUP, build_ingest_assets
+from nexus_assets.defs.ingest import build_ingest_assets
 from nexus_assets.defs.metrics import build_metric_assets
 from nexus_assets.defs.partitions import asset_date_partitions
 from nexus_assets.defs.resources import QMLResource
 from nexus_assets.defs.schedules import build_daily_schedule
 from nexus_assets.defs.search import build_search_assets
 from nexus_assets.defs.signals import build_signal_assets
+from nexus_assets.defs.steps import GROUP
 from nexus_assets.defs.storage import ParquetPartitionIOManager
 from nexus_assets.settings import Settings
 

@@ -20,7 +20,7 @@ from nexus_assets.catalog import Catalog
 from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combinations
 from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
 from nexus_assets.core.slicing import empty_slices
-from nexus_assets.defs.ingest import HORIZON_SLICES_ASSET, step_asset_args
+from nexus_assets.defs.ingest import HORIZON_SLICES_ASSET
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
     DEFAULT_MAX_HORIZON,
@@ -31,6 +31,7 @@ from nexus_assets.defs.partitions import (
     per_horizon_observations,
     split_by_day,
 )
+from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import PartitionFrames
 
 __all__ = [

@@ -9,7 +9,6 @@ version and a warning (the ``qml_restatement`` check) saying what changed.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
-import datetime as dt
 import hashlib
 import json
 
@@ -22,13 +21,11 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetRecordsFilter,
-    BackfillPolicy,
     Config,
     DagsterEventType,
     DagsterInstance,
     DataVersion,
     Failure,
-    FreshnessPolicy,
     MetadataValue,
     Output,
     ResourceParam,
@@ -54,6 +51,7 @@ from nexus_assets.core.slicing import slice_horizons
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key
 from nexus_assets.defs.resources import QMLResource
+from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
 from nexus_assets.qml.client import QMLLimitError, QMLRequestError, QMLTransientError
 from nexus_assets.settings import Settings
@@ -66,7 +64,6 @@ __all__ = [
     "QMLModelsConfig",
     "build_ingest_assets",
     "rows_sha256",
-    "step_asset_args",
 ]
 
 QML_MODELS = "qml_models"
@@ -74,9 +71,6 @@ HORIZON_SLICES_ASSET = "horizon_slices"
 CONTRACT_CHECK = "qml_contract"
 RESTATEMENT_CHECK = "qml_restatement"
 _RESTATEMENTS_SHOWN = 20
-GROUP = "nexus"
-# Daily data: warn when nothing new for a day and a bit, fail after two days.
-DAILY_FRESHNESS = FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26))
 
 
 class QMLModelsConfig(Config):
@@ -87,19 +81,6 @@ class QMLModelsConfig(Config):
         description="Store a pulled empty day over a stored non-empty one, as a restatement (upstream withdrew "
         "that day's rows). Off by default: a pull that would empty a stored day fails and writes nothing.",
     )
-
-
-def step_asset_args(partitions_def) -> dict:
-    """What every pipeline step shares: group, asset x date partitions, single-run backfills, the
-    Parquet store, daily freshness."""
-    return {
-        "group_name": GROUP,
-        "partitions_def": partitions_def,
-        "backfill_policy": BackfillPolicy.single_run(),
-        "io_manager_key": "parquet_io_manager",
-        "kinds": {"python", "parquet"},
-        "freshness_policy": DAILY_FRESHNESS,
-    }
 
 
 def rows_sha256(rows: pd.DataFrame) -> str:

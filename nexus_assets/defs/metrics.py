@@ -15,10 +15,10 @@ from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.metrics import record
 from nexus_assets.core.signals import parse_horizons
-from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, partition_key
 from nexus_assets.defs.signals import SIGNALS
+from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
 
 __all__ = ["METRICS", "METRIC_TABLES", "build_metric_assets", "record_window_days"]

@@ -18,7 +18,6 @@ from nexus_assets.core.periods import periods_per_year
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS
 from nexus_assets.core.search import horizon_search as search_horizons
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
-from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
     calendar_days,
@@ -28,6 +27,7 @@ from nexus_assets.defs.partitions import (
     priced_observations,
     split_by_day,
 )
+from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
 
 __all__ = ["HORIZON_SEARCH", "SEARCH_TABLES", "N_FOLDS", "FOLD_LENGTH", "build_search_assets", "search_window_days"]

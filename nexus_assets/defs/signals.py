@@ -14,10 +14,10 @@ from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.signals import daily_signals
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
-from nexus_assets.defs.ingest import step_asset_args
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
 from nexus_assets.defs.search import HORIZON_SEARCH
+from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import TABLES_METADATA, PartitionFrames
 
 __all__ = ["SIGNALS", "SIGNAL_TABLES", "build_signal_assets"]
