@@ -87,7 +87,8 @@ def main() -> int:
         del warm
         results = [
             measure("client, JSON (fast path: Arrow over blocks)", [sys.executable, "-c", CLIENT, url, "json", str(args.days)], env),
-            measure("client, JSON streaming parser (ijson chunks)", [sys.executable, "-c", CLIENT, url, "json-streaming", str(args.days)], env),
+            measure("client, JSON streaming parser (ijson chunks)",
+                    [sys.executable, "-c", CLIENT, url, "json-streaming", str(args.days)], env),
             measure("client, Parquet", [sys.executable, "-c", CLIENT, url, "parquet", str(args.days)], env),
             measure("naive: response.json() + DataFrame", [sys.executable, "-c", NAIVE, url, str(START), str(end)], env),
             measure("idle interpreter with the same imports", [sys.executable, "-c", IDLE], env),

@@ -837,7 +837,7 @@ def _fast_json_rows(spool, days, limit) -> tuple[pd.DataFrame, pd.Timestamp | No
                 start = end + 2
             else:
                 cut = None
-                for cut in _OBJECT_BOUNDARY.finditer(buffer, max(0, searched - 64)):
+                for cut in _OBJECT_BOUNDARY.finditer(buffer, max(0, searched - 64)):  # noqa: B007 - the last one is wanted
                     pass
                 if cut is None:
                     continue  # one object larger than a block: read on

@@ -78,7 +78,8 @@ def test_nonexistent_upstream_partitions_reported_as_dagster_does():
     })
     subset = partitions_def.empty_subset().with_partition_keys(
         [k for k in partitions_def.get_partition_keys() if k.keys_by_dimension["date"] in ("2018-01-02", "2018-02-27")])
-    fast, reference = upstream(strict, subset, partitions_def, partitions_def), upstream(stock(strict), subset, partitions_def, partitions_def)
+    fast = upstream(strict, subset, partitions_def, partitions_def)
+    reference = upstream(stock(strict), subset, partitions_def, partitions_def)
     assert fast == reference  # the window runs past both ends of the grid
 
 
