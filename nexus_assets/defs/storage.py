@@ -52,6 +52,7 @@ from upath import UPath
 from nexus_assets.atomic import write_bytes_atomic, write_many_atomic
 from nexus_assets.core.contract import STORED_TABLES, Problem, table_problems
 from nexus_assets.core.parallel import ordered_map
+from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import split_key
 
 __all__ = [
@@ -223,9 +224,14 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
             rows = sum(len(frame) for _, frame in frames)
             log.info(f"{context.asset_key.to_user_string()}: {len(keys)} partitions, {rows:,} rows, {len(frames)} files, "
                      f"{written / 1e6:.1f} MB written in {time.monotonic() - started:.1f}s")
-        context.add_output_metadata(
-            {"files_written": len(keys), "bytes_written": written, "root": str(UPath(self.base_dir).joinpath(*key_path))}
-        )
+        # Each partition's materialization describes that partition's files; only the dataset root
+        # is the same for all (output metadata would give every partition the run's totals).
+        per_key = len(tables) or 1
+        attach_partition_metadata(context, {
+            k: {"files_written": per_key, "bytes_written": sum(len(b) for b in blobs[i * per_key:(i + 1) * per_key])}
+            for i, k in enumerate(keys)
+        })
+        context.add_output_metadata({"root": str(UPath(self.base_dir).joinpath(*key_path))})
 
     def load_input(self, context: InputContext) -> Mapping[str, pd.DataFrame] | pd.DataFrame:
         key_path = list(context.asset_key.path)

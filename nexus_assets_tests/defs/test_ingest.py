@@ -58,6 +58,26 @@ def test_qml_models_partition_content_and_metadata(sandbox_run):
     assert pd.read_parquet(pipe.file("qml_models", "9001_SP500|2018-01-06")).empty
 
 
+def test_each_partition_of_a_range_run_carries_the_size_of_its_own_file(sandbox_run):
+    """Not the run's totals on every partition (what the IO manager's output metadata gave)."""
+    pipe, result = sandbox_run
+    for asset_key in ("qml_models", "horizon_slices"):
+        meta = metadata_by_partition(result, asset_key)
+        sizes = {key: pipe.file(asset_key, key).stat().st_size for key in meta}
+        assert {key: m["bytes_written"] for key, m in meta.items()} == sizes
+        assert {m["files_written"] for m in meta.values()} == {1}
+        assert len(set(sizes.values())) > 1  # the days differ, so would a run-wide figure
+        assert {m["root"] for m in meta.values()} == {str(pipe.data_dir / asset_key)}
+
+
+def test_a_multi_table_partition_counts_its_own_tables(sandbox_run):
+    pipe, result = sandbox_run
+    meta = metadata_by_partition(result, "signals")
+    key = "9001_SP500|2018-01-02"
+    files = [pipe.data_dir / "signals" / t / "asset=9001_SP500" / "date=2018-01-02.parquet" for t in ("signals", "slopes")]
+    assert meta[key]["files_written"] == 2 and meta[key]["bytes_written"] == sum(f.stat().st_size for f in files)
+
+
 def test_horizon_slices_content(sandbox_run):
     pipe, _ = sandbox_run
     key = "9003_WTI_Crude|2018-01-03"

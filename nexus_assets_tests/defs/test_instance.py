@@ -195,3 +195,31 @@ def test_bulk_metadata_refuses_a_partition_the_run_does_not_target():
     tags = {RANGE_START_TAG: f"{ASSET}|2018-01-01", RANGE_END_TAG: f"{ASSET}|2018-01-02"}
     result = materialize([stray], instance=DagsterInstance.ephemeral(), tags=tags, raise_on_error=False)
     assert not result.success
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_an_io_manager_attaches_metadata_to_each_partition_on_both_paths(monkeypatch, supported):
+    """From ``handle_output`` too, the fast path and the public per-partition call record the same."""
+    from dagster import IOManager, io_manager
+
+    from nexus_assets.catalog import load_catalog
+
+    monkeypatch.setattr(metadata_module, "batch_writes_supported", lambda version=None: supported)
+
+    class Sizes(IOManager):
+        def handle_output(self, context, obj):
+            attach_partition_metadata(context, {k: {"size": len(k) + obj[k]} for k in context.asset_partition_keys})
+
+        def load_input(self, context):
+            raise NotImplementedError
+
+    @asset(partitions_def=asset_date_partitions(load_catalog()), name="sized", io_manager_key="sizes")
+    def sized(context):
+        return {k: i for i, k in enumerate(sorted(context.partition_keys))}
+
+    instance = DagsterInstance.ephemeral()
+    tags = {RANGE_START_TAG: f"{ASSET}|2018-01-01", RANGE_END_TAG: f"{ASSET}|2018-01-03"}
+    assert materialize([sized], instance=instance, tags=tags, resources={"sizes": io_manager(lambda _: Sizes())}).success
+    records = instance.fetch_materializations(AssetKey("sized"), limit=10).records
+    got = {r.asset_materialization.partition: r.asset_materialization.metadata["size"].value for r in records}
+    assert got == {f"{ASSET}|2018-01-0{d}": len(ASSET) + 11 + d - 1 for d in (1, 2, 3)}
