@@ -2,7 +2,8 @@
 
 - ``nexus-assets demo``: materialise the main job for every catalog asset over its catalogued range,
   one in-process Dagster run per asset, recorded in the local instance (the README's first command);
-- ``nexus-assets qml-server``: a QML-compatible HTTP server on loopback (sandbox and synthetic projects).
+- ``nexus-assets qml-server``: a QML-compatible HTTP server on loopback (sandbox and synthetic projects);
+- ``nexus-assets site``: the dashboard's files over HTTP on loopback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _instance():
@@ -110,11 +111,23 @@ def _qml_server(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"qml-server: {exc}", file=sys.stderr)
         return 2
-    server = QMLServer(projects, api_key, host=args.host, port=args.port, faults=faults)
+    try:
+        server = QMLServer(projects, api_key, host=args.host, port=args.port, faults=faults)
+    except OSError as exc:
+        return _cannot_listen("qml-server", args, exc)
     print(f"qml-server listening on {server.url} serving projects {sorted(projects)}", flush=True)
     if faults:
         print(f"qml-server fault script: {len(faults)} fault(s), one per data request: {', '.join(f.kind for f in faults)}", flush=True)
     return _serve(server.httpd)
+
+
+def _cannot_listen(command: str, args: argparse.Namespace, exc: OSError) -> int:
+    """One line on stderr for a server that cannot listen (a busy port: :class:`~nexus_assets.serving.PortInUse`)."""
+    from nexus_assets.serving import PortInUse
+
+    reason = str(exc) if isinstance(exc, PortInUse) else f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+    print(f"{command}: {reason}", file=sys.stderr)
+    return 2
 
 
 def _serve(httpd) -> int:
@@ -147,7 +160,10 @@ def _site(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
-    httpd = site_server(root, args.host, args.port)
+    try:
+        httpd = site_server(root, args.host, args.port)
+    except OSError as exc:
+        return _cannot_listen("site", args, exc)
     host, port = httpd.server_address[:2]
     print(f"site      serving {root} at http://{host}:{port}/  (Ctrl-C stops)", flush=True)
     print(f"          for page links in the Dagster UI: NEXUS_SITE_URL=http://{host}:{port} dagster dev", flush=True)
@@ -162,31 +178,41 @@ def _iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nexus-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every command and every option with its help text (a test walks it)."""
+    parser = argparse.ArgumentParser(
+        prog="nexus-assets", description="The Nexus v2 forecasting pipeline as a Dagster asset graph: the main job, "
+        "a QML-compatible server and the dashboard site. `nexus-assets COMMAND --help` for a command's options.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="materialise the main job over the catalog's range (NEXUS_CATALOG, NEXUS_DATA_DIR)")
+    demo = commands.add_parser("demo", help="materialise the main job over the catalog's range (NEXUS_CATALOG, NEXUS_DATA_DIR)",
+                               description="Materialise the main job over the catalog's range, one in-process run per catalog asset.")
     demo.add_argument("--start", type=_iso_date, metavar="YYYY-MM-DD", help="first day (default: the catalog's earliest start_date)")
     demo.add_argument("--end", type=_iso_date, metavar="YYYY-MM-DD", help="last day (default: the catalog's last end_date, else yesterday)")
-    demo.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                      help="Dagster's console log level for the runs (default INFO: one line per step)")
     demo.set_defaults(run=_demo)
 
-    server = commands.add_parser("qml-server", help="serve sandbox/synthetic projects over a QML-compatible HTTP API")
-    server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=8765)
+    server = commands.add_parser("qml-server", help="serve sandbox/synthetic projects over a QML-compatible HTTP API",
+                                 description="Serve sandbox/synthetic projects over a QML-compatible HTTP API (key: $QML_API_KEY).")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
+    server.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
     server.add_argument("--catalog", action="append", help="catalog(s) whose sandbox/synthetic assets to serve (repeatable)")
     server.add_argument("--api-key-env", default="QML_API_KEY", help="environment variable holding the API key")
     server.add_argument("--verbose", action="store_true", help="log every request line (never headers)")
     server.add_argument("--faults", metavar="FILE", help="fault script: a JSON list of fault objects, consumed one per data request")
     server.set_defaults(run=_qml_server)
 
-    site = commands.add_parser("site", help="serve the dashboard ($NEXUS_DATA_DIR/dashboard) over HTTP on loopback")
-    site.add_argument("--host", default="127.0.0.1")
-    site.add_argument("--port", type=int, default=8787)
+    site = commands.add_parser("site", help="serve the dashboard ($NEXUS_DATA_DIR/dashboard) over HTTP on loopback",
+                               description="Serve the dashboard ($NEXUS_DATA_DIR/dashboard) over HTTP on loopback.")
+    site.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
+    site.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787; 0 picks a free one)")
     site.set_defaults(run=_site)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.run(args)
 
 

@@ -14,13 +14,16 @@ Both are the standard library's threading HTTP server, hardened the same way:
   no-referrer`` (and ``X-Frame-Options: DENY`` for older browsers);
 - a malformed path (a NUL or another control character, a bad percent escape, bytes that are not
   UTF-8) is a clean ``400``; an error while handling a request is logged in one line, never as a
-  traceback on the server's stderr.
+  traceback on the server's stderr;
+- an address already taken is refused with :class:`PortInUse`, whose message is the one line a
+  command prints (``nexus-assets site``, ``qml-server`` and any later server share it).
 
 The site's handler serves files only: a folder without ``index.html`` is a 404, never a listing.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -37,6 +40,7 @@ from nexus_assets.core.dashboard.markup import BOOTSTRAP_JS, content_security_po
 __all__ = [
     "HardenedHTTPServer",
     "HardenedHandler",
+    "PortInUse",
     "SiteHandler",
     "site_server",
     "security_headers",
@@ -69,6 +73,18 @@ def security_headers(policy: str) -> dict[str, str]:
     }
 
 
+class PortInUse(OSError):
+    """The port a server was asked to listen on is taken (usually by an earlier run of the same command)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(errno.EADDRINUSE, f"port {port} on {host} is already in use (is another server still running?): "
+                                           "stop it, or choose another port with --port (0 picks a free one)")
+        self.host, self.port = host, port
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 class HardenedHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server with a bound on the connections served at once and a socket
     timeout per connection (read by :class:`HardenedHandler`)."""
@@ -84,7 +100,12 @@ class HardenedHTTPServer(ThreadingHTTPServer):
         headers = "".join(f"{k}: {v}\r\n" for k, v in security_headers(busy_policy).items())
         self._busy = ("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n"
                       f"{headers}\r\n").encode("latin-1")
-        super().__init__(address, handler)
+        try:
+            super().__init__(address, handler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(str(address[0]), int(address[1])) from None
+            raise
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):

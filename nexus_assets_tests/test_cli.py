@@ -122,3 +122,52 @@ def test_loading_the_code_prints_no_beta_warning_blocks(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "BetaWarning" not in result.stderr, result.stderr[-2000:]
+
+
+def _every_command_and_option(parser):
+    """(command path, option strings, help) for every option of every (sub)command of the parser."""
+    import argparse
+
+    stack = [((), parser)]
+    while stack:
+        path, node = stack.pop()
+        for action in node._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                listed = {choice.dest for choice in action._choices_actions}
+                assert listed == set(action.choices), f"{path}: commands without a help line: {set(action.choices) - listed}"
+                stack += [((*path, name), sub) for name, sub in action.choices.items()]
+            elif not isinstance(action, argparse._HelpAction):
+                yield path, action.option_strings, action.help
+
+
+def test_help_lists_every_command_and_every_option_has_a_help_text():
+    from nexus_assets.cli import build_parser
+
+    parser = build_parser()
+    options = list(_every_command_and_option(parser))
+    assert {path for path, _, _ in options} >= {("demo",), ("qml-server",), ("site",)}
+    missing = [f"{' '.join(path)} {'/'.join(flags)}" for path, flags, text in options if not (text and text.strip())]
+    assert not missing, f"options without a help text: {missing}"
+    top = subprocess.run([sys.executable, "-m", "nexus_assets.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0
+    for name in parser._subparsers._group_actions[0].choices:
+        assert f"    {name}" in top.stdout, top.stdout
+
+
+@pytest.mark.parametrize("command", ["site", "qml-server"])
+def test_a_busy_port_is_one_line_not_a_traceback(tmp_path, command):
+    import socket
+
+    env = env_for(tmp_path, sandbox_catalog_text(keys=("9004_VIX",)))
+    env["QML_API_KEY"] = "local-key"
+    (tmp_path / "data" / "dashboard").mkdir(parents=True)
+    (tmp_path / "data" / "dashboard" / "index.html").write_text("<html></html>")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "nexus_assets.cli", command, "--port", str(port)],
+                                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (f"{command}: port {port} on 127.0.0.1 is already in use (is another server still "
+                                     "running?): stop it, or choose another port with --port (0 picks a free one)")
