@@ -43,6 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
     from nexus_assets.definitions import MAIN_JOB, defs
     from nexus_assets.defs.partitions import partition_key
     from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
+    from nexus_assets.progress import DemoProgress, progress_logger
     from nexus_assets.settings import Settings
 
     settings = Settings.from_env()
@@ -59,18 +60,28 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"range     {start} .. {end}  ->  {len(keys) * days} partitions ({len(keys)} assets x {days} days)")
     print(f"data      {settings.data_dir}")
     failed = []
+    interactive = sys.stdout.isatty()
+    progress = DemoProgress(sys.stdout, interactive=interactive)
+    # On a terminal the bar says what each step did, so Dagster's own INFO lines would only break it.
+    log_level = args.log_level or ("WARNING" if interactive else "INFO")
     with _instance() as instance:
         job = defs.resolve_job_def(MAIN_JOB)
+        job = job.with_logger_defs({**job.loggers, "progress": progress_logger(progress)})
+        steps, assets = len(job.nodes), len(job.asset_layer.executable_asset_keys)
         # One run per asset, as a UI backfill of a date range splits it: each run pulls its asset
         # once, and Dagster's per-event bookkeeping stays cheaper than in one run holding every key.
         for key in keys:
             started = time.monotonic()
-            result = job.execute_in_process(
-                instance=instance,
-                tags={RANGE_START_TAG: partition_key(key, start), RANGE_END_TAG: partition_key(key, end)},
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
-            )
+            progress.start(key, steps=steps, partitions=assets * days)
+            try:
+                result = job.execute_in_process(
+                    instance=instance,
+                    tags={RANGE_START_TAG: partition_key(key, start), RANGE_END_TAG: partition_key(key, end)},
+                    raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}, "progress": {}}},
+                )
+            finally:
+                progress.finish()
             status = "success" if result.success else "FAILED"
             print(f"run       {key}: {result.run_id} {status} in {time.monotonic() - started:.1f}s", flush=True)
             if not result.success:
@@ -189,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Materialise the main job over the catalog's range, one in-process run per catalog asset.")
     demo.add_argument("--start", type=_iso_date, metavar="YYYY-MM-DD", help="first day (default: the catalog's earliest start_date)")
     demo.add_argument("--end", type=_iso_date, metavar="YYYY-MM-DD", help="last day (default: the catalog's last end_date, else yesterday)")
-    demo.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                      help="Dagster's console log level for the runs (default INFO: one line per step)")
+    demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                      help="Dagster's console log level on stderr (default: WARNING when stdout is a terminal, "
+                           "where a progress bar shows the steps; else INFO, one line per step)")
     demo.set_defaults(run=_demo)
 
     server = commands.add_parser("qml-server", help="serve sandbox/synthetic projects over a QML-compatible HTTP API",

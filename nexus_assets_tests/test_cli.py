@@ -55,6 +55,11 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "9004_VIX" in result.stdout and "success" in result.stdout and "horizon_slices: 5 files" in result.stdout
     assert "metrics: 15 files" in result.stdout  # 3 tables x 5 days
+    # progress as it goes, in plain lines (stdout is no terminal here): one per finished step
+    steps = [line for line in result.stdout.splitlines() if line.startswith("step      ")]
+    assert len(steps) == 8 and steps[0].startswith("step      9004_VIX 1/8 qml_models: 5 partitions in ")
+    assert steps[-1].startswith("step      9004_VIX 8/8 dashboard: 5 partitions in ") and "35/35 partitions, " in steps[-1]
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
     index = tmp_path / "data" / "dashboard" / "index.html"
     assert f"site      {index.resolve()}" in result.stdout and index.is_file()
     assert (tmp_path / ".dagster_home" / "dagster.yaml").is_file()  # runs are kept for `dagster dev`

@@ -1,0 +1,66 @@
+"""The demo's progress: plain lines per finished step, or a bar on a terminal, from counted events."""
+
+import io
+import logging
+
+from nexus_assets.progress import DemoProgress, _ProgressHandler
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _run(progress, clock):
+    progress.start("9001_SP500", steps=3, partitions=4)
+    progress.step_started("qml_models")
+    clock.now += 2.0
+    for _ in range(2):
+        progress.materialized("qml_models")
+    progress.step_finished("qml_models")
+    progress.step_started("qml_models_freshness")
+    clock.now += 0.5
+    progress.step_finished("qml_models_freshness")
+    progress.step_started("horizon_slices")
+    clock.now += 1.5
+    progress.materialized("horizon_slices")
+    progress.step_finished("horizon_slices", failed=True)
+    progress.finish()
+
+
+def test_plain_lines_say_per_step_what_was_done_how_long_and_how_fast():
+    clock, out = Clock(), io.StringIO()
+    _run(DemoProgress(out, interactive=False, clock=clock), clock)
+    assert out.getvalue().splitlines() == [
+        "step      9001_SP500 1/3 qml_models: 2 partitions in 2.0s (1.0/s); 2/4 partitions, 2.0s elapsed, 1.0/s",
+        "step      9001_SP500 2/3 qml_models_freshness: done in 0.5s; 2/4 partitions, 2.5s elapsed, 0.8/s",
+        "step      9001_SP500 3/3 horizon_slices: FAILED in 1.5s (0.7/s); 3/4 partitions, 4.0s elapsed, 0.8/s",
+    ]
+
+
+def test_on_a_terminal_a_bar_is_redrawn_in_place_and_cleared_at_the_end():
+    clock, out = Clock(), io.StringIO()
+    progress = DemoProgress(out, interactive=True, clock=clock)
+    _run(progress, clock)
+    text = out.getvalue()
+    assert "\n" not in text and text.endswith("\r\x1b[2K")
+    assert "9001_SP500 [############------------] step 1/3 | 2/4 partitions | 2s | 1.0/s" in text
+
+
+def test_the_logger_counts_dagster_events_and_ignores_other_records():
+    class Event:
+        def __init__(self, kind, step):
+            self.event_type_value, self.step_key = kind, step
+
+    clock, out = Clock(), io.StringIO()
+    progress = DemoProgress(out, interactive=False, clock=clock)
+    progress.start("A", steps=1, partitions=2)
+    handler = _ProgressHandler(progress)
+    record = lambda event: logging.makeLogRecord({"dagster_event": event})  # noqa: E731
+    handler.emit(logging.makeLogRecord({"msg": "a plain log line"}))
+    for kind in ("STEP_START", "ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION", "STEP_SUCCESS"):
+        handler.emit(record(Event(kind, "metrics")))
+    assert progress.done == 2 and out.getvalue().startswith("step      A 1/1 metrics: 2 partitions in 0.0s")
