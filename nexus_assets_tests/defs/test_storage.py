@@ -194,11 +194,15 @@ class _TablesContext(_RangeContext):
         self.definition_metadata = {"tables": list(tables)} if tables else {}
 
 
-def test_a_partition_that_breaks_its_tables_schema_names_it_and_writes_nothing(tmp_path):
+def test_a_partition_that_breaks_its_tables_schema_names_it_and_writes_nothing(tmp_path, monkeypatch):
     import pytest
 
     from nexus_assets.core import contract
+    from nexus_assets.defs import storage
     from nexus_assets.defs.storage import ParquetPartitionIOManager, TableContractError
+
+    attached = {}  # a stand-in context has no Dagster step to attach per-partition metadata to
+    monkeypatch.setattr(storage, "attach_partition_metadata", lambda context, per_partition: attached.update(per_partition))
 
     manager = ParquetPartitionIOManager(base_dir=str(tmp_path))
     keys = ["9001_SP500|2018-01-02", "9001_SP500|2018-01-03"]
@@ -211,8 +215,10 @@ def test_a_partition_that_breaks_its_tables_schema_names_it_and_writes_nothing(t
     assert "partition 9001_SP500|2018-01-03" in message and "table 'slopes'" in message
     assert "column 'weight' breaks rule 'dtype int64'" in message and "nothing was written" in message
     assert not list(tmp_path.glob("**/*.parquet"))
+    assert not attached
     manager.handle_output(_TablesContext(keys, tables=["signals", "slopes"]), good)
     assert len(list(tmp_path.glob("**/*.parquet"))) == 4
+    assert sorted(attached) == keys and all(m["files_written"] == 2 for m in attached.values())
 
 
 def test_a_single_table_asset_is_checked_under_its_own_name(tmp_path):
