@@ -12,7 +12,6 @@ import argparse
 import datetime as dt
 import logging
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -23,17 +22,23 @@ __all__ = ["build_parser", "main"]
 
 
 def _instance():
-    """DAGSTER_HOME's instance if set; else a persistent ``.dagster_home`` here, configured by ./dagster.yaml."""
+    """The project's instance: ``$DAGSTER_HOME``'s if set; else ``./.dagster_home``, configured by ``./dagster.yaml``.
+
+    The same folder that ``dagster dev`` and ``dagster asset materialize`` started here use without
+    ``DAGSTER_HOME`` (:func:`nexus_assets.instance.project_home`), so every command's runs land in
+    the instance the UI shows, and the configuration is read where it lives (never copied).
+    """
     from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    from nexus_assets.instance import PROJECT_HOME
 
     if os.environ.get("DAGSTER_HOME"):
         return DagsterInstance.get()
-    home = Path(".dagster_home").resolve()
+    home = Path(PROJECT_HOME).resolve()
     home.mkdir(exist_ok=True)
-    if Path("dagster.yaml").is_file() and not (home / "dagster.yaml").exists():
-        shutil.copyfile("dagster.yaml", home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+    config_dir = Path.cwd() if Path("dagster.yaml").is_file() else home
+    return DagsterInstance.from_ref(InstanceRef.from_dir(str(home), config_dir=str(config_dir)))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -89,7 +94,7 @@ def _demo(args: argparse.Namespace) -> int:
                 for event in result.all_events:
                     if event.is_step_failure and event.step_failure_data.error:
                         print(event.step_failure_data.error.message)
-        print(f"instance  DAGSTER_HOME={instance.root_directory}")
+        print(f"instance  {instance.root_directory}")
     if failed:
         print(f"FAILED    {', '.join(failed)}")
         return 1
@@ -100,7 +105,7 @@ def _demo(args: argparse.Namespace) -> int:
     index = Path(settings.data_dir) / "dashboard" / "index.html"
     if index.is_file():
         print(f"site      {index.resolve()}   # the dashboard: open it in a browser (works offline)")
-    print("next      DAGSTER_HOME=" + str(Path('.dagster_home').resolve()) + " dagster dev   # browse the runs and the partition grid")
+    print("next      dagster dev   # browse the runs and the partition grid (same instance, from this folder)")
     return 0
 
 

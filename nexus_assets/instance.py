@@ -137,8 +137,34 @@ class NexusSqliteStorage(DagsterSqliteStorage):
                                      yaml.dump({"base_dir": _event_logs_directory(self.base_dir)}, default_flow_style=False))
 
 
+TMP_DAGSTER_HOME_PREFIX = ".tmp_dagster_home_"
+"""Dagster's prefix for the temporary instance folders of its CLI (``dagster._cli.utils``, not
+imported: that module costs every process 0.15 s; a test holds the two equal)."""
+
+PROJECT_HOME = ".dagster_home"
+"""The project's instance folder, beside ``dagster.yaml``: where every command keeps runs and events."""
+
+
+def project_home(base_dir: str) -> str:
+    """The folder an instance configured by the project's ``dagster.yaml`` stores everything in.
+
+    ``$DAGSTER_HOME`` when it is set (``base_dir`` is then that folder). Without it, ``dagster dev``
+    and ``dagster asset materialize`` make a temporary instance folder in the working directory
+    (named with Dagster's ``.tmp_dagster_home_`` prefix) and remove it when they exit; that is
+    replaced by ``./.dagster_home`` next to it, so the runs, events and schedules of every command
+    started from the project folder land in the one instance the UI shows (and ``nexus-assets demo``
+    uses the same folder).
+    """
+    path = os.path.abspath(base_dir)
+    if os.path.basename(path).startswith(TMP_DAGSTER_HOME_PREFIX):
+        path = os.path.join(os.path.dirname(path), PROJECT_HOME)
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
 class NexusInstance(DagsterInstance):
-    """Dagster's instance; only its default storage differs (:class:`NexusSqliteStorage`)."""
+    """Dagster's instance with two defaults of the project: its storage (:class:`NexusSqliteStorage`)
+    and its folder (:func:`project_home`: ``./.dagster_home`` instead of a temporary one)."""
 
     @classmethod
     def config_schema(cls):
@@ -146,6 +172,7 @@ class NexusInstance(DagsterInstance):
 
     @staticmethod
     def config_defaults(base_dir: str):
+        base_dir = project_home(base_dir)
         defaults = dict(InstanceRef.config_defaults(base_dir))
         defaults["storage"] = ConfigurableClassData(__name__, NexusSqliteStorage.__name__,
                                                     yaml.dump({"base_dir": base_dir}, default_flow_style=False))

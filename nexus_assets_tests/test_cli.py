@@ -62,7 +62,26 @@ def test_demo_command(tmp_path):
     assert "\x1b" not in result.stdout and "\r" not in result.stdout
     index = tmp_path / "data" / "dashboard" / "index.html"
     assert f"site      {index.resolve()}" in result.stdout and index.is_file()
-    assert (tmp_path / ".dagster_home" / "dagster.yaml").is_file()  # runs are kept for `dagster dev`
+    assert f"instance  {(tmp_path / '.dagster_home').resolve()}" in result.stdout
+    assert not (tmp_path / ".dagster_home" / "dagster.yaml").exists()  # configured by ./dagster.yaml, never a copy
+
+    # The README's backfill command, run from the same folder without DAGSTER_HOME, records its run
+    # in the same instance (not in a temporary one that `dagster dev` would never show).
+    backfill = subprocess.run(
+        DAGSTER + ["asset", "materialize", "-m", "nexus_assets.definitions", "--select", "qml_models",
+                   "--partition-range", "9004_VIX|2018-03-06...9004_VIX|2018-03-07"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert backfill.returncode == 0, backfill.stderr[-3000:]
+    assert "will not be used" not in backfill.stderr + result.stderr
+    assert not list(tmp_path.glob(".tmp_dagster_home_*"))
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    ref = InstanceRef.from_dir(str(tmp_path / ".dagster_home"), config_dir=str(tmp_path))
+    with DagsterInstance.from_ref(ref) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 2 and {run.job_name for run in runs} == {"nexus_main", "__ASSET_JOB"}
 
 
 def test_demo_refuses_a_bad_date_and_a_reversed_range_in_one_line(tmp_path):

@@ -223,3 +223,24 @@ def test_an_io_manager_attaches_metadata_to_each_partition_on_both_paths(monkeyp
     records = instance.fetch_materializations(AssetKey("sized"), limit=10).records
     got = {r.asset_materialization.partition: r.asset_materialization.metadata["size"].value for r in records}
     assert got == {f"{ASSET}|2018-01-0{d}": len(ASSET) + 11 + d - 1 for d in (1, 2, 3)}
+
+
+def test_without_dagster_home_the_project_folder_keeps_one_instance(tmp_path):
+    """Dagster's CLI without DAGSTER_HOME makes a temporary instance folder configured by ./dagster.yaml;
+    the project's instance class stores everything in ./.dagster_home instead (and $DAGSTER_HOME stays as it is)."""
+    from dagster._cli import utils as cli_utils
+    from dagster._core.instance.ref import InstanceRef
+
+    project = project_instance
+    assert project.TMP_DAGSTER_HOME_PREFIX == cli_utils.TMP_DAGSTER_HOME_PREFIX
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "dagster.yaml", tmp_path / "dagster.yaml")
+    temporary = tmp_path / f"{project.TMP_DAGSTER_HOME_PREFIX}abc"
+    temporary.mkdir()
+    ref = InstanceRef.from_dir(str(temporary), config_dir=str(tmp_path))
+    home = tmp_path / ".dagster_home"
+    assert home.is_dir() and ref.local_artifact_storage_data.config_dict["base_dir"] == str(home)
+    assert ref.storage_data.config_dict["base_dir"] == str(home)
+    assert ref.compute_logs_data.config_dict["base_dir"].startswith(str(home))
+    explicit = tmp_path / "elsewhere"
+    explicit.mkdir()
+    assert InstanceRef.from_dir(str(explicit), config_dir=str(tmp_path)).storage_data.config_dict["base_dir"] == str(explicit)
