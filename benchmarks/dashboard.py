@@ -9,7 +9,7 @@ by the last day a page holds ~365 daily rows per signal, tens of trades per sign
      asset's history page, the index and the shared plotly.js. Slicing the synthetic history
      into each day's tables (the stored partitions, which the pipeline reads from Parquet) is
      timed apart from the build.
-Figures to reach (issue 5): one page <= 1 s, the site <= 60 s.
+Figures to reach: one page <= 1 s, the site <= 60 s.
 
     python benchmarks/dashboard.py                 # site in a temporary folder, removed after
     python benchmarks/dashboard.py --site /tmp/s   # keep the site (e.g. for the screenshots script)

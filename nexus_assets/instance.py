@@ -3,10 +3,11 @@
 A range run over N asset partitions makes Dagster store about 2N asset events (a planned event
 and a materialization per partition). Stock SQLite storage writes each one alone: a new engine
 and connection, a transaction on the run's shard and another on the index shard, so a one-year
-backfill spent most of its time in SQLite commits (``../shared/spec/dagster-notes.md``,
-"Per-partition overhead"). Three things change that, and all three are on by default for every
-process that opens the project's instance (``dagster.yaml`` names this module, so the CLI,
-``dagster dev``, its daemon and every run worker import it):
+backfill spent most of its time in SQLite commits (measured with Dagster 1.13.27 on 2 cores: seven
+chained assets x 365 days, one range run, took 56.7 s against 2.1 s for the same writes without
+Dagster). Three things change that, and all three are on by default for every process that
+opens the project's instance (``dagster.yaml`` names this module, so the CLI, ``dagster dev``, its
+daemon and every run worker import it):
 
 - ``DAGSTER_EVENT_BATCH_SIZE`` (default here 1000): Dagster hands the materializations of one
   step output, and the planned events of one run, to ``store_event_batch`` in batches;

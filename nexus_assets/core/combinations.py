@@ -1,6 +1,6 @@
 """Plain within-horizon combinations of the child models, next to the quantile ensemble.
 
-Nexus v2's horizon search (spec section 6) compares ways of combining a horizon's models: the
+Nexus v2's horizon search (``docs/horizon-search.md``) compares ways of combining a horizon's models: the
 dynamic quantile ensemble (``core.ensembles``) and three plain ones, computed here per
 (date, horizon) from the horizon-slices rows:
 

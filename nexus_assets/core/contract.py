@@ -129,7 +129,7 @@ QML_ROWS = pa.DataFrameSchema(
     strict=False,  # unknown extra fields are allowed and kept
     ordered=False,
     name="qml_rows",
-    description="QML model rows, contract version 1 (shared/spec/qml-contract.md)",
+    description="QML model rows, contract version 1 (docs/ingestion.md)",
 )
 
 def _col(dtype: Any, *checks: pa.Check, nullable: bool = False, required: bool = True,

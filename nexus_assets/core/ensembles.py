@@ -1,4 +1,4 @@
-"""Dynamic quantile ensemble (semantics spec section 3), vectorised, in two modes.
+"""Dynamic quantile ensemble (Nexus v2's; ``docs/ensembles.md``), vectorised, in two modes.
 
 For every horizon ``h`` of one asset and every date it can forecast, the ensemble ranks the child
 models on a trailing window, tries five scoring strategies x two aggregators x eight quantiles
@@ -8,7 +8,7 @@ and forecasts with it. :func:`dynamic_quantile_ensemble` takes the long horizon-
 
 Modes
 -----
-``"nexus_v2"`` reproduces spec section 3 exactly, quirks included. For row ``i`` of ``X_h``
+``"nexus_v2"`` reproduces the Nexus v2 scripts exactly, quirks included. For row ``i`` of ``X_h``
 (``i >= lookback``) the window is rows ``i - L .. i - 1``; ``y_h`` on those rows is the price up
 to ``h`` observations later, so the forecast for a date uses prices up to ``i - 1 + h``
 (look-ahead: a date's forecast changes when later data arrives). Direction base and return are
@@ -42,8 +42,8 @@ without one, the models in ``slices`` are the pivot. The rank populations are th
 a model without a forecast in the fit rows has ``mse`` NaN (so a NaN score, ordered last) but
 ``dir_acc``, ``pnl`` and ``sharpe`` 0, as pandas computes them.
 
-Definitions the spec leaves open (identical in both modes)
------------------------------------------------------------
+Definitions Nexus v2 leaves open (identical in both modes)
+---------------------------------------------------------
 - Ranks are pandas ``rank(pct=True)`` (average ties; NaN stays NaN and is not counted in the
   denominator). A strategy score is ``w_mse r_mse + w_acc r_acc + w_pnl r_pnl + w_shp r_shp``
   evaluated left to right with all four terms, so a NaN rank (only ``mse`` can be NaN: a model
@@ -70,7 +70,7 @@ Definitions the spec leaves open (identical in both modes)
   two-pass std, which may then leave a tiny positive std instead of 0.)
 - A horizon with a single model outputs that model's forecast: strategy ``single_model``,
   aggregator ``none``, quantile 1.0, ``n_selected = n_models = 1``. In ``nexus_v2`` mode
-  (``M == 1`` for the whole pivot) on every row, with no warm-up, as the spec says. In point-in-time
+  (``M == 1`` for the whole pivot) on every row, with no warm-up, as Nexus v2 does. In point-in-time
   mode only on a date whose window is complete and holds exactly one model: a horizon whose first
   model publishes before the others never emits an unvalidated forecast ahead of the warm-up.
 - ``best_child`` is the symbol of the model ``best_child_forecast`` is taken from.

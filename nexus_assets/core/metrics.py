@@ -1,4 +1,4 @@
-"""Trading metrics of the signals as of each date, point in time and Nexus v2 legacy (spec section 5).
+"""Trading metrics of the signals as of each date, point in time and Nexus v2 legacy (``docs/metrics.md``).
 
 :func:`record` takes the stored ``signals`` table of one asset (both variants, many dates) and
 returns, for every as-of date ``D``, three tables that use only outcomes realised by ``D``:

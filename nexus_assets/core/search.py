@@ -1,13 +1,13 @@
-"""Horizon search ("master ensemble", semantics spec section 6) in point-in-time form, vectorised.
+"""Horizon search (Nexus v2's "master ensemble"; ``docs/horizon-search.md``) in point-in-time form, vectorised.
 
 For every requested date ``D`` of one asset, :func:`horizon_search` scores every candidate
-configuration of the pairwise-slope signal (spec section 4) on walk-forward folds that end before
+configuration of the pairwise-slope signal (:mod:`nexus_assets.core.signals`) on walk-forward folds that end before
 ``D`` and returns the top of the ranking: the ``leaderboard`` table, whose rank 1 is the
 configuration ``core.signals`` uses for ``D``'s "optimised" signal. Nexus v2 instead scored every
 configuration once, in sample, on the last 30% of the whole history, so its choice for a date
 depended on prices that came after it.
 
-Definitions (the ones the spec leaves open are fixed here)
+Definitions (the ones Nexus v2 leaves open are fixed here)
 ----------------------------------------------------------
 - Input: the horizon_ensembles rows of ONE asset (``date, horizon, price`` and the columns of the
   within-horizon combinations). Observations ``t_0 < t_1 < ...`` are the distinct dates whose
@@ -19,13 +19,13 @@ Definitions (the ones the spec leaves open are fixed here)
   search window, from the observation before its first fold to ``D``), a threshold of
   ``thresholds`` and a combination of :data:`COMBINATIONS` (name -> column; ``ensemble`` is the
   quantile ensemble's ``forecast``).
-- Signal at observation ``t`` (spec section 4): over the pairs ``i < j`` of ``S`` whose forecasts
+- Signal at observation ``t`` (as :mod:`nexus_assets.core.signals` defines it): over the pairs ``i < j`` of ``S`` whose forecasts
   (the combination's column at ``(t, h)``) both exist - a row with a non-NaN value -, the slope
   ``F(t, h_j) - F(t, h_i)`` is bullish if > 0 and bearish if < 0; ``net_prob = (bullish -
   bearish) / pairs`` as a float division of the counts (0 with no pairs); the position is +1 if
   ``net_prob > threshold``, -1 if ``net_prob < -threshold``, else 0 - the same float operations as
   ``core.signals.slope_signal``, so the search's positions are the signal's.
-- Daily returns (design of issue 4): ``r_0 = -c |pos_0|`` and ``r_i = pos_{i-1} (p_i / p_{i-1} - 1)
+- Daily returns (as :mod:`nexus_assets.core.trading` simulates them): ``r_0 = -c |pos_0|`` and ``r_i = pos_{i-1} (p_i / p_{i-1} - 1)
   - c |pos_i - pos_{i-1}|`` with ``c = cost_bps / 1e4``.
 - Folds of ``D`` (observation ``d``): the usable returns are ``r_0 .. r_{d-1}``, realised strictly
   before ``D``. The folds are the last ``k = min(n_folds, d // fold_length)`` consecutive blocks

@@ -1,4 +1,4 @@
-"""Pairwise-slope signals ("matrix drift", spec section 4).
+"""Pairwise-slope signals (Nexus v2's "matrix drift"; ``docs/signals.md``).
 
 For a date and the ascending horizons ``h_1 < ... < h_k`` that have a forecast that day, every
 pair ``i < j`` gives the slope ``F(h_j) - F(h_i)``: bullish if > 0, bearish if < 0 (a zero slope

@@ -1,4 +1,4 @@
-"""Horizon slices: the "golden engine" of Nexus v2 (semantics spec section 2).
+"""Horizon slices: the "golden engine" of Nexus v2 (``docs/horizon-slices.md``).
 
 Stored form (:func:`slice_horizons`): a long table, one row per date, horizon and child model,
 columns ``date, horizon, symbol, forecast, price`` with ``price`` the day's ``target_var_price``.

@@ -1,4 +1,4 @@
-"""Point-in-time trading simulation: follow the signal (semantics spec section 5, point-in-time mode).
+"""Point-in-time trading simulation: follow the signal (``docs/metrics.md``).
 
 :func:`simulate` takes the observations of one signal of one asset (``date, price, position`` and
 optionally ``net_prob``) and returns a :class:`Simulation`: the ``daily`` series (returns, costs,

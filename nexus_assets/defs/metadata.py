@@ -2,7 +2,7 @@
 
 ``context.add_asset_metadata(metadata, partition_key=k)`` lists the run's whole partition range
 to check ``k`` and copies the step's whole metadata map, on every call: O(N) per call, O(N^2)
-per run (8 ms a call at 365 keys, 14 ms at 1,460; ``../shared/spec/dagster-notes.md``). A
+per run (8 ms a call at 365 keys, 14 ms at 1,460, measured with Dagster 1.13.27). A
 step here knows its facts for every partition at once, so :func:`attach_partition_metadata`
 checks the keys once against ``context.partition_keys`` and adds them all in one update of the
 step's metadata accumulator: what ``add_asset_metadata`` would have stored, key for key.

@@ -1,4 +1,4 @@
-"""``horizon_search``: the point-in-time grid search of spec section 6, one leaderboard per date.
+"""``horizon_search``: the point-in-time grid search (``docs/horizon-search.md``), one leaderboard per date.
 
 Reads a trailing window of ``horizon_ensembles`` counted in observations (the folds and the
 observation before them: ``n_folds * fold_length + 1`` priced dates before the run's first date,

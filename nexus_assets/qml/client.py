@@ -1,4 +1,4 @@
-"""HTTP client for the quantum_ml (QML) API, as ``shared/spec/qml-contract.md`` asks it to behave.
+"""HTTP client for the quantum_ml (QML) API, as the QML contract (``docs/ingestion.md``) asks it to behave.
 
 - Authenticates with the ``qml-api-key`` header; the key is checked before it is used (a key
   with whitespace or a line break, as a quoted ``.env`` value keeps it, is refused naming the

@@ -129,7 +129,7 @@ class Fault:
     ``day`` restricts the row-level faults to that day's rows (``YYYY-MM-DD``); ``extra_field``
     with a ``day`` sets ``value`` on that day's rows only (null elsewhere).
 
-    Hostile upstream (added for the hardening of issue 11):
+    Hostile upstream (an upstream that tries to leak the key, overwrite stored days or run unbounded):
     ``redirect`` (transport: answer ``status`` if it is a 3xx, else 302, with ``Location: to``);
     ``trickle`` (transport: the normal answer, its body written ``size`` bytes at a time,
     ``seconds`` apart); ``gzip_bomb`` (transport: a 200 ``Content-Encoding: gzip`` body, streamed,

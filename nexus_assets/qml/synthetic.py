@@ -2,7 +2,7 @@
 
 The price is a seeded geometric random walk on the asset's calendar. By default
 (:data:`QDT_TRAITS`) the child models imitate what real QDT child-model tables look like
-(``shared/spec/real-data.md`` measured them on project 1860):
+(measured on QDT's published tables of project 1860, Bitcoin: 4 horizons, 369 days, 1.19M rows):
 
 - each horizon has its own 2 to 4 parent models; each parent's children are grouped in clusters
   around the parent's forecast, and a share of each cluster are *near-copies* (a perturbation
@@ -71,7 +71,7 @@ class Traits:
 
 
 QDT_TRAITS = Traits()
-"""The default: every trait of real QDT tables (``shared/spec/real-data.md``)."""
+"""The default: every trait of real QDT tables (above)."""
 CLEAN_TRAITS = Traits(parents=(0, 0), near_copy_share=0.0, duplicate_columns=0, late_share=0.0, retired_share=0.0,
                       missing_horizon_days=0.0, null_price_days=0.0)
 """Independent models, every model every day but for a 0.2 % dropout; no churn, gaps or null prices."""

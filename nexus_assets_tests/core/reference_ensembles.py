@@ -1,13 +1,13 @@
-"""Slow, obviously-correct reference of the dynamic quantile ensemble (semantics spec section 3).
+"""Slow, obviously-correct reference of the dynamic quantile ensemble (docs/ensembles.md).
 
-Written line by line from the spec as a per-date loop in pandas, the way the Nexus v2 script works:
+Written line by line from the definition as a per-date loop in pandas, the way the Nexus v2 script works:
 pivot, ``for i in range(L, len(X))``, ``window = X.iloc[i - L:i]``, ``DataFrame.rank(pct=True)``,
 ``sort_values``, ``.mean(axis=1)`` / ``.median(axis=1)``. It is the oracle of
 ``nexus_assets.core.ensembles`` and is never used outside the tests and benchmarks.
 
 Nexus v2 mode orders models as the old script did, with pandas' default ``sort_values()``
 (numpy's quicksort: not stable, ties in whatever order it leaves them, NaN scores last), over the
-columns of the horizon's whole pivot (the ``roster``). Definitions the spec leaves open are the
+columns of the horizon's whole pivot (the ``roster``). Definitions Nexus v2 leaves open are the
 ones documented in ``nexus_assets.core.ensembles``: a weighted score with any NaN rank is NaN; when
 no combination has a score above -inf the first combination is used; point-in-time mode ranks
 only the date's population (models with a forecast in the date's window), breaks ties by column

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct reference of the metrics tables as of ONE date (semantics spec section 5).
+"""Slow, obviously-correct reference of the metrics tables as of ONE date (docs/metrics.md).
 
 Written from the definitions as plain loops over the rows dated up to the as-of date ``D`` (never
 looking at a later row): a day-by-day account of the position, a trade book that opens and closes

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct reference of the walk-forward horizon search (semantics spec section 6).
+"""Slow, obviously-correct reference of the walk-forward horizon search (docs/horizon-search.md).
 
 Written from the definitions in ``nexus_assets.core.search`` as plain loops: for each date ``D``
 the rows dated after ``D`` are dropped first, then every candidate configuration is simulated

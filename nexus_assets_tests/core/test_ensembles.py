@@ -1,4 +1,4 @@
-"""The dynamic quantile ensemble against its slow, line-by-line reference (spec section 3), both modes."""
+"""The dynamic quantile ensemble against its slow, line-by-line reference (docs/ensembles.md), both modes."""
 
 import datetime as dt
 

@@ -1,4 +1,4 @@
-"""Metrics as of each date (spec section 5): hand-computed vectors, empyrical, the legacy figures,
+"""Metrics as of each date (docs/metrics.md): hand-computed vectors, empyrical, the legacy figures,
 the old pipeline's flaws, point in time, and the one-pass fast path against the slow reference."""
 
 import math

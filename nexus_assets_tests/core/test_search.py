@@ -1,4 +1,4 @@
-"""The walk-forward horizon search against its slow per-date reference (spec section 6)."""
+"""The walk-forward horizon search against its slow per-date reference (docs/horizon-search.md)."""
 
 import itertools
 import math

@@ -74,7 +74,7 @@ def ensembles(days=6, horizons=(1, 3, 5, 8), seed=0):
 
 
 def reference_signal(values, threshold):
-    """Straight from spec section 4, on a dict horizon -> forecast."""
+    """Straight from the definition (docs/signals.md), on a dict horizon -> forecast."""
     hs = sorted(h for h, v in values.items() if not np.isnan(v))
     slopes = [values[b] - values[a] for a, b in itertools.combinations(hs, 2)]
     bull, bear = sum(s > 0 for s in slopes), sum(s < 0 for s in slopes)

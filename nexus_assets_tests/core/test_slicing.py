@@ -1,4 +1,4 @@
-"""The golden engine against a slow, line-by-line reference of semantics spec section 2."""
+"""The golden engine against a slow, line-by-line reference of the Nexus v2 definition (docs/horizon-slices.md)."""
 
 import datetime as dt
 

@@ -1,4 +1,4 @@
-"""The point-in-time trading simulation (spec section 5, point-in-time mode) on hand-computed vectors."""
+"""The point-in-time trading simulation (docs/metrics.md) on hand-computed vectors."""
 
 import numpy as np
 import pandas as pd

@@ -385,7 +385,7 @@ def test_cli_serves_a_fault_script(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "unknown fault kind 'nope'" in refused.stderr
 
 
-# -- 6. a hostile upstream: the key, redirects, shapes, bounds (issue 11) ---------------------------
+# -- 6. a hostile upstream: the key, redirects, shapes, bounds ---------------------------------------
 
 
 @pytest.mark.parametrize("key", [API_KEY + "\n", " " + API_KEY, API_KEY + "\t", API_KEY[:5] + "\u00e9" + API_KEY[5:]],

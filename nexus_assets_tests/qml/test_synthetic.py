@@ -1,4 +1,4 @@
-"""The synthetic generator has the traits of real QDT tables (shared/spec/real-data.md), deterministically."""
+"""The synthetic generator has the traits of real QDT tables (as measured on project 1860), deterministically."""
 
 import datetime as dt
 

@@ -1,7 +1,7 @@
 """What a dashboard page is rendered from: the stored tables of one asset and date, and their status.
 
 The tables are the partition values of the ``signals``, ``metrics``, ``horizon_search`` and
-``horizon_ensembles`` assets (their columns are fixed by the design of issue 4). Only the columns
+``horizon_ensembles`` assets (their schemas are in :mod:`nexus_assets.core.contract`). Only the columns
 listed in :data:`REQUIRED_COLUMNS` are read (the dates of :data:`DATE_COLUMNS` as naive
 ``datetime64``, any unit); extra columns (``actual`` in ``nexus_v2`` mode, new
 statistics) are ignored, and an empty table (the warm-up, a search without a winner) renders as
@@ -152,7 +152,7 @@ class PageInputs:
             if missing:
                 raise InputError(
                     f"{name}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}. "
-                    "Pass the stored table of the design of issue 4 (see REQUIRED_COLUMNS)."
+                    "Pass the stored table (its schema: nexus_assets.core.contract; see REQUIRED_COLUMNS)."
                 )
             for column in DATE_COLUMNS.get(name, ()):
                 if len(frame) and not pd.api.types.is_datetime64_dtype(frame[column]):
