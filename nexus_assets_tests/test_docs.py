@@ -88,6 +88,27 @@ def test_every_relative_link_and_image_resolves_in_the_repository(page):
     assert broken(page) == []
 
 
+def table_rows_with_a_wrong_cell_count(page: Path) -> list[int]:
+    """Line numbers of table rows whose cell count differs from their header's (an unescaped ``|``
+    inside code splits a cell on the repository host)."""
+    wrong, header = [], None
+    for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line))
+        if header is None:
+            header = cells
+        elif cells != header:
+            wrong.append(number)
+    return wrong
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_table_row_has_as_many_cells_as_its_header(page):
+    assert table_rows_with_a_wrong_cell_count(page) == []
+
+
 def test_the_readme_shows_its_two_screenshots():
     images = [t for t in links(ROOT / "README.md") if t.endswith(".png")]
     assert images == ["docs/img/dagster-ui.png", "docs/img/dashboard.png"]
@@ -111,3 +132,5 @@ def test_the_checker_finds_a_dead_link_an_image_and_an_anchor(tmp_path, monkeypa
         "docs/a.md#nope: no heading with the anchor #nope in docs/a.md",
         "../outside.md: outside the repository",
     ]
+    page.write_text("| a | b |\n|---|---|\n| `x\\|y` | z |\n| `x|y` | z |\n")
+    assert table_rows_with_a_wrong_cell_count(page) == [4]
