@@ -229,8 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nexus_assets.catalog import CatalogError
+    from nexus_assets.settings import SettingsError
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (CatalogError, SettingsError) as exc:  # the operator's input: one line that names it, no traceback
+        print(f"nexus-assets {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 from nexus_assets.catalog import Catalog, bundled_catalog_path, load_catalog
 from nexus_assets.qml.client import DEFAULT_DEADLINE_SECONDS, DEFAULT_MAX_RESPONSE_BYTES
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "SettingsError"]
 
 
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
+
+
+class SettingsError(ValueError):
+    """An environment variable of the project's settings with a value that cannot be used."""
 
 
 def _positive(env: Mapping[str, str], name: str, default, kind):
@@ -29,7 +33,7 @@ def _positive(env: Mapping[str, str], name: str, default, kind):
     except ValueError:
         value = 0
     if not value > 0:
-        raise ValueError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {text!r}")
+        raise SettingsError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {text!r}")
     return value
 
 

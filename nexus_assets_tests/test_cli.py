@@ -95,6 +95,23 @@ def test_demo_refuses_a_bad_date_and_a_reversed_range_in_one_line(tmp_path):
         assert not (tmp_path / "data").exists() and not (tmp_path / ".dagster_home" / "history").exists()  # nothing run
 
 
+def test_a_bad_catalog_or_setting_is_one_line_not_a_traceback(tmp_path):
+    good = sandbox_catalog_text(keys=("9004_VIX",))
+    cases = (
+        (good.replace("[[assets]]", "[[assets]]\nbogus_field = 1", 1), {}, "field 'bogus_field': unknown field"),
+        ("not = [valid", {}, "not valid TOML"),
+        (good, {"NEXUS_QML_PULL_DEADLINE_SECONDS": "-5"}, "NEXUS_QML_PULL_DEADLINE_SECONDS must be a positive number"),
+    )
+    for text, extra, wanted in cases:
+        env = {**env_for(tmp_path, text), **extra}
+        result = subprocess.run([sys.executable, "-m", "nexus_assets.cli", "demo"],
+                                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert wanted in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "data").exists()  # nothing run
+
+
 def test_site_serves_the_dashboard_and_links_point_there(tmp_path):
     """`nexus-assets site` serves the pages; with NEXUS_SITE_URL the dashboard metadata links there."""
     import urllib.error
