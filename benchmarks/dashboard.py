@@ -37,9 +37,8 @@ from nexus_assets.core.dashboard import (  # noqa: E402
     render_index,
     render_page,
     summarise,
-    write_site_assets,
-    write_site_file,
 )
+from nexus_assets.site_files import write_site_assets, write_site_file  # noqa: E402
 from nexus_assets_tests.core.dashboard.tables import page_inputs, synthetic_history  # noqa: E402
 
 ASSETS = (

@@ -111,7 +111,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _qml_server(args: argparse.Namespace) -> int:
     from nexus_assets.catalog import bundled_catalog_path, load_catalog
-    from nexus_assets.qml.server import QMLServer, load_faults, projects_from_catalogs
+    from nexus_assets.qml.faults import load_faults
+    from nexus_assets.qml.server import QMLServer, projects_from_catalogs
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(message)s")
     api_key = os.environ.get(args.api_key_env)

@@ -22,7 +22,8 @@ from dagster import DagsterInstance, Definitions, EnvVar, serialize_value
 
 from nexus_assets.catalog import CatalogAsset
 from nexus_assets.defs.resources import QMLResource
-from nexus_assets.qml.server import Fault, QMLServer
+from nexus_assets.qml.faults import Fault
+from nexus_assets.qml.server import QMLServer
 from nexus_assets.qml.sources import embedded_project
 from nexus_assets_tests.defs.conftest import Pipeline
 

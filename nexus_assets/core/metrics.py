@@ -58,6 +58,10 @@ average holding days. With fewer than :data:`MIN_LEGACY_TRADES` closed trades ev
 figure is NaN (Nexus v2 reports no metrics). ``directional_accuracy_1`` compares row ``i`` with
 row ``i + 1`` of the legacy price (both usable), a zero move being a miss.
 
+Each statistic is declared once, in :func:`statistics`: a :class:`Statistic` with its name, minimum
+sample, definition (the table's ``definition`` column) and function of a :class:`Sample` (one
+signature for all, so a statistic plugs in by being declared there).
+
 Minimum samples
 ---------------
 ``n`` is the sample a figure is computed on and ``sufficient = n >= min_n``; point-in-time values
@@ -71,7 +75,7 @@ whether the trade statistics are trustworthy), :data:`MIN_SIGNALS` scored signal
 Tables
 ------
 Rows are ordered by signal (``raw``, ``optimised``), then basis (``point_in_time``, ``legacy``),
-then the fixed order of :func:`statistic_names` (statistics) or the trade number (trades); the
+then the declaration order of :func:`statistics` (statistics) or the trade number (trades); the
 daily rows by signal, then date. A signal without an observation by ``D`` has no rows; a date
 before every observation gets three empty, typed tables.
 """
@@ -79,9 +83,9 @@ before every observation gets three empty, typed tables.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import empyrical
 import numpy as np
@@ -103,6 +107,9 @@ __all__ = [
     "MIN_SIGNALS",
     "MIN_LEGACY_TRADES",
     "VAR_CUTOFF",
+    "Sample",
+    "Statistic",
+    "statistics",
     "statistic_names",
     "record",
 ]
@@ -128,18 +135,9 @@ _NO_ROWS = np.zeros(0, dtype="int64")
 _EXACT = 1  # min_n of figures that are exact for any sample (total return, exposure, buy and hold)
 
 
-class _Statistic(NamedTuple):
-    name: str
-    min_n: int
-    definition: str
-
-
 def statistic_names(basis: str, *, horizons: Sequence[int]) -> tuple[str, ...]:
     """The statistics of ``basis``, in table order, for an asset with these horizons."""
-    if basis not in BASES:
-        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
-    specs = _point_in_time_specs(TRADING_DAYS, 0.0, _steps(horizons)) if basis == "point_in_time" else _legacy_specs()
-    return tuple(spec.name for spec in specs)
+    return tuple(statistic.name for statistic in statistics(basis, horizons=horizons))
 
 
 def record(
@@ -195,10 +193,11 @@ def record(
         for signal in SIGNALS
         if (frame["variant"] == signal).any()
     ]
-    specs = {"point_in_time": _point_in_time_specs(periods, float(cost_bps), steps), "legacy": _legacy_specs()}
-    labels, daily, trades = _Labels.of(tracks, specs), _daily_frame(tracks), _trades_frame(tracks)
+    declared = {basis: statistics(basis, periods=periods, cost_bps=cost_bps, horizons=steps) for basis in BASES}
+    labels, daily, trades = _Labels.of(tracks, declared), _daily_frame(tracks), _trades_frame(tracks)
     return {
-        pd.Timestamp(day).date(): _tables(tracks, day, labels=labels, periods=periods, daily=daily, trades=trades)
+        pd.Timestamp(day).date(): _tables(tracks, day, declared=declared, labels=labels, periods=periods, daily=daily,
+                                          trades=trades)
         for day in wanted
     }
 
@@ -317,8 +316,8 @@ def _lags(rows: pd.DataFrame) -> np.ndarray:
 # the tables as of one date
 
 
-def _tables(tracks: list[_Track], day: np.datetime64, *, labels: _Labels, periods: int, daily: pd.DataFrame,
-            trades: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _tables(tracks: list[_Track], day: np.datetime64, *, declared: dict[str, tuple[Statistic, ...]], labels: _Labels,
+            periods: int, daily: pd.DataFrame, trades: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The three tables as of ``day``: slices of the whole-history frames and the statistics."""
     seen_tracks, values, counts, trade_rows, daily_rows = [], [], [], [], []
     daily_offset = trade_offset = 0
@@ -334,10 +333,13 @@ def _tables(tracks: list[_Track], day: np.datetime64, *, labels: _Labels, period
             trade_offset += len(book.closed) + len(book.simulation.marks)
         if seen:
             seen_tracks.append(index)
-            for block_values, block_counts in (_point_in_time_values(track, seen, periods),
-                                               _legacy_values(track, legacy_rows)):
-                values += block_values
-                counts += block_counts
+            for basis, sample in (("point_in_time", _point_in_time_sample(track, seen, periods)),
+                                  ("legacy", _legacy_sample(track, legacy_rows))):
+                # empyrical's own power and division on degenerate samples (no dispersion, equity <= 0)
+                # would warn; those values are undefined and reported as NaN
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    values += _finite([statistic.function(sample) for statistic in declared[basis]])
+                counts += [statistic.n(sample) for statistic in declared[basis]]
         if shown:
             daily_rows.append(daily_offset + np.arange(shown))
         daily_offset += len(track.rows)
@@ -348,76 +350,31 @@ def _tables(tracks: list[_Track], day: np.datetime64, *, labels: _Labels, period
     }
 
 
-def _point_in_time_values(track: _Track, seen: int, periods: int) -> tuple[list[float], list[int]]:
-    r = track.returns[:seen]
-    # empyrical's own power and division on degenerate samples (no dispersion, equity <= 0) would
-    # warn; those values are undefined and reported as NaN below
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = [
-            track.equity[seen - 1] - 1.0,
-            empyrical.annual_return(r, annualization=periods),
-            empyrical.annual_volatility(r, annualization=periods),
-            empyrical.sharpe_ratio(r, annualization=periods),
-            empyrical.sortino_ratio(r, annualization=periods),
-            empyrical.max_drawdown(r),
-            empyrical.calmar_ratio(r, annualization=periods),
-            empyrical.value_at_risk(r, cutoff=VAR_CUTOFF),
-            empyrical.conditional_value_at_risk(r, cutoff=VAR_CUTOFF),
-            np.count_nonzero(track.position[:seen]) / seen,
-            track.price[seen - 1] / track.price[0] - 1.0,
-        ]
-    counts = [seen] * len(values)
+def _point_in_time_sample(track: _Track, seen: int, periods: int) -> Sample:
     book = track.point_in_time
     closed = book.closed_by(seen - 1)
-    net = book.net[:closed]
-    trade_values = _trade_values(net)
-    values += [
-        closed,
-        trade_values["win_rate"],
-        trade_values["average_win"],
-        trade_values["average_loss"],
-        trade_values["profit_factor"],
-        _mean(net),
-        trade_values["best_trade"],
-        trade_values["worst_trade"],
-        _mean(book.days[:closed]),
-        _mean(book.observations[:closed]),
-    ]
-    counts += [closed] * 10
+    scored = {}
     for k, (signalled, hits) in track.scored.items():
         j = max(seen - k, 0)  # signals at rows i <= M - 1 - k
-        values.append(hits[j] / signalled[j] if signalled[j] else np.nan)
-        counts.append(int(signalled[j]))
-    return _finite(values), counts
+        scored[k] = (int(signalled[j]), int(hits[j]))
+    return Sample(
+        returns=track.returns[:seen], equity=float(track.equity[seen - 1]), position=track.position[:seen],
+        price=track.price[:seen], trades=book.net[:closed], days=book.days[:closed],
+        observations=book.observations[:closed], scored=scored, periods=periods,
+    )
 
 
-def _legacy_values(track: _Track, legacy_rows: int) -> tuple[list[float], list[int]]:
+def _legacy_sample(track: _Track, legacy_rows: int) -> Sample:
     book = track.legacy
     closed = book.closed_by(legacy_rows - 1) if legacy_rows else 0
-    x, days = book.net[:closed], book.days[:closed]
-    if closed >= MIN_LEGACY_TRADES:
-        trade_values = _trade_values(x)
-        spread = x.std(ddof=1) if x.max() != x.min() else np.nan  # equal returns: no dispersion, no Sharpe
-        equity = np.cumprod(1.0 + x)
-        figures = [
-            x.sum(),
-            trade_values["win_rate"],
-            trade_values["average_win"],
-            trade_values["average_loss"],
-            trade_values["profit_factor"],
-            x.mean() / spread * np.sqrt(TRADING_DAYS / days.mean()),
-            (equity / np.maximum.accumulate(np.maximum(equity, 1.0)) - 1.0).min(),
-            trade_values["best_trade"],
-            trade_values["worst_trade"],
-            days.mean(),
-        ]
-    else:
-        figures = [np.nan] * 10
     signalled, hits = track.legacy_scored
     j = max(legacy_rows - 1, 0)  # pairs (i, i + 1) of legacy rows: i <= legacy_rows - 2
-    values = [closed, *figures, hits[j] / signalled[j] if signalled[j] else np.nan]
-    counts = [closed] * 11 + [int(signalled[j])]
-    return _finite(values), counts
+    none = np.zeros(0, dtype="float64")
+    return Sample(
+        returns=none, equity=np.nan, position=np.zeros(0, dtype="int64"), price=none, trades=book.net[:closed],
+        days=book.days[:closed], observations=book.observations[:closed],
+        scored={1: (int(signalled[j]), int(hits[j]))}, periods=TRADING_DAYS,
+    )
 
 
 def _finite(values: list) -> list[float]:
@@ -425,24 +382,108 @@ def _finite(values: list) -> list[float]:
     return [float(v) if np.isfinite(v) else np.nan for v in values]
 
 
-def _trade_values(net: np.ndarray) -> dict[str, float]:
-    wins, losses = net[net > 0], net[net < 0]
-    return {
-        "win_rate": len(wins) / len(net) if len(net) else np.nan,
-        "profit_factor": wins.sum() / -losses.sum() if len(losses) else np.nan,
-        "average_win": _mean(wins),
-        "average_loss": _mean(losses),
-        "best_trade": net.max() if len(net) else np.nan,
-        "worst_trade": net.min() if len(net) else np.nan,
-    }
-
-
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else np.nan
 
 
 # ---------------------------------------------------------------------------------------------
-# statistic names, sample minimums and definitions
+# the statistics: one declaration each (name, minimum sample, definition, function, sample size)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a statistic sees of one signal's record as of one date, on one basis.
+
+    Point in time: ``returns`` are the daily strategy returns ``r`` of the ``N`` observations up to
+    ``D``, ``equity`` the equity on ``D``, ``position`` and ``price`` the observations' own. Legacy:
+    those are empty (NaN), and ``periods`` is 252. Both: ``trades`` are the closed trades' net
+    returns (legacy: the legacy trade returns ``x``) in exit order, ``days`` and ``observations``
+    what each was held, and ``scored[k]`` the non-neutral signals scored ``k`` observations ahead
+    by ``D`` and their hits.
+    """
+
+    returns: np.ndarray
+    equity: float
+    position: np.ndarray
+    price: np.ndarray
+    trades: np.ndarray
+    days: np.ndarray
+    observations: np.ndarray
+    scored: Mapping[int, tuple[int, int]]
+    periods: int
+
+    @functools.cached_property
+    def wins(self) -> np.ndarray:
+        return self.trades[self.trades > 0]
+
+    @functools.cached_property
+    def losses(self) -> np.ndarray:
+        return self.trades[self.trades < 0]
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One row of the statistics table per signal and basis: ``function(sample)`` is its value
+    (infinite or NaN is reported as NaN: undefined), ``n(sample)`` the size of the sample it is
+    computed on, trusted once ``n >= min_n``; ``definition`` says what it is, in the table."""
+
+    name: str
+    min_n: int
+    definition: str
+    function: Callable[[Sample], float]
+    n: Callable[[Sample], int]
+
+
+def _returns(sample: Sample) -> int:
+    return len(sample.returns)
+
+
+def _trades(sample: Sample) -> int:
+    return len(sample.trades)
+
+
+def _signals(k: int) -> Callable[[Sample], int]:
+    return lambda sample: sample.scored[k][0]
+
+
+def _accuracy(k: int) -> Callable[[Sample], float]:
+    def accuracy(sample: Sample) -> float:
+        signalled, hits = sample.scored[k]
+        return hits / signalled if signalled else np.nan
+
+    return accuracy
+
+
+def _win_rate(sample: Sample) -> float:
+    return len(sample.wins) / len(sample.trades) if len(sample.trades) else np.nan
+
+
+def _profit_factor(sample: Sample) -> float:
+    return sample.wins.sum() / -sample.losses.sum() if len(sample.losses) else np.nan
+
+
+def _best_trade(sample: Sample) -> float:
+    return sample.trades.max() if len(sample.trades) else np.nan
+
+
+def _worst_trade(sample: Sample) -> float:
+    return sample.trades.min() if len(sample.trades) else np.nan
+
+
+def _legacy_sharpe(sample: Sample) -> float:
+    x = sample.trades
+    spread = x.std(ddof=1) if x.max() != x.min() else np.nan  # equal returns: no dispersion, no Sharpe
+    return x.mean() / spread * np.sqrt(TRADING_DAYS / sample.days.mean())
+
+
+def _legacy_drawdown(sample: Sample) -> float:
+    equity = np.cumprod(1.0 + sample.trades)
+    return (equity / np.maximum.accumulate(np.maximum(equity, 1.0)) - 1.0).min()
+
+
+def _nexus_v2(function: Callable[[Sample], float]) -> Callable[[Sample], float]:
+    """A legacy trade figure: NaN below :data:`MIN_LEGACY_TRADES` trades, as Nexus v2 reported none."""
+    return lambda sample: function(sample) if len(sample.trades) >= MIN_LEGACY_TRADES else np.nan
 
 
 def _steps(horizons: Sequence[int]) -> tuple[int, ...]:
@@ -453,78 +494,112 @@ def _steps(horizons: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted({1, *(int(h) for h in values)}))
 
 
-def _point_in_time_specs(periods: int, cost_bps: float, steps: tuple[int, ...]) -> list[_Statistic]:
+def statistics(basis: str, *, periods: int = TRADING_DAYS, cost_bps: float = 0.0,
+               horizons: Sequence[int]) -> tuple[Statistic, ...]:
+    """The statistics of ``basis``, in table order: the one declaration of each row of the
+    statistics table (its definition names ``periods`` and ``cost_bps``; a directional accuracy
+    is declared for 1 and each of ``horizons``)."""
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    steps = _steps(horizons)
+    return _point_in_time(periods, float(cost_bps), steps) if basis == "point_in_time" else _legacy()
+
+
+def _point_in_time(periods: int, cost_bps: float, steps: tuple[int, ...]) -> tuple[Statistic, ...]:
     r = f"daily strategy returns r (cost {cost_bps:g} bps per side)"
     p = f"annualization={periods}"
     trades = "closed trades' net_return"
-    return [
-        _Statistic("total_return", _EXACT, f"prod(1 + r) - 1 over the {r}: equity on D - 1, compounded"),
-        _Statistic("annual_return", MIN_RETURNS,
-                   f"empyrical.annual_return({r}, {p}) = (1 + total_return) ** ({periods} / N) - 1"),
-        _Statistic("annual_volatility", MIN_RETURNS,
-                   f"empyrical.annual_volatility({r}, {p}) = std(r, ddof=1) * sqrt({periods})"),
-        _Statistic("sharpe_ratio", MIN_RETURNS,
-                   f"empyrical.sharpe_ratio({r}, {p}) = mean(r) / std(r, ddof=1) * sqrt({periods}); "
-                   "NaN without dispersion"),
-        _Statistic("sortino_ratio", MIN_RETURNS,
-                   f"empyrical.sortino_ratio({r}, {p}) = mean(r) * {periods} / (sqrt(mean(min(r, 0) ** 2)) * "
-                   f"sqrt({periods})), downside deviation over all N returns; NaN without a negative return"),
-        _Statistic("max_drawdown", MIN_RETURNS,
-                   f"empyrical.max_drawdown({r}) = min(equity / running peak - 1), compounded, "
-                   "peak includes the starting 1"),
-        _Statistic("calmar_ratio", MIN_RETURNS,
-                   f"empyrical.calmar_ratio({r}, {p}) = annual_return / |max_drawdown|; NaN without a drawdown"),
-        _Statistic("value_at_risk", MIN_RETURNS,
-                   f"empyrical.value_at_risk({r}, cutoff={VAR_CUTOFF}) = numpy percentile {VAR_CUTOFF * 100:g} "
-                   "(linear) of r"),
-        _Statistic("conditional_value_at_risk", MIN_RETURNS,
-                   f"empyrical.conditional_value_at_risk({r}, cutoff={VAR_CUTOFF}) = mean of the "
-                   f"int((N - 1) * {VAR_CUTOFF}) + 1 lowest r"),
-        _Statistic("exposure", _EXACT, "share of observations up to D with position != 0"),
-        _Statistic("buy_and_hold_return", _EXACT, "price on D / first price - 1"),
-        _Statistic("trades", MIN_TRADES, "number of closed trades (entry and exit by D); flags the trade statistics"),
-        _Statistic("win_rate", MIN_TRADES, f"share of {trades} > 0"),
-        _Statistic("average_win", MIN_TRADES, f"mean of {trades} > 0"),
-        _Statistic("average_loss", MIN_TRADES, f"mean of {trades} < 0"),
-        _Statistic("profit_factor", MIN_TRADES,
-                   f"sum of {trades} > 0 / |sum of those < 0|; NaN without a losing trade"),
-        _Statistic("expectancy", MIN_TRADES, f"mean of {trades} (after 2 x {cost_bps:g} bps)"),
-        _Statistic("best_trade", MIN_TRADES, f"max of {trades}"),
-        _Statistic("worst_trade", MIN_TRADES, f"min of {trades}"),
-        _Statistic("average_holding_days", MIN_TRADES, "mean (exit_date - entry_date).days of closed trades"),
-        _Statistic("average_holding_observations", MIN_TRADES, "mean observations from entry to exit of closed trades"),
+    return (
+        Statistic("total_return", _EXACT, f"prod(1 + r) - 1 over the {r}: equity on D - 1, compounded",
+                  lambda s: s.equity - 1.0, _returns),
+        Statistic("annual_return", MIN_RETURNS,
+                  f"empyrical.annual_return({r}, {p}) = (1 + total_return) ** ({periods} / N) - 1",
+                  lambda s: empyrical.annual_return(s.returns, annualization=s.periods), _returns),
+        Statistic("annual_volatility", MIN_RETURNS,
+                  f"empyrical.annual_volatility({r}, {p}) = std(r, ddof=1) * sqrt({periods})",
+                  lambda s: empyrical.annual_volatility(s.returns, annualization=s.periods), _returns),
+        Statistic("sharpe_ratio", MIN_RETURNS,
+                  f"empyrical.sharpe_ratio({r}, {p}) = mean(r) / std(r, ddof=1) * sqrt({periods}); "
+                  "NaN without dispersion",
+                  lambda s: empyrical.sharpe_ratio(s.returns, annualization=s.periods), _returns),
+        Statistic("sortino_ratio", MIN_RETURNS,
+                  f"empyrical.sortino_ratio({r}, {p}) = mean(r) * {periods} / (sqrt(mean(min(r, 0) ** 2)) * "
+                  f"sqrt({periods})), downside deviation over all N returns; NaN without a negative return",
+                  lambda s: empyrical.sortino_ratio(s.returns, annualization=s.periods), _returns),
+        Statistic("max_drawdown", MIN_RETURNS,
+                  f"empyrical.max_drawdown({r}) = min(equity / running peak - 1), compounded, "
+                  "peak includes the starting 1",
+                  lambda s: empyrical.max_drawdown(s.returns), _returns),
+        Statistic("calmar_ratio", MIN_RETURNS,
+                  f"empyrical.calmar_ratio({r}, {p}) = annual_return / |max_drawdown|; NaN without a drawdown",
+                  lambda s: empyrical.calmar_ratio(s.returns, annualization=s.periods), _returns),
+        Statistic("value_at_risk", MIN_RETURNS,
+                  f"empyrical.value_at_risk({r}, cutoff={VAR_CUTOFF}) = numpy percentile {VAR_CUTOFF * 100:g} "
+                  "(linear) of r",
+                  lambda s: empyrical.value_at_risk(s.returns, cutoff=VAR_CUTOFF), _returns),
+        Statistic("conditional_value_at_risk", MIN_RETURNS,
+                  f"empyrical.conditional_value_at_risk({r}, cutoff={VAR_CUTOFF}) = mean of the "
+                  f"int((N - 1) * {VAR_CUTOFF}) + 1 lowest r",
+                  lambda s: empyrical.conditional_value_at_risk(s.returns, cutoff=VAR_CUTOFF), _returns),
+        Statistic("exposure", _EXACT, "share of observations up to D with position != 0",
+                  lambda s: np.count_nonzero(s.position) / len(s.position), _returns),
+        Statistic("buy_and_hold_return", _EXACT, "price on D / first price - 1",
+                  lambda s: s.price[-1] / s.price[0] - 1.0, _returns),
+        Statistic("trades", MIN_TRADES, "number of closed trades (entry and exit by D); flags the trade statistics",
+                  _trades, _trades),
+        Statistic("win_rate", MIN_TRADES, f"share of {trades} > 0", _win_rate, _trades),
+        Statistic("average_win", MIN_TRADES, f"mean of {trades} > 0", lambda s: _mean(s.wins), _trades),
+        Statistic("average_loss", MIN_TRADES, f"mean of {trades} < 0", lambda s: _mean(s.losses), _trades),
+        Statistic("profit_factor", MIN_TRADES, f"sum of {trades} > 0 / |sum of those < 0|; NaN without a losing trade",
+                  _profit_factor, _trades),
+        Statistic("expectancy", MIN_TRADES, f"mean of {trades} (after 2 x {cost_bps:g} bps)",
+                  lambda s: _mean(s.trades), _trades),
+        Statistic("best_trade", MIN_TRADES, f"max of {trades}", _best_trade, _trades),
+        Statistic("worst_trade", MIN_TRADES, f"min of {trades}", _worst_trade, _trades),
+        Statistic("average_holding_days", MIN_TRADES, "mean (exit_date - entry_date).days of closed trades",
+                  lambda s: _mean(s.days), _trades),
+        Statistic("average_holding_observations", MIN_TRADES, "mean observations from entry to exit of closed trades",
+                  lambda s: _mean(s.observations), _trades),
         *(
-            _Statistic(f"directional_accuracy_{k}", MIN_SIGNALS,
-                       f"share of non-neutral signals at t_i with t_(i+{k}) <= D where sign(position) == "
-                       f"sign(price_(i+{k}) - price_i), {k} observation(s) ahead; a zero move is a miss")
+            Statistic(f"directional_accuracy_{k}", MIN_SIGNALS,
+                      f"share of non-neutral signals at t_i with t_(i+{k}) <= D where sign(position) == "
+                      f"sign(price_(i+{k}) - price_i), {k} observation(s) ahead; a zero move is a miss",
+                      _accuracy(k), _signals(k))
             for k in steps
         ),
-    ]
+    )
 
 
-def _legacy_specs() -> list[_Statistic]:
+def _legacy() -> tuple[Statistic, ...]:
     x = "closed legacy trade returns x (at the price h_min observations after the signal date, no cost)"
     nexus = f"Nexus v2; NaN below {MIN_LEGACY_TRADES} trades"
     least = MIN_LEGACY_TRADES
-    return [
-        _Statistic("trades", least, "number of closed legacy trades whose legacy prices are realised by D"),
-        _Statistic("total_return", least, f"sum of {x} (Nexus v2: sum of trade %; here a fraction); {nexus}"),
-        _Statistic("win_rate", least, f"share of {x} > 0; {nexus}"),
-        _Statistic("average_win", least, f"mean of {x} > 0; {nexus}"),
-        _Statistic("average_loss", least, f"mean of {x} < 0; {nexus}"),
-        _Statistic("profit_factor", least, f"sum of {x} > 0 / |sum of those < 0|; NaN without a losing trade; {nexus}"),
-        _Statistic("sharpe_ratio", least,
-                   f"mean(x) / std(x, ddof=1) * sqrt({TRADING_DAYS} / average holding days) of {x}; {nexus}"),
-        _Statistic("max_drawdown", least,
-                   f"min(E / running peak - 1), E = cumprod(1 + x) of {x}, peak includes the starting 1; {nexus}"),
-        _Statistic("best_trade", least, f"max of {x}; {nexus}"),
-        _Statistic("worst_trade", least, f"min of {x}; {nexus}"),
-        _Statistic("average_holding_days", least,
-                   f"mean (exit signal date - entry signal date).days of closed legacy trades; {nexus}"),
-        _Statistic("directional_accuracy_1", MIN_SIGNALS,
-                   "share of non-neutral signals at row i (rows i and i + 1 usable by D) where sign(position) == "
-                   "sign(legacy price_(i+1) - legacy price_i), Nexus v2; a zero move is a miss"),
-    ]
+    return (
+        Statistic("trades", least, "number of closed legacy trades whose legacy prices are realised by D",
+                  _trades, _trades),
+        Statistic("total_return", least, f"sum of {x} (Nexus v2: sum of trade %; here a fraction); {nexus}",
+                  _nexus_v2(lambda s: s.trades.sum()), _trades),
+        Statistic("win_rate", least, f"share of {x} > 0; {nexus}", _nexus_v2(_win_rate), _trades),
+        Statistic("average_win", least, f"mean of {x} > 0; {nexus}", _nexus_v2(lambda s: _mean(s.wins)), _trades),
+        Statistic("average_loss", least, f"mean of {x} < 0; {nexus}", _nexus_v2(lambda s: _mean(s.losses)), _trades),
+        Statistic("profit_factor", least, f"sum of {x} > 0 / |sum of those < 0|; NaN without a losing trade; {nexus}",
+                  _nexus_v2(_profit_factor), _trades),
+        Statistic("sharpe_ratio", least,
+                  f"mean(x) / std(x, ddof=1) * sqrt({TRADING_DAYS} / average holding days) of {x}; {nexus}",
+                  _nexus_v2(_legacy_sharpe), _trades),
+        Statistic("max_drawdown", least,
+                  f"min(E / running peak - 1), E = cumprod(1 + x) of {x}, peak includes the starting 1; {nexus}",
+                  _nexus_v2(_legacy_drawdown), _trades),
+        Statistic("best_trade", least, f"max of {x}; {nexus}", _nexus_v2(_best_trade), _trades),
+        Statistic("worst_trade", least, f"min of {x}; {nexus}", _nexus_v2(_worst_trade), _trades),
+        Statistic("average_holding_days", least,
+                  f"mean (exit signal date - entry signal date).days of closed legacy trades; {nexus}",
+                  _nexus_v2(lambda s: s.days.mean()), _trades),
+        Statistic("directional_accuracy_1", MIN_SIGNALS,
+                  "share of non-neutral signals at row i (rows i and i + 1 usable by D) where sign(position) == "
+                  "sign(legacy price_(i+1) - legacy price_i), Nexus v2; a zero move is a miss",
+                  _accuracy(1), _signals(1)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,8 +660,8 @@ class _Labels:
     size: int  # rows per track
 
     @classmethod
-    def of(cls, tracks: list[_Track], specs: dict[str, list[_Statistic]]) -> _Labels:
-        block = [(basis, spec) for basis in BASES for spec in specs[basis]]
+    def of(cls, tracks: list[_Track], declared: dict[str, tuple[Statistic, ...]]) -> _Labels:
+        block = [(basis, spec) for basis in BASES for spec in declared[basis]]
         rows = [(track.signal, basis, spec) for track in tracks for basis, spec in block]
         return cls(
             {

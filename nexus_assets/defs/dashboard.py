@@ -44,8 +44,6 @@ from nexus_assets.core.dashboard import (
     render_index,
     render_page,
     summarise,
-    write_site_assets,
-    write_site_file,
 )
 from nexus_assets.core.freshness import freshness_status
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
@@ -58,6 +56,7 @@ from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.steps import GROUP
 from nexus_assets.defs.storage import PartitionFrames
 from nexus_assets.settings import Settings
+from nexus_assets.site_files import write_site_assets, write_site_file
 
 __all__ = ["DASHBOARD", "MODEL_WINDOW", "build_dashboard_assets", "site_root"]
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from nexus_assets.core.contract import QML_COLUMNS
+
 __all__ = ["CODE_VERSION", "DEFAULT_HORIZONS", "SERIES", "ModelFarm", "load_prices"]
 
 SERIES: tuple[str, ...] = ("sp500", "nasdaq", "wti", "vix")
@@ -45,9 +47,6 @@ _SOURCES: dict[str, tuple[str, str]] = {
     "wti": ("wti", "DCOILWTICO"),
     "vix": ("vix", "vix"),
 }
-_ROW_COLUMNS: tuple[str, ...] = (
-    "symbol", "time", "n_predict", "close_predict", "target_var_price", "yn_p", "yn_actual",
-)
 
 _MAX_ABS_LOG_RETURN = 0.5  # keeps close_predict positive, finite and plausible
 _MIN_TRAIN_PAIRS = 5  # below this a model emits the naive random-walk forecast close_t
@@ -239,8 +238,8 @@ class ModelFarm:
     def rows(self, start: datetime.date, end: datetime.date) -> pd.DataFrame:
         """QML contract rows for every trading day ``t`` with ``start <= t <= end``.
 
-        Columns: symbol, time, n_predict, close_predict, target_var_price, yn_p, yn_actual;
-        sorted by time, n_predict, symbol; an empty frame with these columns if no day matches.
+        Columns: the contract's (:data:`~nexus_assets.core.contract.QML_COLUMNS`); sorted by time,
+        n_predict, symbol; an empty frame with these columns if no day matches.
         """
         index = self._close_series.index
         lo = index.searchsorted(pd.Timestamp(start).normalize(), side="left")
@@ -266,7 +265,7 @@ class ModelFarm:
             "target_var_price": np.repeat(close_t, n_models),
             "yn_p": (predict > close_t[:, None]).astype(np.float64).ravel(),
             "yn_actual": np.repeat(up, n_models),
-        }, columns=list(_ROW_COLUMNS))
+        }, columns=list(QML_COLUMNS))
 
     def _ridge(self, days: np.ndarray) -> np.ndarray:
         """Ridge forecasts of log(close_{t+h}/close_t), shape (days, horizons, variants).

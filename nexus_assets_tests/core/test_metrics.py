@@ -512,6 +512,37 @@ def test_tables_schema_and_order(history):
     assert record(history, as_of=[], calendar="exchange", cost_bps=4, horizons=[2]) == {}
 
 
+def test_each_statistic_is_declared_once_and_the_table_follows_its_declaration(history, monkeypatch):
+    """Name, minimum sample, definition, value and sample size of every row come from one declaration
+    (metrics.statistics), so a statistic plugs in by being declared."""
+    options = dict(calendar="crypto", cost_bps=4, horizons=[4, 2])
+    stats = last(record(history, **options))["statistics"]
+    for (_, basis), rows in stats.groupby(["signal", "basis"], sort=False):
+        declared = metrics.statistics(basis, periods=365, cost_bps=4, horizons=[2, 4])
+        assert list(zip(rows["statistic"], rows["min_n"], rows["definition"])) == [
+            (s.name, s.min_n, s.definition) for s in declared]
+    assert [s.name for s in metrics.statistics("legacy", horizons=[2])] == list(statistic_names("legacy", horizons=[2]))
+
+    median = metrics.Statistic("median_return", 5, "median of r", lambda s: np.median(s.returns) if len(s.returns) else np.nan,
+                               lambda s: len(s.returns))
+    declared = metrics.statistics
+    monkeypatch.setattr(metrics, "statistics", lambda basis, **kwargs: declared(basis, **kwargs) + (
+        (median,) if basis == "point_in_time" else ()))
+    result = record(history, **options)
+    for tables in result.values():
+        daily = tables["daily"]
+        for signal in ("raw", "optimised"):
+            returns = daily[(daily["signal"] == signal) & daily["price_known"]]["strategy_return"].to_numpy()
+            if not len(returns):
+                continue
+            row = statistic(tables, "median_return", signal=signal)
+            assert row["value"] == np.median(returns) and row["n"] == len(returns)
+            assert row["min_n"] == 5 and row["sufficient"] == (len(returns) >= 5) and row["definition"] == "median of r"
+    rows = last(result)["statistics"]
+    assert rows[rows["basis"] == "point_in_time"].groupby("signal")["statistic"].last().eq("median_return").all()
+    assert statistic_names("point_in_time", horizons=[2])[-1] == "median_return"
+
+
 def test_deterministic_and_independent_of_row_order(history):
     options = dict(calendar="exchange", cost_bps=4, horizons=[2, 4])
     base = record(history, **options)

@@ -140,3 +140,18 @@ def test_every_step_returns_its_schema_typed_when_it_has_nothing():
     day = record(empty_frame(contract.SIGNALS), as_of=["2018-01-02"], calendar="exchange", cost_bps=0.0, horizons=[1])
     for name, schema in (("statistics", contract.STATISTICS), ("trades", contract.TRADES), ("daily", contract.DAILY)):
         assert table_problems(schema, next(iter(day.values()))[name]) == []
+
+
+def test_the_dashboards_inputs_name_columns_of_the_stored_tables():
+    """The dashboard reads a subset of each table's columns (extra ones are ignored by design);
+    the subset cannot drift from the schema: every column it reads is one, and the columns it
+    reads as dates are the schema's date columns among them."""
+    from nexus_assets.core.dashboard.inputs import DATE_COLUMNS, REQUIRED_COLUMNS
+
+    stored = {"ensembles": "horizon_ensembles", "ensemble_window": "horizon_ensembles"}
+    assert set(DATE_COLUMNS) == set(REQUIRED_COLUMNS)
+    for name, required in REQUIRED_COLUMNS.items():
+        schema = STORED_TABLES[stored.get(name, name)]
+        assert set(required) <= set(schema.columns), (name, sorted(set(required) - set(schema.columns)))
+        dates = tuple(c for c in required if np.dtype("datetime64[ns]") == schema.columns[c].dtype.type)
+        assert DATE_COLUMNS[name] == dates, name

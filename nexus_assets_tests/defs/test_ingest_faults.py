@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nexus_assets.qml.server import Fault
+from nexus_assets.qml.faults import Fault
 from nexus_assets_tests.loopback import API_KEY, COIN, ApiPipeline, api_catalog_text, leaks_in, secret_leaks, serve
 
 pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser

@@ -2,7 +2,7 @@
 
 No request mocking: every test talks HTTP to a ``QMLServer`` bound to 127.0.0.1 on an ephemeral
 port (or to the ``nexus-assets qml-server`` CLI run as a subprocess). Misbehaviour comes from
-the server's own scripted :class:`~nexus_assets.qml.server.Fault` list. Small synthetic projects
+the server's own scripted :class:`~nexus_assets.qml.faults.Fault` list. Small synthetic projects
 keep the file fast; the sandbox model farm is used by one test only.
 """
 
@@ -38,7 +38,8 @@ from nexus_assets.qml.client import (
     QMLTransientError,
     RetryPolicy,
 )
-from nexus_assets.qml.server import Fault, QMLServer
+from nexus_assets.qml.faults import Fault
+from nexus_assets.qml.server import QMLServer
 from nexus_assets.qml.sources import embedded_project, keep_days, pull_embedded
 from nexus_assets_tests.loopback import CollectingLog, serve
 

@@ -29,7 +29,7 @@ from nexus_assets.core.contract import ContractViolation, validate_qml_rows
 from nexus_assets.core.freshness import DayStatus, classify_day
 from nexus_assets.qml import client as client_module
 from nexus_assets.qml.client import QMLClient, QMLLimitError, QMLRequestError, QMLTransientError, RetryPolicy
-from nexus_assets.qml.server import FAULT_KINDS, Fault, apply_fault, load_faults
+from nexus_assets.qml.faults import FAULT_KINDS, Fault, apply_fault, load_faults
 from nexus_assets.qml.sources import embedded_project, pull_embedded
 from nexus_assets_tests.loopback import API_KEY, COIN, CollectingLog, days, leaks_in, serve
 

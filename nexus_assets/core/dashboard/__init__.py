@@ -1,8 +1,8 @@
 """The dashboard: static HTML pages rendered from the stored tables (pure; no Dagster).
 
-``render_page`` turns one asset's tables as of one date into one self-contained page,
-``render_index`` and ``render_history`` build the site's index and each asset's calendar, and
-``write_site_assets`` puts the one shared copy of plotly.js into the site. Layout of a site:
+``render_page`` turns one asset's tables as of one date into one self-contained page, and
+``render_index`` and ``render_history`` build the site's index and each asset's calendar, all as
+text; :mod:`nexus_assets.site_files` writes them. Layout of a site:
 :mod:`nexus_assets.core.dashboard.site`; what a page shows and how numbers are rounded:
 :mod:`.page` and :mod:`.formatting`; the security rules: :mod:`.markup`.
 """
@@ -24,8 +24,6 @@ from nexus_assets.core.dashboard.site import (
     history_path,
     page_path,
     plotly_js_path,
-    write_site_assets,
-    write_site_file,
 )
 
 __all__ = [
@@ -40,8 +38,6 @@ __all__ = [
     "render_index",
     "render_history",
     "summarise",
-    "write_site_assets",
-    "write_site_file",
     "page_path",
     "history_path",
     "plotly_js_path",

@@ -20,11 +20,10 @@ from nexus_assets.core.dashboard import (
     render_index,
     render_page,
     summarise,
-    write_site_assets,
-    write_site_file,
 )
 from nexus_assets.core.dashboard.screenshots import find_chromium, launch
 from nexus_assets.serving import site_server
+from nexus_assets.site_files import write_site_assets, write_site_file
 from nexus_assets_tests.core.dashboard.reference import COLLECT_JS, assert_page_shows, expected_values
 from nexus_assets_tests.core.dashboard.tables import HOSTILE, HOSTILE_NAME, page_inputs
 
