@@ -47,6 +47,7 @@ from nexus_assets.core.dashboard import (
     write_site_assets,
     write_site_file,
 )
+from nexus_assets.core.dashboard import formatting as fmt
 from nexus_assets.core.freshness import freshness_status
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import QML_MODELS
@@ -145,7 +146,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                 }
         attach_partition_metadata(context, metadata)
         index = rebuild_site(root, catalog, [e.key for e in touched])
-        context.log.info(f"dashboard: {len(context.partition_keys)} pages; site index at {index}")
+        context.log.info(f"dashboard: {fmt.count(len(context.partition_keys), 'page')}; site index at {index}")
         return MaterializeResult(metadata={"site_index": MetadataValue.url(_link(settings, index, INDEX))})
 
     return [dashboard]

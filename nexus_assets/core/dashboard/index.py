@@ -79,7 +79,7 @@ def render_index(assets: Iterable[AssetSummary]) -> str:
             facts = "<dt>latest page</dt><dd>none yet</dd>"
         facts += f"<dt>freshness</dt><dd>{_freshness(asset)}</dd>"
         facts += (f'<dt>history</dt><dd><a{attrs(href=history, data_nav="history")}>'
-                  f"{len(days)} page{'s' if len(days) != 1 else ''}</a></dd>")
+                  f"{fmt.count(len(days), 'page')}</a></dd>")
         cards.append(
             f'<section{attrs(class_="panel", data_asset=asset.asset)}><h2>{title}</h2>'
             f'<div class="subtitle">{text(asset.asset)} \u00b7 {text(asset.category)} \u00b7 {text(asset.calendar)}</div>'
@@ -87,8 +87,8 @@ def render_index(assets: Iterable[AssetSummary]) -> str:
         )
     latest_dates = [max(d.date for d in a.days) for a in ordered if a.days]
     through = f" \u00b7 pages through {max(latest_dates).isoformat()}" if latest_dates else ""
-    header = (f"<div><h1>Nexus dashboard</h1><div class=\"subtitle\">{len(ordered)} asset"
-              f"{'s' if len(ordered) != 1 else ''}{text(through)}</div></div>")
+    header = (f"<div><h1>Nexus dashboard</h1><div class=\"subtitle\">{fmt.count(len(ordered), 'asset')}"
+              f"{text(through)}</div></div>")
     body = f'<div class="asset-grid">{"".join(cards)}</div>' if cards else '<p class="empty">No pages yet.</p>'
     return document(title="Nexus dashboard", header=header, body=body, main_class="index")
 
@@ -110,7 +110,7 @@ def render_history(asset: AssetSummary) -> str:
         nav.append(f'<a{attrs(href=_from(here, page_path(asset.asset, latest)), data_nav="latest")}>latest: '
                    f"{latest.isoformat()}</a>")
     header = (f"<div><h1>{text(asset.display_name)}</h1><div class=\"subtitle\">{text(asset.asset)} \u00b7 "
-              f"{text(asset.category)} \u00b7 history of {len(days)} page{'s' if len(days) != 1 else ''}</div></div>"
+              f"{text(asset.category)} \u00b7 history of {fmt.count(len(days), 'page')}</div></div>"
               f'<nav class="pager" aria-label="pages">{"".join(nav)}</nav>')
     legend = ('<div class="legend"><span class="badge BULLISH">\u25b2 BULLISH</span>'
               '<span class="badge BEARISH">\u25bc BEARISH</span><span class="badge NEUTRAL">\u25cf NEUTRAL</span>'

@@ -453,13 +453,13 @@ def _models_panel(tables: _Tables) -> str:
                 f"<tr{attrs(**keys)}>" + _cell(horizon, fmt.integer, "horizon", **keys)
                 + f'<td{attrs(class_="symbol", data_field="best_child", data_value=symbol)}>{text(symbol)}</td>'
                 + _cell(count, fmt.integer, "count", **keys)
-                + _cell(count / rows_of_horizon, fmt.percent, "share", **keys) + "</tr>"
+                + _cell(count / rows_of_horizon, fmt.share, "share", **keys) + "</tr>"
             )
     first, last = fmt.iso_date(tables.window_dates[0]), fmt.iso_date(tables.window_dates[-1])
     table = _table([("h", True), ("child model", False), ("times best", True), ("share", True)], lines)
     return _section(
         "models", "Child models selected most often", table,
-        note=f"The ensemble's best child per horizon over the last {len(tables.window_dates)} observations "
+        note=f"The ensemble's best child per horizon over the last {fmt.count(len(tables.window_dates), 'observation')} "
              f"({first} to {last}); top {TOP_MODELS} per horizon.",
     )
 
@@ -586,8 +586,8 @@ def _search_panel(tables: _Tables) -> str:
     top = records[0]
     table = _table([("rank", True), ("horizons", False), ("threshold", True), ("combination", False),
                     ("objective", True), ("deflated Sharpe", True), ("trades", True)], lines)
-    note = (f"{fmt.integer(top['candidates'])} candidates ({top['method']} search, {fmt.integer(top['eligible'])} "
-            f"eligible), {fmt.integer(top['n_folds'])} walk-forward folds from {fmt.iso_date(top['fold_start'])} to "
+    note = (f"{fmt.count(int(top['candidates']), 'candidate')} ({top['method']} search, {fmt.integer(top['eligible'])} "
+            f"eligible), {fmt.count(int(top['n_folds']), 'walk-forward fold')} from {fmt.iso_date(top['fold_start'])} to "
             f"{fmt.iso_date(top['fold_end'])}, all before this date. Objective: mean fold Sharpe, in sample for the "
             "selection: the best of many candidates looks good by luck alone (expected best among these: "
             f"{fmt.stat(top['expected_max_sharpe'])}). Deflated Sharpe: the probability that a configuration's true "

@@ -98,7 +98,7 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
             out.append(_shown("models", "horizon", int(h), fmt.integer, **keys))
             out.append(Shown("models", _keys(keys), "best_child", symbol, symbol))
             out.append(_shown("models", "count", int(count), fmt.integer, **keys))
-            out.append(_shown("models", "share", count / len(rows), fmt.percent, **keys))
+            out.append(_shown("models", "share", count / len(rows), fmt.share, **keys))
 
     stats = inputs.statistics[inputs.statistics["date"] == day]
     for _, row in stats.iterrows():
