@@ -572,28 +572,45 @@ def _search_panel(tables: _Tables) -> str:
     if board.empty:
         return _section("search", "Horizon search", _empty(
             "No eligible configuration on this date: the optimised signal falls back to the raw configuration."))
-    lines = []
     records = board.records()
-    for record in records[:LEADERBOARD_SHOWN]:
+    lines = []
+    for group in _configurations(records)[:LEADERBOARD_SHOWN]:
+        record, others = group[0], group[1:]
         keys = {"data_rank": int(record["rank"])}
+        also = ", ".join(fmt.prob(other["threshold"]) for other in sorted(others, key=lambda r: r["threshold"]))
         lines.append(
-            f"<tr{attrs(**keys)}>" + _cell(record["rank"], fmt.integer, "rank", **keys)
-            + _label(record["horizons"], "horizons") + _cell(record["threshold"], fmt.prob, "threshold", **keys)
-            + _label(record["combination"], "combination") + _cell(record["objective"], fmt.stat, "objective", **keys)
+            f"<tr{attrs(**keys, data_ranks=','.join(str(int(r['rank'])) for r in group))}>"
+            + _cell(record["rank"], fmt.integer, "rank", **keys)
+            + _label(record["horizons"], "horizons") + _label(record["combination"], "combination")
+            + _cell(record["threshold"], fmt.prob, "threshold", **keys)
+            + f'<td{attrs(data_field="other_thresholds")}>{text(also)}</td>'
+            + _cell(record["objective"], fmt.stat, "objective", **keys)
             + _cell(record["deflated_sharpe"], fmt.prob, "deflated_sharpe", **keys)
             + _cell(record["trades"], fmt.integer, "trades", **keys) + "</tr>"
         )
     top = records[0]
-    table = _table([("rank", True), ("horizons", False), ("threshold", True), ("combination", False),
-                    ("objective", True), ("deflated Sharpe", True), ("trades", True)], lines)
+    table = _table([("rank", True), ("horizons", False), ("combination", False), ("threshold", True),
+                    ("also ranked at", False), ("objective", True), ("deflated Sharpe", True), ("trades", True)], lines)
     note = (f"{fmt.count(int(top['candidates']), 'candidate')} ({top['method']} search, {fmt.integer(top['eligible'])} "
             f"eligible), {fmt.count(int(top['n_folds']), 'walk-forward fold')} from {fmt.iso_date(top['fold_start'])} to "
-            f"{fmt.iso_date(top['fold_end'])}, all before this date. Objective: mean fold Sharpe, in sample for the "
+            f"{fmt.iso_date(top['fold_end'])}, all before this date. One row per configuration (horizons and "
+            f"combination) at its best-ranked threshold, the first {LEADERBOARD_SHOWN}; the other thresholds at "
+            "which it made the leaderboard are listed beside it (often with the same figures: a threshold below "
+            "every |net_prob| changes no position). Objective: mean fold Sharpe, in sample for the "
             "selection: the best of many candidates looks good by luck alone (expected best among these: "
             f"{fmt.stat(top['expected_max_sharpe'])}). Deflated Sharpe: the probability that a configuration's true "
             "Sharpe beats that luck. Rank 1 configures the optimised signal when its deflated Sharpe reaches the "
             "catalog's bar; only the optimised track in the metrics is evidence.")
     return _section("search", "Horizon search", table, note=note)
+
+
+def _configurations(records: list[dict]) -> list[list[dict]]:
+    """Leaderboard rows (by rank) grouped by configuration (horizons, combination), groups in the
+    order of their best rank, each group's rows by rank."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["horizons"], record["combination"]), []).append(record)
+    return list(groups.values())
 
 
 def _status_panel(inputs: PageInputs, tables: _Tables) -> str:

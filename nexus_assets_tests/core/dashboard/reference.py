@@ -135,7 +135,9 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
     if first is not None:
         out.append(_shown("equity", "buy_and_hold", float(first["buy_and_hold"]), fmt.stat))
 
-    board = inputs.leaderboard[inputs.leaderboard["date"] == day].sort_values("rank").head(10)
+    # one row per configuration (horizons, combination): its best rank, the first ten configurations
+    board = (inputs.leaderboard[inputs.leaderboard["date"] == day].sort_values("rank")
+             .drop_duplicates(["horizons", "combination"]).head(10))
     for _, row in board.iterrows():
         rank = int(row["rank"])
         out.append(_shown("search", "rank", rank, fmt.integer, rank=rank))

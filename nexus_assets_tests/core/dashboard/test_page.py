@@ -225,3 +225,29 @@ def test_one_page_renders_well_within_a_second(inputs):
     started = time.perf_counter()
     render_page(inputs)
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_leaderboard_shows_each_configuration_once(inputs):
+    """The search ranks (horizons, threshold, combination); thresholds that change no position tie,
+    so the top of the board can be one configuration six times. The page shows each configuration
+    once, at its best rank, with the other thresholds it was ranked at."""
+    board = inputs.leaderboard.sort_values("rank").reset_index(drop=True)
+    configs = ([("1,5,8,13", "low_variance", t) for t in (0.4, 0.5)] + [("1,3,13", "mean", t) for t in (0.5, 0.4)]
+               + [("1,3", "mean", t) for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)]
+               + [("1,8", "median", t) for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)]
+               + [(h, "median", 0.0) for h in ("1,3,8", "1,5,8", "1,3,5", "1,13")])
+    board[["horizons", "combination", "threshold"]] = pd.DataFrame(configs[:len(board)], columns=[0, 1, 2]).to_numpy()
+    board["threshold"] = board["threshold"].astype(float)
+    html = render_page(dataclasses.replace(inputs, leaderboard=board))
+    panel = html[html.index('data-panel="search"'):]
+    rows = re.findall(r'<tr data-rank="(\d+)" data-ranks="([\d,]+)">.*?data-field="horizons">([^<]*)<.*?'
+                      r'data-field="combination">([^<]*)<.*?data-field="other_thresholds">([^<]*)<', panel)
+    assert rows[:5] == [
+        ("1", "1,2", "1,5,8,13", "low_variance", "0.500"),
+        ("3", "3,4", "1,3,13", "mean", "0.400"),
+        ("5", "5,6,7,8,9,10", "1,3", "mean", "0.100, 0.200, 0.300, 0.400, 0.500"),
+        ("11", "11,12,13,14,15,16", "1,8", "median", "0.100, 0.200, 0.300, 0.400, 0.500"),
+        ("17", "17", "1,3,8", "median", ""),
+    ]
+    assert len({(r[2], r[3]) for r in rows}) == len(rows) == 8
+    assert_page_shows(html_values(html), expected_values(dataclasses.replace(inputs, leaderboard=board)))
