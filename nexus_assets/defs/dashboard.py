@@ -188,6 +188,7 @@ def _summary_json(summary: DaySummary, watermark: dt.date | None) -> dict:
         "tier": summary.tier,
         "optimised_signal": summary.optimised_signal,
         "optimised_net_prob": summary.optimised_net_prob,
+        "day_status": summary.day_status,
     }
 
 
@@ -200,7 +201,7 @@ def _read_summaries(root: UPath, asset: str) -> tuple[list[DaySummary], dt.date 
     for path in sorted(folder.glob("date=*.json")):  # date order: the last one is the latest page
         raw = json.loads(path.read_text())
         out.append(DaySummary(dt.date.fromisoformat(raw["date"]), raw["signal"], raw["net_prob"], raw["tier"],
-                              raw["optimised_signal"], raw["optimised_net_prob"]))
+                              raw["optimised_signal"], raw["optimised_net_prob"], raw.get("day_status")))
         mark = raw.get("upstream_watermark")
         watermark = dt.date.fromisoformat(mark) if mark else None
     return out, watermark

@@ -150,6 +150,12 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
     out.append(Shown("status", (), "freshness", status.freshness, status.freshness))
     out.append(_shown("status", "rows", status.rows, fmt.integer))
     out.append(_shown("status", "models", status.models, fmt.integer))
+    recorded = status.day_status or ""
+    weekend = inputs.calendar == "exchange" and inputs.date.weekday() >= 5  # the calendar, without a record
+    shown = "no trading session" if not recorded and weekend else {"published": "trading session", "no_session": "no trading session",
+             "holiday": "holiday: upstream published no rows", "unpublished": "not yet published",
+             "outside_history": "outside the asset's history"}.get(recorded, recorded or fmt.MISSING)
+    out.append(Shown("status", (), "day_status", recorded, shown))
     return out
 
 

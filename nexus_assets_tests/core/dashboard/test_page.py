@@ -251,3 +251,76 @@ def test_the_leaderboard_shows_each_configuration_once(inputs):
     ]
     assert len({(r[2], r[3]) for r in rows}) == len(rows) == 8
     assert_page_shows(html_values(html), expected_values(dataclasses.replace(inputs, leaderboard=board)))
+
+
+# -- days without data (issue 15, point 5) --------------------------------------------------------
+
+
+def _after_friday(history, days, day_status):
+    """The page of the day ``days`` after the last Friday of ``history``, as the pipeline stores it:
+    nothing of that day (no forecast, signal or search), the history up to the Friday."""
+    friday = [d for d in history.dates if d.weekday() == 4][-2].date()
+    base = page_inputs(history, friday)
+    day = friday + dt.timedelta(days=days)
+    status = dataclasses.replace(base.status, partition_key=f"{base.asset}|{day}", day_status=day_status)
+    return friday, dataclasses.replace(base, date=day, status=status, previous_date=day - dt.timedelta(days=1),
+                                       next_date=day + dt.timedelta(days=1))
+
+
+def _note(html):
+    match = re.search(r'<div class="day-note" role="note" data-day-status="(\w+)"><strong>([^<]*)</strong>([^<]*)'
+                      r'(?:<a href="([^"]+)" data-nav="last_data">([\d-]+)</a>)?', html)
+    return match and match.groups()
+
+
+@pytest.mark.parametrize("days, recorded, status, said", [
+    (1, "no_session", "no_session", "no trading session"),
+    (2, None, "no_session", "no trading session"),  # no record: the exchange calendar knows Sundays
+    (3, "holiday", "holiday", "holiday: upstream published no rows"),
+    (3, "unpublished", "unpublished", "not yet published"),
+])
+def test_a_day_without_data_says_what_the_day_is(history, days, recorded, status, said):
+    friday, inputs = _after_friday(history, days, recorded)
+    html = render_page(inputs)
+    weekday = ("Saturday", "Sunday", "Monday")[days - 1]
+    state, headline, _, href, last = _note(html)
+    assert (state, headline) == (status, f"{weekday} {inputs.date}: {said}.")
+    assert (href, last) == (f"../asset={inputs.asset}/date={friday}.html", friday.isoformat())
+    assert "warm-up" not in html and "fewer than two horizons" not in html
+    assert "No eligible configuration" not in html  # the search did not run: nothing fell back
+    for what in ("No signal on this date", "No ensemble forecast on this date", "No horizon pairs on this date",
+                 "No horizon search on this date"):
+        assert f"{what}: " in html
+    # the history up to the last session is still there, and every number equals the stored tables
+    assert 'id="chart-price"' in html and 'id="chart-forecast"' not in html
+    assert_page_shows(html_values(html), expected_values(inputs))
+
+
+def test_a_day_with_data_has_no_day_note(inputs, warmup_inputs, history):
+    assert _note(render_page(inputs)) is None
+    warmup = render_page(warmup_inputs)  # a published day early in the history: the ensemble's warm-up
+    assert _note(warmup) is None and "No ensemble forecast on this date (warm-up)." in warmup
+    _, unknown = _after_friday(history, 3, None)  # a Monday without rows and without a record: unknown
+    html = render_page(unknown)
+    assert _note(html) is None and "warm-up" not in html and "No ensemble forecast on this date." in html
+
+
+def test_the_last_day_with_data_is_read_as_of_the_page(history):
+    """Point in time: rows after the page's date (the Monday after a Saturday page) change nothing."""
+    friday, saturday = _after_friday(history, 1, "no_session")
+    monday = page_inputs(history, friday + dt.timedelta(days=3))
+    later = monday.ensemble_window[monday.ensemble_window["date"] > pd.Timestamp(friday)]
+    wider = dataclasses.replace(saturday, daily=monday.daily,
+                                ensemble_window=pd.concat([saturday.ensemble_window, later], ignore_index=True),
+                                signals=monday.signals, slopes=monday.slopes, ensembles=monday.ensembles,
+                                leaderboard=monday.leaderboard)
+    assert len(later) and monday.daily["date"].max() > pd.Timestamp(friday)
+    assert render_page(wider) == render_page(saturday)
+
+
+def test_a_day_without_data_before_any_data_says_so(history):
+    first = page_inputs(history, history.dates[0].date())
+    empty = {name: getattr(first, name).iloc[0:0] for name in ("daily", "ensemble_window")}
+    html = render_page(dataclasses.replace(first, **empty, date=first.date - dt.timedelta(days=1),
+                                           status=dataclasses.replace(first.status, day_status="no_session")))
+    assert "No earlier day has data yet." in html and 'data-nav="last_data"' not in html
