@@ -4,7 +4,9 @@ Panels (each a ``<section data-panel="...">``, in page order): ``signal`` (raw a
 cards), ``forecast`` (the fan), ``price`` (the snake with trades), ``equity`` (against buy and
 hold, with drawdown), ``slopes`` (horizon-pair heatmap, raw variant), ``models`` (the child models
 selected most often), ``metrics`` (point in time and legacy side by side), ``trades`` (the last 30),
-``search`` (the horizon-search leaderboard) and ``status`` (where the data came from).
+``search`` (the horizon-search leaderboard) and ``status`` (where the data came from). A day without
+data (no session, a holiday, not yet published: :mod:`.days`) opens with a note that says what the
+day is and links the last day with data up to D; its empty panels give the same reason.
 
 Every number is shown as text and carried in ``data-value`` (see :mod:`.formatting`); the element
 also names its column in ``data-field`` and its row in ``data-*`` keys (``data-variant``,
@@ -20,6 +22,10 @@ Definitions the panels add:
   selected most often (ties by symbol), with their share of that horizon's rows in the window.
 - *last trades*: the last :data:`LAST_TRADES` trades by entry date (then trade number) of each
   signal and basis, newest first.
+- *leaderboard rows*: one per configuration (horizons, combination) in the order of its best rank,
+  the first :data:`LEADERBOARD_SHOWN`, with the other thresholds at which it was ranked (the search
+  ranks each threshold apart; thresholds below every ``|net_prob|`` tie).
+- *last day with data*: the latest date up to D of the ``daily`` rows or the trailing ensembles.
 """
 
 from __future__ import annotations
