@@ -14,6 +14,7 @@ Figures to reach: one page <= 1 s, the site <= 60 s.
     python benchmarks/dashboard.py                 # site in a temporary folder, removed after
     python benchmarks/dashboard.py --site /tmp/s   # keep the site (e.g. for the screenshots script)
     python benchmarks/dashboard.py --site /tmp/s --pages 5 --repeat 3   # a quick small site to look at
+    python benchmarks/dashboard.py --assets 1      # one instrument's 365 pages (the demo's share per asset)
 """
 
 from __future__ import annotations
@@ -56,12 +57,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=21, help="renders of the single page")
     parser.add_argument("--pages", type=int, default=0, help="build only each asset's last N pages (0: all)")
     parser.add_argument("--days", type=int, default=DAYS, help="dates per asset (the figures to reach need 365)")
+    parser.add_argument("--assets", type=int, default=len(ASSETS), choices=range(1, len(ASSETS) + 1),
+                        help="how many of the catalog's assets to build (default: all)")
     args = parser.parse_args()
 
     started = time.perf_counter()
     histories = [synthetic_history(asset=key, display_name=name, category=category, calendar="crypto", days=args.days,
                                    seed=number, start_price=price)
-                 for number, (key, name, category, price) in enumerate(ASSETS)]
+                 for number, (key, name, category, price) in enumerate(ASSETS[:args.assets])]
     generated = time.perf_counter() - started
 
     largest = page_inputs(histories[0], histories[0].dates[-1].date())

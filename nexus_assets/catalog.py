@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from nexus_assets.core.periods import has_session
+
 __all__ = [
     "CALENDARS",
     "SOURCES",
@@ -72,7 +74,7 @@ class CatalogAsset:
 
     def is_trading_day(self, day: dt.date) -> bool:
         """Whether the asset's calendar expects a publication on ``day``."""
-        return self.calendar == "crypto" or day.weekday() < 5
+        return has_session(self.calendar, day)
 
     def covers(self, day: dt.date) -> bool:
         """Whether ``day`` lies within the asset's catalogued history."""

@@ -1,4 +1,4 @@
-"""Observations a year: the one home of the annualisation factors.
+"""Observations a year (the one home of the annualisation factors) and the days that have a session.
 
 A catalog asset's calendar says how many observations make a year (``exchange``: trading days,
 ``crypto``: every day); Nexus v2 annualised with 252 whatever the calendar, and the figures that
@@ -7,10 +7,11 @@ reproduce it (the ensemble's model Sharpe, the legacy trade Sharpe) use :data:`T
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["TRADING_DAYS", "CALENDAR_DAYS", "ANNUALIZATION", "periods_per_year"]
+__all__ = ["TRADING_DAYS", "CALENDAR_DAYS", "ANNUALIZATION", "periods_per_year", "has_session"]
 
 TRADING_DAYS = 252
 """Trading days a year of an exchange, and Nexus v2's annualisation for every calendar."""
@@ -28,3 +29,12 @@ def periods_per_year(calendar: str) -> int:
         raise ValueError(
             f"unknown calendar {calendar!r}; the catalog calendar must be one of {sorted(ANNUALIZATION)}"
         ) from None
+
+
+def has_session(calendar: str, day: dt.date) -> bool:
+    """Whether a catalog calendar has a session on ``day``: every day for ``crypto``, Monday to
+    Friday on an ``exchange``. Exchange holidays are not listed in advance: a weekday upstream moved
+    past without publishing rows is one (:func:`nexus_assets.core.freshness.classify_day`)."""
+    if calendar not in ANNUALIZATION:
+        periods_per_year(calendar)  # raises, naming the calendars there are
+    return calendar == "crypto" or day.weekday() < 5

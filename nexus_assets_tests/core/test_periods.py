@@ -1,10 +1,11 @@
 import ast
+import datetime as dt
 import pathlib
 
 import pytest
 
 from nexus_assets.core import periods
-from nexus_assets.core.periods import ANNUALIZATION, periods_per_year
+from nexus_assets.core.periods import ANNUALIZATION, has_session, periods_per_year
 
 
 def test_periods_per_year():
@@ -24,3 +25,12 @@ def test_the_annualisation_factors_are_defined_once():
         if isinstance(node, ast.Constant) and type(node.value) is int and node.value in (252, 365)
     ]
     assert not offenders, offenders
+
+
+def test_sessions_by_calendar():
+    """An exchange trades Monday to Friday (holidays are learned from upstream), crypto every day."""
+    week = [dt.date(2018, 11, 12) + dt.timedelta(days=i) for i in range(7)]  # Monday to Sunday
+    assert [has_session("exchange", d) for d in week] == [True] * 5 + [False] * 2
+    assert all(has_session("crypto", d) for d in week)
+    with pytest.raises(ValueError, match="'lunar'"):
+        has_session("lunar", week[0])

@@ -164,6 +164,30 @@ def test_generated_page_in_headless_chromium(backfill):
             browser.close()
 
 
+def test_pages_of_days_without_data_say_what_the_day_is(backfill):
+    """A weekend and an exchange holiday, as qml_models recorded them: the page says what the day is
+    and links the last day with data, the summary keeps the status, the calendar tells them apart."""
+    import json
+    import re
+
+    pipe, _ = backfill
+    folder = pipe.data_dir / "dashboard" / f"asset={ASSET}"
+    for day, status, said, last in ((dt.date(2018, 8, 25), "no_session", "Saturday 2018-08-25: no trading session",
+                                     "2018-08-24"),
+                                    (dt.date(2018, 7, 4), "holiday",
+                                     "Wednesday 2018-07-04: holiday: upstream published no rows", "2018-07-03")):
+        html = (folder / f"date={day}.html").read_text()
+        assert f'data-day-status="{status}"><strong>{said}.</strong>' in html
+        assert f'<a href="../asset={ASSET}/date={last}.html" data-nav="last_data">{last}</a>' in html
+        assert "warm-up" not in html
+        assert json.loads((folder / f"date={day}.json").read_text())["day_status"] == status
+        history = (folder / "index.html").read_text()
+        assert re.search(rf'class="{status.replace("_", "-")}" title="[^"]*" data-date="{day}"', history)
+    friday = (folder / "date=2018-08-24.html").read_text()
+    assert 'class="day-note"' not in friday
+    assert json.loads((folder / "date=2018-08-24.json").read_text())["day_status"] == "published"
+
+
 def test_site_index_freshness_uses_the_latest_page_and_its_watermark(backfill, tmp_path):
     import shutil
 

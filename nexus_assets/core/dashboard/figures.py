@@ -34,11 +34,18 @@ __all__ = [
     "fan_figure",
     "slope_heatmap",
     "equity_figure",
+    "percent_ticks",
 ]
 
 BULL, BEAR, FLAT = "#13804a", "#c2362b", "#8b93a1"
 OPTIMISED = "#7b4fd0"
 ACCENT = "#2f6fd6"
+# The fan's bands: a lighter blue than ACCENT, opaque enough to stand out from the dark theme's
+# panel as well as the light one's (p05-p95 at 0.16 of ACCENT all but vanished on dark); the
+# edges of the wide band are drawn thinly so it reads even where it is narrow.
+BAND = "84,140,230"
+BANDS = {"p05–p95": f"rgba({BAND},0.30)", "p25–p75": f"rgba({BAND},0.55)"}
+BAND_EDGE = f"rgba({BAND},0.75)"
 
 # (name, colour) per snake class, from strongly bearish (0) to strongly bullish (6).
 SNAKE_CLASSES: tuple[tuple[str, str], ...] = (
@@ -186,15 +193,16 @@ def fan_figure(rows: Table, price: float | None) -> dict:
     ]
     custom = ([["price today", "", None, None, None, ""]] if price is not None else []) + custom
     quiet = {"width": 0, "color": ACCENT}
+    edge = {"width": 1, "color": BAND_EDGE}
     traces = [
-        {"type": "scatter", "mode": "lines", "x": x, "y": band("p05"), "line": quiet, "hoverinfo": "skip",
+        {"type": "scatter", "mode": "lines", "x": x, "y": band("p05"), "line": edge, "hoverinfo": "skip",
          "showlegend": False, "name": "p05"},
-        {"type": "scatter", "mode": "lines", "x": x, "y": band("p95"), "line": quiet, "fill": "tonexty",
-         "fillcolor": "rgba(47,111,214,0.16)", "name": "p05\u2013p95", "hoverinfo": "skip"},
+        {"type": "scatter", "mode": "lines", "x": x, "y": band("p95"), "line": edge, "fill": "tonexty",
+         "fillcolor": BANDS["p05\u2013p95"], "name": "p05\u2013p95", "hoverinfo": "skip"},
         {"type": "scatter", "mode": "lines", "x": x, "y": band("p25"), "line": quiet, "hoverinfo": "skip",
          "showlegend": False, "name": "p25"},
         {"type": "scatter", "mode": "lines", "x": x, "y": band("p75"), "line": quiet, "fill": "tonexty",
-         "fillcolor": "rgba(47,111,214,0.34)", "name": "p25\u2013p75", "hoverinfo": "skip"},
+         "fillcolor": BANDS["p25\u2013p75"], "name": "p25\u2013p75", "hoverinfo": "skip"},
         {"type": "scatter", "mode": "lines+markers", "x": x, "y": band("forecast"), "name": "ensemble forecast",
          "line": {"color": ACCENT, "width": 2.4}, "marker": {"size": 7}, "customdata": custom,
          "hovertemplate": "horizon %{x}<br>forecast %{y:,.2f}<br>%{customdata[0]} / %{customdata[1]}"
@@ -276,11 +284,25 @@ def equity_figure(series: Sequence[tuple[str, str, Table]]) -> dict:
                           "hovertemplate": "%{x}<br>buy and hold %{y:.4f}<extra></extra>"})
     # Drawdowns are <= 0; a fixed range keeps a flat (all-zero) history from spanning 0..100%.
     deepest = min((v for _, _, frame in series for v in floats(frame["drawdown"]) if v is not None), default=0.0)
+    low = min(-0.01, 1.08 * deepest)
     layout = _layout(
         xaxis={"type": "date", "anchor": "y2"},
         yaxis={"domain": [0.36, 1.0], "title": {"text": "growth of 1"}, "automargin": True},
-        yaxis2={"domain": [0.0, 0.27], "title": {"text": "drawdown"}, "tickformat": ".0%", "automargin": True,
-                "range": [min(-0.01, 1.08 * deepest), 0.0]},
+        yaxis2={"domain": [0.0, 0.27], "title": {"text": "drawdown"}, "automargin": True, "range": [low, 0.0],
+                **percent_ticks(-low)},
         hovermode="x unified",
     )
     return {"data": traces, "layout": layout}
+
+
+def percent_ticks(span: float, most: int = 4) -> dict:
+    """Axis settings for fractions shown as percent over a range ``span`` wide: ticks every
+    1, 2 or 5 x 10^k (the smallest step giving at most ``most`` intervals) from 0, with just the
+    decimals that step needs, so no two tick labels read the same (plotly's own choice of step
+    under a fixed ``.0%`` format printed ``0%, -1%, -1%, -2%, -2%``)."""
+    if not span > 0 or not math.isfinite(span):
+        span = 0.01
+    exponent = math.floor(math.log10(span / most))
+    step = next(m * 10.0 ** e for e in (exponent, exponent + 1) for m in (1, 2, 5) if span / (m * 10.0 ** e) <= most)
+    decimals = max(0, -math.floor(math.log10(100 * step) + 1e-9))
+    return {"tickmode": "linear", "tick0": 0, "dtick": step, "tickformat": f".{decimals}%"}

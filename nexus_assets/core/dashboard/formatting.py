@@ -9,9 +9,13 @@ the rule applied to the stored value.
 Display rules (text):
 - price: 2 decimals with thousands separators when ``|x| >= 1``, else 6 significant digits;
 - prob (``net_prob``, ratios in [-1, 1], thresholds): 3 decimals, signed for net probabilities;
-- percent (returns and drawdowns stored as fractions): ``100 x`` with 2 decimals and a sign;
+- percent (returns and drawdowns stored as fractions): ``100 x`` with 2 decimals and a sign
+  (none on zero);
+- share (parts of a whole, in [0, 1]): ``100 x`` with 1 decimal, never signed;
 - stat (statistics of any unit): integers as integers with thousands separators, else 4
-  significant digits below 1,000 and no decimals (with separators) from there;
+  significant digits below 1,000 and no decimals (with separators) from there; never in
+  exponent notation (``-0.000004826``, not ``-4.826e-06``), and magnitudes below
+  :data:`TINY` show as ``0``;
 - int: an integer with thousands separators.
 Missing values (None, NaN, +-inf) show as an en dash.
 """
@@ -23,9 +27,14 @@ import math
 
 import numpy as np
 
-__all__ = ["MISSING", "exact", "is_missing", "price", "prob", "signed_prob", "percent", "stat", "integer", "iso_date"]
+__all__ = [
+    "MISSING", "TINY", "exact", "is_missing", "price", "prob", "signed_prob", "percent", "share", "stat", "integer",
+    "iso_date", "count",
+]
 
 MISSING = "\u2013"
+TINY = 1e-10
+"""Below this magnitude a statistic shows as ``0`` (its ``data-value`` keeps the exact figure)."""
 
 
 def is_missing(value: object) -> bool:
@@ -65,7 +74,14 @@ def signed_prob(value: object) -> str:
 
 
 def percent(value: object) -> str:
-    return MISSING if is_missing(value) else f"{100 * float(value):+.2f}%"
+    if is_missing(value):
+        return MISSING
+    x = 100 * float(value)
+    return "0.00%" if x == 0 else f"{x:+.2f}%"
+
+
+def share(value: object) -> str:
+    return MISSING if is_missing(value) else f"{100 * float(value):.1f}%"
 
 
 def stat(value: object) -> str:
@@ -76,6 +92,9 @@ def stat(value: object) -> str:
         return f"{int(x):,}"
     if abs(x) >= 999.95:  # where 4 significant digits would switch to exponent notation
         return f"{x:,.0f}"
+    if abs(x) < 1e-4:  # ... and here, at the other end
+        return "0" if abs(x) < TINY else np.format_float_positional(x, precision=4, unique=False, fractional=False,
+                                                                    trim="-")
     return f"{x:.4g}"
 
 
@@ -94,3 +113,8 @@ def iso_date(value: object) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     raise TypeError(f"not a date: {value!r}")
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` things in words: ``1 page``, ``2 pages``, ``1,460 pages`` (``plural`` when not ``noun + "s"``)."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"

@@ -162,7 +162,11 @@ class PageInputs:
 
 @dataclass(frozen=True)
 class DaySummary:
-    """One page at a glance, for the site index and the asset's history (see :func:`summarise`)."""
+    """One page at a glance, for the site index and the asset's history (see :func:`summarise`).
+
+    ``day_status``: what the day is (a :class:`nexus_assets.core.freshness.DayStatus` value, see
+    :mod:`.days`); None when unknown (a summary written before it was recorded).
+    """
 
     date: dt.date
     signal: str | None
@@ -170,6 +174,7 @@ class DaySummary:
     tier: str | None
     optimised_signal: str | None
     optimised_net_prob: float | None
+    day_status: str | None = None
 
 
 @dataclass(frozen=True)

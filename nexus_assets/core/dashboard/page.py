@@ -4,7 +4,9 @@ Panels (each a ``<section data-panel="...">``, in page order): ``signal`` (raw a
 cards), ``forecast`` (the fan), ``price`` (the snake with trades), ``equity`` (against buy and
 hold, with drawdown), ``slopes`` (horizon-pair heatmap, raw variant), ``models`` (the child models
 selected most often), ``metrics`` (point in time and legacy side by side), ``trades`` (the last 30),
-``search`` (the horizon-search leaderboard) and ``status`` (where the data came from).
+``search`` (the horizon-search leaderboard) and ``status`` (where the data came from). A day without
+data (no session, a holiday, not yet published: :mod:`.days`) opens with a note that says what the
+day is and links the last day with data up to D; its empty panels give the same reason.
 
 Every number is shown as text and carried in ``data-value`` (see :mod:`.formatting`); the element
 also names its column in ``data-field`` and its row in ``data-*`` keys (``data-variant``,
@@ -20,6 +22,10 @@ Definitions the panels add:
   selected most often (ties by symbol), with their share of that horizon's rows in the window.
 - *last trades*: the last :data:`LAST_TRADES` trades by entry date (then trade number) of each
   signal and basis, newest first.
+- *leaderboard rows*: one per configuration (horizons, combination) in the order of its best rank,
+  the first :data:`LEADERBOARD_SHOWN`, with the other thresholds at which it was ranked (the search
+  ranks each threshold apart; thresholds below every ``|net_prob|`` tie).
+- *last day with data*: the latest date up to D of the ``daily`` rows or the trailing ensembles.
 """
 
 from __future__ import annotations
@@ -33,9 +39,11 @@ import pandas as pd
 
 from nexus_assets.core.dashboard import figures
 from nexus_assets.core.dashboard import formatting as fmt
+from nexus_assets.core.dashboard.days import DAY_REASON, DAY_TEXT, day_status, describe_day, has_data
 from nexus_assets.core.dashboard.inputs import REQUIRED_COLUMNS, PageInputs
 from nexus_assets.core.dashboard.markup import BOOTSTRAP_JS, attrs, document, json_script, text
 from nexus_assets.core.dashboard.site import INDEX, page_path, plotly_js_path, url
+from nexus_assets.core.freshness import DayStatus
 
 __all__ = ["render_page", "PANELS", "MODEL_WINDOW", "TOP_MODELS", "LAST_TRADES", "VARIANTS", "BASES"]
 
@@ -81,7 +89,7 @@ def render_page(inputs: PageInputs) -> str:
     return document(
         title=title,
         header=_header(inputs, tables),
-        body="\n".join(sections) + "\n" + "\n".join(figures_json),
+        body=_day_note(inputs, tables) + "\n".join(sections) + "\n" + "\n".join(figures_json),
         script_sources=(plotly_src,),
         inline_scripts=(BOOTSTRAP_JS,),
         main_class="page",
@@ -144,6 +152,7 @@ class _Tables:
 
     def __init__(self, inputs: PageInputs, day: np.datetime64) -> None:
         self.day = day
+        self.status = day_status(inputs.status.day_status, inputs.calendar, inputs.date)
         self.signals = _Columns.of(inputs.signals, _READ["signals"])
         self.signals = self.signals.take(self.signals["date"] == day)
         slopes = _Columns.of(inputs.slopes, _READ["slopes"])
@@ -162,6 +171,15 @@ class _Tables:
         window = window.take(window["date"] <= day)
         self.window_dates = np.unique(window["date"])[-MODEL_WINDOW:]
         self.window = window.take(np.isin(window["date"], self.window_dates))
+
+    def absent(self, what: str, otherwise: str) -> str:
+        """Why a panel of the day is empty: ``otherwise`` on a day with data, else what the day is."""
+        return otherwise if has_data(self.status) else f"{what}: {DAY_REASON[self.status]}."
+
+    def last_day_with_data(self) -> np.datetime64 | None:
+        """The latest observation up to D (a day with a simulated return or ensemble forecasts)."""
+        days = [dates.max() for dates in (self.daily["date"], self.window_dates) if len(dates)]
+        return max(days) if days else None
 
     def signal_row(self, variant: str) -> dict | None:
         rows = self.signals.where(variant=variant)
@@ -275,6 +293,33 @@ def _header(inputs: PageInputs, tables: _Tables) -> str:
     )
 
 
+_DAY_NOTES = {
+    DayStatus.NO_SESSION: "The exchange does not trade on this day, so nothing was forecast; the history below runs "
+                          "through the last session.",
+    DayStatus.HOLIDAY: "Upstream moved past this weekday without publishing rows (an exchange holiday), so nothing was "
+                       "forecast; the history below runs through the last session.",
+    DayStatus.UNPUBLISHED: "Upstream had not published this day when it was ingested; materialise the day again once "
+                           "it has.",
+    DayStatus.OUTSIDE_HISTORY: "The catalog's history of this asset does not include this day.",
+}
+
+
+def _day_note(inputs: PageInputs, tables: _Tables) -> str:
+    """On a day without data: what the day is, and a link to the last day with data (up to D)."""
+    if has_data(tables.status):
+        return ""
+    last = tables.last_day_with_data()
+    if last is None:
+        link = "No earlier day has data yet."
+    else:
+        day = dt.date.fromisoformat(fmt.iso_date(last))
+        href = _relative(page_path(inputs.asset, inputs.date), page_path(inputs.asset, day))
+        link = f'Last day with data: <a{attrs(href=href, data_nav="last_data")}>{day.isoformat()}</a>.'
+    status = tables.status
+    return (f'<div{attrs(class_="day-note", role="note", data_day_status=status.value)}>'
+            f"<strong>{text(describe_day(status, inputs.date))}.</strong> {text(_DAY_NOTES[status])} {link}</div>\n")
+
+
 def _relative(here: str, target: str) -> str:
     """``target`` (relative to the site root) as a URL relative to the page ``here``."""
     depth = here.count("/")
@@ -289,7 +334,8 @@ def _signal_panel(inputs: PageInputs, tables: _Tables) -> str:
     for variant, title in VARIANTS:
         row = tables.signal_row(variant)
         if row is None:
-            body = _empty("No signal on this date (fewer than two horizons have a forecast yet).")
+            body = _empty(tables.absent("No signal on this date",
+                                        "No signal on this date (fewer than two horizons have a forecast yet)."))
         else:
             body = _signal_card(variant, row, tables)
         cards.append(f'<div{attrs(class_="card", data_variant=variant)}><h3>{text(title)}</h3>{body}</div>')
@@ -351,7 +397,8 @@ def _horizons_vs_price(slopes: _Columns, price: object) -> tuple[int, int, int]:
 def _forecast_panel(tables: _Tables, figures_json: list[str]) -> str:
     rows = tables.ensembles
     if rows.empty:
-        return _section("forecast", "Forecast fan", _empty("No ensemble forecast on this date (warm-up)."))
+        warmup = "No ensemble forecast on this date" + (" (warm-up)." if tables.status is DayStatus.PUBLISHED else ".")
+        return _section("forecast", "Forecast fan", _empty(tables.absent("No ensemble forecast on this date", warmup)))
     price = tables.price()
     chart = _chart("forecast", figures.fan_figure(rows, price), figures_json)
     lines = []
@@ -416,7 +463,8 @@ def _equity_panel(tables: _Tables, figures_json: list[str]) -> str:
 def _slopes_panel(tables: _Tables, figures_json: list[str]) -> str:
     slopes = tables.slopes.where(variant="raw")
     if slopes.empty:
-        return _section("slopes", "Horizon-pair slopes", _empty("No horizon pairs on this date."))
+        return _section("slopes", "Horizon-pair slopes", _empty(tables.absent("No horizon pairs on this date",
+                                                                              "No horizon pairs on this date.")))
     chart = _chart("slopes", figures.slope_heatmap(slopes), figures_json)
     lines = []
     for short, long_, f_short, f_long, slope in zip(
@@ -453,13 +501,13 @@ def _models_panel(tables: _Tables) -> str:
                 f"<tr{attrs(**keys)}>" + _cell(horizon, fmt.integer, "horizon", **keys)
                 + f'<td{attrs(class_="symbol", data_field="best_child", data_value=symbol)}>{text(symbol)}</td>'
                 + _cell(count, fmt.integer, "count", **keys)
-                + _cell(count / rows_of_horizon, fmt.percent, "share", **keys) + "</tr>"
+                + _cell(count / rows_of_horizon, fmt.share, "share", **keys) + "</tr>"
             )
     first, last = fmt.iso_date(tables.window_dates[0]), fmt.iso_date(tables.window_dates[-1])
     table = _table([("h", True), ("child model", False), ("times best", True), ("share", True)], lines)
     return _section(
         "models", "Child models selected most often", table,
-        note=f"The ensemble's best child per horizon over the last {len(tables.window_dates)} observations "
+        note=f"The ensemble's best child per horizon over the last {fmt.count(len(tables.window_dates), 'observation')} "
              f"({first} to {last}); top {TOP_MODELS} per horizon.",
     )
 
@@ -570,30 +618,48 @@ def _day_cell(day: str | None, field: str) -> str:
 def _search_panel(tables: _Tables) -> str:
     board = tables.leaderboard
     if board.empty:
-        return _section("search", "Horizon search", _empty(
-            "No eligible configuration on this date: the optimised signal falls back to the raw configuration."))
-    lines = []
+        return _section("search", "Horizon search", _empty(tables.absent(
+            "No horizon search on this date",
+            "No eligible configuration on this date: the optimised signal falls back to the raw configuration.")))
     records = board.records()
-    for record in records[:LEADERBOARD_SHOWN]:
+    lines = []
+    for group in _configurations(records)[:LEADERBOARD_SHOWN]:
+        record, others = group[0], group[1:]
         keys = {"data_rank": int(record["rank"])}
+        also = ", ".join(fmt.prob(other["threshold"]) for other in sorted(others, key=lambda r: r["threshold"]))
         lines.append(
-            f"<tr{attrs(**keys)}>" + _cell(record["rank"], fmt.integer, "rank", **keys)
-            + _label(record["horizons"], "horizons") + _cell(record["threshold"], fmt.prob, "threshold", **keys)
-            + _label(record["combination"], "combination") + _cell(record["objective"], fmt.stat, "objective", **keys)
+            f"<tr{attrs(**keys, data_ranks=','.join(str(int(r['rank'])) for r in group))}>"
+            + _cell(record["rank"], fmt.integer, "rank", **keys)
+            + _label(record["horizons"], "horizons") + _label(record["combination"], "combination")
+            + _cell(record["threshold"], fmt.prob, "threshold", **keys)
+            + f'<td{attrs(data_field="other_thresholds")}>{text(also)}</td>'
+            + _cell(record["objective"], fmt.stat, "objective", **keys)
             + _cell(record["deflated_sharpe"], fmt.prob, "deflated_sharpe", **keys)
             + _cell(record["trades"], fmt.integer, "trades", **keys) + "</tr>"
         )
     top = records[0]
-    table = _table([("rank", True), ("horizons", False), ("threshold", True), ("combination", False),
-                    ("objective", True), ("deflated Sharpe", True), ("trades", True)], lines)
-    note = (f"{fmt.integer(top['candidates'])} candidates ({top['method']} search, {fmt.integer(top['eligible'])} "
-            f"eligible), {fmt.integer(top['n_folds'])} walk-forward folds from {fmt.iso_date(top['fold_start'])} to "
-            f"{fmt.iso_date(top['fold_end'])}, all before this date. Objective: mean fold Sharpe, in sample for the "
+    table = _table([("rank", True), ("horizons", False), ("combination", False), ("threshold", True),
+                    ("also ranked at", False), ("objective", True), ("deflated Sharpe", True), ("trades", True)], lines)
+    note = (f"{fmt.count(int(top['candidates']), 'candidate')} ({top['method']} search, {fmt.integer(top['eligible'])} "
+            f"eligible), {fmt.count(int(top['n_folds']), 'walk-forward fold')} from {fmt.iso_date(top['fold_start'])} to "
+            f"{fmt.iso_date(top['fold_end'])}, all before this date. One row per configuration (horizons and "
+            f"combination) at its best-ranked threshold, the first {LEADERBOARD_SHOWN}; the other thresholds at "
+            "which it made the leaderboard are listed beside it (often with the same figures: a threshold below "
+            "every |net_prob| changes no position). Objective: mean fold Sharpe, in sample for the "
             "selection: the best of many candidates looks good by luck alone (expected best among these: "
             f"{fmt.stat(top['expected_max_sharpe'])}). Deflated Sharpe: the probability that a configuration's true "
             "Sharpe beats that luck. Rank 1 configures the optimised signal when its deflated Sharpe reaches the "
             "catalog's bar; only the optimised track in the metrics is evidence.")
     return _section("search", "Horizon search", table, note=note)
+
+
+def _configurations(records: list[dict]) -> list[list[dict]]:
+    """Leaderboard rows (by rank) grouped by configuration (horizons, combination), groups in the
+    order of their best rank, each group's rows by rank."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["horizons"], record["combination"]), []).append(record)
+    return list(groups.values())
 
 
 def _status_panel(inputs: PageInputs, tables: _Tables) -> str:
@@ -607,7 +673,8 @@ def _status_panel(inputs: PageInputs, tables: _Tables) -> str:
         ("contract version", _label(status.contract_version, "contract_version", tag="span")),
         ("rows", _value(status.rows, fmt.integer, "rows")),
         ("child models", _value(status.models, fmt.integer, "models")),
-        ("day", _label(status.day_status, "day_status", tag="span")),
+        ("day", f'<span{attrs(data_field="day_status", data_value=status.day_status or "")}>'
+                f'{text(DAY_TEXT.get(tables.status, status.day_status or fmt.MISSING))}</span>'),
         ("horizons", _label(horizons, "horizons", tag="span")),
         ("source", _label(status.source, "source", tag="span")),
         ("partition", _label(status.partition_key, "partition_key", tag="span")),

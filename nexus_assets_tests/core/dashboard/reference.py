@@ -98,7 +98,7 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
             out.append(_shown("models", "horizon", int(h), fmt.integer, **keys))
             out.append(Shown("models", _keys(keys), "best_child", symbol, symbol))
             out.append(_shown("models", "count", int(count), fmt.integer, **keys))
-            out.append(_shown("models", "share", count / len(rows), fmt.percent, **keys))
+            out.append(_shown("models", "share", count / len(rows), fmt.share, **keys))
 
     stats = inputs.statistics[inputs.statistics["date"] == day]
     for _, row in stats.iterrows():
@@ -135,7 +135,9 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
     if first is not None:
         out.append(_shown("equity", "buy_and_hold", float(first["buy_and_hold"]), fmt.stat))
 
-    board = inputs.leaderboard[inputs.leaderboard["date"] == day].sort_values("rank").head(10)
+    # one row per configuration (horizons, combination): its best rank, the first ten configurations
+    board = (inputs.leaderboard[inputs.leaderboard["date"] == day].sort_values("rank")
+             .drop_duplicates(["horizons", "combination"]).head(10))
     for _, row in board.iterrows():
         rank = int(row["rank"])
         out.append(_shown("search", "rank", rank, fmt.integer, rank=rank))
@@ -148,6 +150,12 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
     out.append(Shown("status", (), "freshness", status.freshness, status.freshness))
     out.append(_shown("status", "rows", status.rows, fmt.integer))
     out.append(_shown("status", "models", status.models, fmt.integer))
+    recorded = status.day_status or ""
+    weekend = inputs.calendar == "exchange" and inputs.date.weekday() >= 5  # the calendar, without a record
+    shown = "no trading session" if not recorded and weekend else {"published": "trading session", "no_session": "no trading session",
+             "holiday": "holiday: upstream published no rows", "unpublished": "not yet published",
+             "outside_history": "outside the asset's history"}.get(recorded, recorded or fmt.MISSING)
+    out.append(Shown("status", (), "day_status", recorded, shown))
     return out
 
 

@@ -6,6 +6,7 @@ where that fails: install with ``apt-get install -y chromium`` and ``pip install
 """
 
 import dataclasses
+import datetime as dt
 import os
 import threading
 
@@ -67,17 +68,25 @@ def browser():
 
 
 HOSTILE_ASSET = "9999_HOSTILE"
+SHALLOW_ASSET = "9002_SHALLOW"  # the last page with drawdowns of at most 1.85%: fine-grained ticks
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, history, hostile_inputs, warmup_inputs):
-    """Pages of the last three days, a warm-up page, a hostile page; index, histories, plotly.js."""
+    """Pages of the last three days, the weekend after them, a warm-up page, a hostile page, a page
+    of shallow drawdowns; index, histories, plotly.js."""
     root = tmp_path_factory.mktemp("site")
     write_site_assets(root)
     pages = {}
     for day in history.dates[-3:]:
         pages[day.date()] = page_inputs(history, day.date())
     pages[warmup_inputs.date] = warmup_inputs
+    last = pages[history.dates[-1].date()]
+    saturday = last.date + dt.timedelta(days=(5 - last.date.weekday()) % 7 or 7)
+    pages[saturday] = dataclasses.replace(  # as stored: nothing of the day, the history up to the last session
+        last, date=saturday, previous_date=saturday - dt.timedelta(days=1), next_date=None,
+        status=dataclasses.replace(last.status, day_status="no_session"),
+        **{name: getattr(last, name).iloc[0:0] for name in ("signals", "slopes", "leaderboard", "ensembles")})
     summary = AssetSummary(history.asset, history.display_name, history.category, history.calendar, "fresh",
                            "fresh through the last day", tuple(summarise(p) for p in pages.values()))
     for inputs in pages.values():
@@ -88,6 +97,9 @@ def site(tmp_path_factory, history, hostile_inputs, warmup_inputs):
     for asset in (summary, hostile_summary):
         write_site_file(root, history_path(asset.asset), render_history(asset))
     write_site_file(root, "index.html", render_index([summary, hostile_summary]))
+    shallow = last.daily.assign(drawdown=last.daily.groupby("signal").cumcount() * -0.0185 / len(last.daily) * 2)
+    write_site_file(root, page_path(SHALLOW_ASSET, last.date),
+                    render_page(dataclasses.replace(last, asset=SHALLOW_ASSET, daily=shallow)))
     return root, pages, hostile
 
 
@@ -232,6 +244,30 @@ def test_hostile_strings_are_shown_as_text(site, server, visit):
     assert_page_shows(v.page.evaluate(COLLECT_JS), expected_values(hostile))
 
 
+def test_a_weekend_page_says_so_and_links_the_last_session(site, server, visit):
+    _, pages, _ = site
+    saturday = max(pages)
+    v = visit(f"{server}/{page_path(pages[saturday].asset, saturday)}", origin=server)
+    assert v.problems() == []
+    note = v.page.locator(".day-note")
+    assert note.is_visible() and note.text_content().startswith(f"Saturday {saturday}: no trading session.")
+    friday = last_day(site)
+    link = v.page.locator('a[data-nav="last_data"]')
+    assert link.text_content() == friday.isoformat()
+    assert v.context.request.get(link.evaluate("a => a.href")).status == 200
+    assert v.page.locator("#chart-forecast").count() == 0 and v.page.locator("#chart-equity").count() == 1
+    index = visit(f"{server}/index.html")
+    assert index.page.locator('[data-field="latest_date"]').first.text_content() == friday.isoformat()
+
+
+def test_the_drawdown_axis_draws_each_label_once(server, site, visit):
+    """Drawdowns within 2%: plotly's own ticks under a whole-percent format read 0%, -1%, -1%, -2%."""
+    v = visit(f"{server}/{page_path(SHALLOW_ASSET, last_day(site))}")
+    labels = v.page.eval_on_selector_all("#chart-equity .y2tick text", "ts => ts.map(t => t.textContent)")
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    assert {label.replace("\u2212", "-") for label in labels} == {"0.0%", "-0.5%", "-1.0%", "-1.5%"}
+
+
 def test_hostile_names_on_index_and_history_are_text(server, visit):
     for path in ("index.html", history_path(HOSTILE_ASSET)):
         v = visit(f"{server}/{path}", origin=server)
@@ -244,7 +280,7 @@ def test_hostile_names_on_index_and_history_are_text(server, visit):
 def test_phone_width_has_no_horizontal_overflow(site, server, visit, scheme):
     inputs = site[1][last_day(site)]
     for path in (page_path(inputs.asset, inputs.date), page_path(HOSTILE_ASSET, site[2].date), "index.html",
-                 history_path(inputs.asset)):
+                 history_path(inputs.asset), page_path(inputs.asset, max(site[1]))):
         v = visit(f"{server}/{path}", viewport=PHONE, scheme=scheme)
         width = v.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1] == PHONE["width"], (path, width)

@@ -65,11 +65,11 @@ def test_history_is_a_calendar_linking_every_page():
     days = [day(dt.date(2018, 1, 31), "BEARISH", -0.5), day(dt.date(2018, 3, 1), None, None), day(dt.date(2018, 1, 2))]
     html = render_history(asset(days=days))
     assert re.findall(r"<h3>(\w+ \d{4})</h3>", html) == ["January 2018", "February 2018", "March 2018"]
-    dated = re.findall(r'<a href="([^"]+)" class="(\w+)" title="([^"]+)" data-date="([\d-]+)"', html)
+    dated = re.findall(r'<a href="([^"]+)" class="([\w-]+)" title="([^"]+)" data-date="([\d-]+)"', html)
     assert dated == [
         ("../asset=9001_SP500/date=2018-01-02.html", "BULLISH", "2018-01-02: BULLISH +0.600", "2018-01-02"),
         ("../asset=9001_SP500/date=2018-01-31.html", "BEARISH", "2018-01-31: BEARISH -0.500", "2018-01-31"),
-        ("../asset=9001_SP500/date=2018-03-01.html", "NEUTRAL", "2018-03-01: no signal \u2013", "2018-03-01"),
+        ("../asset=9001_SP500/date=2018-03-01.html", "no-signal", "2018-03-01: no signal", "2018-03-01"),
     ]
     assert links(html) == {"../index.html": "index", "../asset=9001_SP500/date=2018-03-01.html": "latest"}
 
@@ -87,3 +87,54 @@ def test_summaries_of_real_pages_feed_the_index(history):
     days = tuple(summarise(page_inputs(history, d.date())) for d in history.dates[-3:])
     html = render_index([asset(days=days)])
     assert f"date={history.dates[-1].date().isoformat()}.html" in html
+
+
+def test_the_index_presents_the_latest_day_with_data_not_a_weekend_or_holiday():
+    friday = day(dt.date(2018, 3, 30), "BEARISH", -0.5)
+    later = [DaySummary(dt.date(2018, 3, 31), None, None, None, None, None, "no_session"),
+             DaySummary(dt.date(2018, 4, 1), None, None, None, None, None, None),  # a Sunday, no record
+             DaySummary(dt.date(2018, 4, 2), None, None, None, None, None, "holiday")]
+    html = render_index([asset(days=[day(dt.date(2018, 3, 29)), friday, *later])])
+    assert re.search(r'data-field="latest_date">([\d-]+)<', html).group(1) == "2018-03-30"
+    assert links(html)["asset=9001_SP500/date=2018-03-30.html"] == "latest"
+    assert ('data-field="signal" data-value="BEARISH"' in html) and "no signal" not in html
+    last = re.search(r'<a href="([^"]+)" data-nav="last_page">([^<]*)</a>', html).groups()
+    assert last == ("asset=9001_SP500/date=2018-04-02.html", "Monday 2018-04-02: holiday: upstream published no rows")
+    assert "data through 2018-03-30" in html
+    history = render_history(asset(days=[friday, *later]))
+    assert links(history)["../asset=9001_SP500/date=2018-03-30.html"] == "latest"
+    assert "history of 4 pages (1 day with data)" in history
+
+
+def test_only_days_without_data_have_no_latest_state():
+    html = render_index([asset(days=[DaySummary(dt.date(2018, 3, 31), None, None, None, None, None, "no_session")])])
+    assert "none yet" in html and 'data-nav="latest"' not in html and 'data-nav="last_page"' in html
+
+
+def test_the_history_tells_days_without_a_session_from_neutral_days():
+    days = [day(dt.date(2018, 4, 2), "NEUTRAL", 0.1),
+            DaySummary(dt.date(2018, 4, 3), None, None, None, None, None, "published"),  # the warm-up
+            DaySummary(dt.date(2018, 4, 4), None, None, None, None, None, "holiday"),
+            DaySummary(dt.date(2018, 4, 5), None, None, None, None, None, "unpublished"),
+            DaySummary(dt.date(2018, 4, 7), None, None, None, None, None, "no_session"),
+            DaySummary(dt.date(2018, 4, 8), None, None, None, None, None, None)]  # a Sunday, no record
+    cells = re.findall(r'class="([\w-]+)" title="([^"]+)" data-date="([\d-]+)"', render_history(asset(days=days)))
+    assert cells == [
+        ("NEUTRAL", "2018-04-02: NEUTRAL +0.100", "2018-04-02"),
+        ("no-signal", "2018-04-03: no signal (fewer than two horizons have a forecast)", "2018-04-03"),
+        ("holiday", "Wednesday 2018-04-04: holiday: upstream published no rows", "2018-04-04"),
+        ("unpublished", "Thursday 2018-04-05: not yet published", "2018-04-05"),
+        ("no-session", "Saturday 2018-04-07: no trading session", "2018-04-07"),
+        ("no-session", "Sunday 2018-04-08: no trading session", "2018-04-08"),
+    ]
+
+
+def test_summaries_record_what_the_day_is(inputs):
+    import dataclasses
+
+    assert summarise(inputs).day_status == "published"
+    saturday = dataclasses.replace(inputs, date=dt.date(2018, 3, 31),
+                                   status=dataclasses.replace(inputs.status, day_status=None))
+    assert summarise(saturday).day_status == "no_session"  # no record: the exchange calendar
+    holiday = dataclasses.replace(inputs, status=dataclasses.replace(inputs.status, day_status="holiday"))
+    assert summarise(holiday).day_status == "holiday"

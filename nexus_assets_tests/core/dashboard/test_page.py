@@ -225,3 +225,102 @@ def test_one_page_renders_well_within_a_second(inputs):
     started = time.perf_counter()
     render_page(inputs)
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_leaderboard_shows_each_configuration_once(inputs):
+    """The search ranks (horizons, threshold, combination); thresholds that change no position tie,
+    so the top of the board can be one configuration six times. The page shows each configuration
+    once, at its best rank, with the other thresholds it was ranked at."""
+    board = inputs.leaderboard.sort_values("rank").reset_index(drop=True)
+    configs = ([("1,5,8,13", "low_variance", t) for t in (0.4, 0.5)] + [("1,3,13", "mean", t) for t in (0.5, 0.4)]
+               + [("1,3", "mean", t) for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)]
+               + [("1,8", "median", t) for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)]
+               + [(h, "median", 0.0) for h in ("1,3,8", "1,5,8", "1,3,5", "1,13")])
+    board[["horizons", "combination", "threshold"]] = pd.DataFrame(configs[:len(board)], columns=[0, 1, 2]).to_numpy()
+    board["threshold"] = board["threshold"].astype(float)
+    html = render_page(dataclasses.replace(inputs, leaderboard=board))
+    panel = html[html.index('data-panel="search"'):]
+    rows = re.findall(r'<tr data-rank="(\d+)" data-ranks="([\d,]+)">.*?data-field="horizons">([^<]*)<.*?'
+                      r'data-field="combination">([^<]*)<.*?data-field="other_thresholds">([^<]*)<', panel)
+    assert rows[:5] == [
+        ("1", "1,2", "1,5,8,13", "low_variance", "0.500"),
+        ("3", "3,4", "1,3,13", "mean", "0.400"),
+        ("5", "5,6,7,8,9,10", "1,3", "mean", "0.100, 0.200, 0.300, 0.400, 0.500"),
+        ("11", "11,12,13,14,15,16", "1,8", "median", "0.100, 0.200, 0.300, 0.400, 0.500"),
+        ("17", "17", "1,3,8", "median", ""),
+    ]
+    assert len({(r[2], r[3]) for r in rows}) == len(rows) == 8
+    assert_page_shows(html_values(html), expected_values(dataclasses.replace(inputs, leaderboard=board)))
+
+
+# -- days without data (issue 15, point 5) --------------------------------------------------------
+
+
+def _after_friday(history, days, day_status):
+    """The page of the day ``days`` after the last Friday of ``history``, as the pipeline stores it:
+    nothing of that day (no forecast, signal or search), the history up to the Friday."""
+    friday = [d for d in history.dates if d.weekday() == 4][-2].date()
+    base = page_inputs(history, friday)
+    day = friday + dt.timedelta(days=days)
+    status = dataclasses.replace(base.status, partition_key=f"{base.asset}|{day}", day_status=day_status)
+    return friday, dataclasses.replace(base, date=day, status=status, previous_date=day - dt.timedelta(days=1),
+                                       next_date=day + dt.timedelta(days=1))
+
+
+def _note(html):
+    match = re.search(r'<div class="day-note" role="note" data-day-status="(\w+)"><strong>([^<]*)</strong>([^<]*)'
+                      r'(?:<a href="([^"]+)" data-nav="last_data">([\d-]+)</a>)?', html)
+    return match and match.groups()
+
+
+@pytest.mark.parametrize("days, recorded, status, said", [
+    (1, "no_session", "no_session", "no trading session"),
+    (2, None, "no_session", "no trading session"),  # no record: the exchange calendar knows Sundays
+    (3, "holiday", "holiday", "holiday: upstream published no rows"),
+    (3, "unpublished", "unpublished", "not yet published"),
+])
+def test_a_day_without_data_says_what_the_day_is(history, days, recorded, status, said):
+    friday, inputs = _after_friday(history, days, recorded)
+    html = render_page(inputs)
+    weekday = ("Saturday", "Sunday", "Monday")[days - 1]
+    state, headline, _, href, last = _note(html)
+    assert (state, headline) == (status, f"{weekday} {inputs.date}: {said}.")
+    assert (href, last) == (f"../asset={inputs.asset}/date={friday}.html", friday.isoformat())
+    assert "warm-up" not in html and "fewer than two horizons" not in html
+    assert "No eligible configuration" not in html  # the search did not run: nothing fell back
+    for what in ("No signal on this date", "No ensemble forecast on this date", "No horizon pairs on this date",
+                 "No horizon search on this date"):
+        assert f"{what}: " in html
+    # the history up to the last session is still there, and every number equals the stored tables
+    assert 'id="chart-price"' in html and 'id="chart-forecast"' not in html
+    assert_page_shows(html_values(html), expected_values(inputs))
+
+
+def test_a_day_with_data_has_no_day_note(inputs, warmup_inputs, history):
+    assert _note(render_page(inputs)) is None
+    warmup = render_page(warmup_inputs)  # a published day early in the history: the ensemble's warm-up
+    assert _note(warmup) is None and "No ensemble forecast on this date (warm-up)." in warmup
+    _, unknown = _after_friday(history, 3, None)  # a Monday without rows and without a record: unknown
+    html = render_page(unknown)
+    assert _note(html) is None and "warm-up" not in html and "No ensemble forecast on this date." in html
+
+
+def test_the_last_day_with_data_is_read_as_of_the_page(history):
+    """Point in time: rows after the page's date (the Monday after a Saturday page) change nothing."""
+    friday, saturday = _after_friday(history, 1, "no_session")
+    monday = page_inputs(history, friday + dt.timedelta(days=3))
+    later = monday.ensemble_window[monday.ensemble_window["date"] > pd.Timestamp(friday)]
+    wider = dataclasses.replace(saturday, daily=monday.daily,
+                                ensemble_window=pd.concat([saturday.ensemble_window, later], ignore_index=True),
+                                signals=monday.signals, slopes=monday.slopes, ensembles=monday.ensembles,
+                                leaderboard=monday.leaderboard)
+    assert len(later) and monday.daily["date"].max() > pd.Timestamp(friday)
+    assert render_page(wider) == render_page(saturday)
+
+
+def test_a_day_without_data_before_any_data_says_so(history):
+    first = page_inputs(history, history.dates[0].date())
+    empty = {name: getattr(first, name).iloc[0:0] for name in ("daily", "ensemble_window")}
+    html = render_page(dataclasses.replace(first, **empty, date=first.date - dt.timedelta(days=1),
+                                           status=dataclasses.replace(first.status, day_status="no_session")))
+    assert "No earlier day has data yet." in html and 'data-nav="last_data"' not in html
