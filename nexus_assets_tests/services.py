@@ -144,6 +144,10 @@ def moto_server() -> Iterator[S3Server]:
         import moto.server  # noqa: F401  (the `server` extra: flask)
     except ImportError:
         _missing("moto[server] is not installed (pip install -e '.[test]')")
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:
+        _missing("s3fs is not installed (pip install -e '.[deploy]')")
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
