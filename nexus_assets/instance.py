@@ -23,6 +23,11 @@ process that opens the project's instance (``dagster.yaml`` names this module, s
   writes a whole batch in one transaction per shard (stock SQLite loops over single writes;
   stock PostgreSQL already batches, so a PostgreSQL instance needs only the two variables).
 
+The instance also keeps two runs from writing one instrument at once: it tags every run with the
+instruments its partitions cover (:func:`instrument_tags`) and gives the run queue a limit of one
+run per such tag (:meth:`NexusInstance.get_concurrency_config`), on SQLite as on PostgreSQL
+(``deploy/postgres/dagster.yaml`` keeps this class).
+
 Both variables are defaults: a value already set in the environment wins (``0`` turns batching
 off). The storage class overrides private methods of Dagster's SQLite storage, so it is pinned to
 the Dagster minor version it was written and tested against (:data:`SUPPORTED_DAGSTER`); on any
