@@ -3,10 +3,15 @@
 A range run through that instance must record what the project's default SQLite instance records
 (runs, materializations, per-partition metadata) and store the same files byte for byte; every
 run names the instruments it writes, and the run queue never starts two runs that write one
-instrument (checked with the queue daemon's own selection, without starting the daemon).
+instrument (checked with the queue daemon's own selection, without starting the daemon); and the
+deployment's commands work end to end: `dagster job launch` queues, `dagster-daemon` starts the run.
 """
 
+import json
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +31,7 @@ from nexus_assets_tests.services import postgres_server
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 DEPLOY_YAML = REPO / "deploy" / "postgres" / "dagster.yaml"
+FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 SP500, WTI = "9001_SP500", "9003_WTI_Crude"
 
 
@@ -155,4 +161,45 @@ def test_the_queue_never_starts_two_runs_that_write_one_instrument(tmp_path, pg,
     queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs == 4
     assert {"key": f"{INSTRUMENT_TAG_PREFIX}{SP500}", "limit": 1} in queue.tag_concurrency_limits
+    instance.dispose()
+
+
+def test_dagster_daemon_starts_a_queued_run_on_postgres(tmp_path, pg, monkeypatch):
+    """The deployment's own commands: `dagster job launch` queues a run, `dagster-daemon run`
+    (started here, stopped after at most five minutes) starts it, and it succeeds."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(DEPLOY_YAML, home / "dagster.yaml")
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(sandbox_catalog_text(keys=(SP500,)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QML_", "NEXUS_", "DAGSTER_"))}
+    env.update(pg.new_database().env(), DAGSTER_HOME=str(home), NEXUS_CATALOG=str(catalog),
+               NEXUS_DATA_DIR=str(tmp_path / "data"), PYTHONWARNINGS="ignore",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    tags = json.dumps({RANGE_START_TAG: f"{SP500}|2018-01-02", RANGE_END_TAG: f"{SP500}|2018-01-04"})
+    launched = subprocess.run(["dagster", "job", "launch", "-m", "nexus_assets.definitions", "-j", MAIN_JOB,
+                               "--tags", tags], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    for name in ("DAGSTER_HOME", *pg.env()):
+        monkeypatch.setenv(name, env[name])  # this process's view of the same instance
+    instance = DagsterInstance.get()
+    [run] = instance.get_runs()
+    assert run.status == DagsterRunStatus.QUEUED and run.tags[f"{INSTRUMENT_TAG_PREFIX}{SP500}"] == "write"
+    with open(tmp_path / "daemon.log", "w") as log:
+        daemon = subprocess.Popen(["dagster-daemon", "run", "-m", "nexus_assets.definitions"], env=env,
+                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while instance.get_run_by_id(run.run_id).status not in FINISHED and time.monotonic() < deadline:
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-2000:]
+                time.sleep(2)
+        finally:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+    assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS
+    assert len(list((tmp_path / "data" / "horizon_slices").rglob("date=*.parquet"))) == 3
     instance.dispose()
