@@ -98,13 +98,19 @@ def _demo(args: argparse.Namespace) -> int:
     if failed:
         print(f"FAILED    {', '.join(failed)}")
         return 1
+    from upath import UPath
+
+    data = UPath(settings.data_dir)  # a folder or an object store (NEXUS_DATA_DIR=s3://...)
     for asset_key in ("qml_models", "horizon_slices", "horizon_ensembles", "horizon_search", "signals", "metrics"):
-        root = Path(settings.data_dir) / asset_key
+        root = data / asset_key
         files = list(root.glob("**/asset=*/date=*.parquet")) if root.is_dir() else []
         print(f"stored    {asset_key}: {len(files)} files under {root}")
-    index = Path(settings.data_dir) / "dashboard" / "index.html"
-    if index.is_file():
-        print(f"site      {index.resolve()}   # the dashboard: open it in a browser (works offline)")
+    index = data / "dashboard" / "index.html"
+    if index.is_file() and settings.data_is_local:
+        print(f"site      {Path(settings.data_dir, 'dashboard', 'index.html').resolve()}   "
+              "# the dashboard: open it in a browser (works offline)")
+    elif index.is_file():
+        print(f"site      {index}   # the dashboard, in the object store")
     print("next      dagster dev   # browse the runs and the partition grid (same instance, from this folder)")
     return 0
 
@@ -171,7 +177,14 @@ def _site(args: argparse.Namespace) -> int:
     from nexus_assets.serving import site_server
     from nexus_assets.settings import Settings
 
-    root = Path(Settings.from_env().data_dir) / "dashboard"
+    settings = Settings.from_env()
+    data_dir = settings.data_dir
+    if not settings.data_is_local:
+        print(f"site: NEXUS_DATA_DIR is {data_dir}, not a folder; `site` serves a local folder. Serve the "
+              "dashboard/ prefix with the store's own web hosting, or copy it to a folder and point "
+              "NEXUS_DATA_DIR there", file=sys.stderr)
+        return 2
+    root = Path(data_dir) / "dashboard"
     if not (root / "index.html").is_file():
         print(f"site: no dashboard under {root} yet; run `nexus-assets demo` (or materialise `dashboard`) first",
               file=sys.stderr)

@@ -24,6 +24,11 @@ daemon and every run worker import it):
   writes a whole batch in one transaction per shard (stock SQLite loops over single writes;
   stock PostgreSQL already batches, so a PostgreSQL instance needs only the two variables).
 
+The instance also keeps two runs from writing one instrument at once: it tags every run with the
+instruments its partitions cover (:func:`instrument_tags`) and gives the run queue a limit of one
+run per such tag (:meth:`NexusInstance.get_concurrency_config`), on SQLite as on PostgreSQL
+(``deploy/postgres/dagster.yaml`` keeps this class).
+
 Both variables are defaults: a value already set in the environment wins (``0`` turns batching
 off). The storage class overrides private methods of Dagster's SQLite storage, so it is pinned to
 the Dagster minor version it was written and tested against (:data:`SUPPORTED_DAGSTER`); on any
@@ -34,16 +39,22 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, MultiPartitionsDefinition
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.instance.config import ConcurrencyConfig
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 from dagster._serdes import ConfigurableClassData
 
 __all__ = [
@@ -51,8 +62,11 @@ __all__ = [
     "NexusInstance",
     "NexusSqliteStorage",
     "EVENT_DEFAULTS",
+    "INSTRUMENT_RUN_LIMIT",
+    "INSTRUMENT_TAG_PREFIX",
     "SUPPORTED_DAGSTER",
     "batch_writes_supported",
+    "instrument_tags",
 ]
 
 SUPPORTED_DAGSTER = "1.13."
@@ -164,8 +178,40 @@ def project_home(base_dir: str) -> str:
 
 
 class NexusInstance(DagsterInstance):
-    """Dagster's instance with two defaults of the project: its storage (:class:`NexusSqliteStorage`)
-    and its folder (:func:`project_home`: ``./.dagster_home`` instead of a temporary one)."""
+    """Dagster's instance with the project's defaults: its storage (:class:`NexusSqliteStorage`; a
+    ``storage:`` block in ``dagster.yaml``, e.g. PostgreSQL's, replaces it), its folder
+    (:func:`project_home`: ``./.dagster_home`` instead of a temporary one), and one writer per
+    instrument in the run queue (:func:`instrument_tags`, :meth:`get_concurrency_config`)."""
+
+    def create_run(self, **kwargs):
+        # Every run the daemons, the UI and the CLI create passes here (a re-execution copies its
+        # parent's tags), so every queued run names the instruments it writes.
+        kwargs["tags"] = {**(kwargs.get("tags") or {}),
+                          **instrument_tags(kwargs.get("tags"), kwargs["asset_graph"], kwargs.get("asset_selection"))}
+        return super().create_run(**kwargs)
+
+    def create_run_for_job(self, job_def, *args, **kwargs):
+        # In-process runs (``materialize``, ``execute_in_process``) carry the same tags.
+        tags = kwargs.get("tags") or {}
+        kwargs["tags"] = {**tags, **instrument_tags(tags, job_def.asset_layer.asset_graph, kwargs.get("asset_selection"))}
+        return super().create_run_for_job(job_def, *args, **kwargs)
+
+    def get_concurrency_config(self):
+        """The configured run queue, plus a limit of :data:`INSTRUMENT_RUN_LIMIT` run on every
+        instrument tag any run has carried: two queued runs that write one instrument never run
+        at once, whatever the catalog (the daemon counts limits by exact tag key, so the keys are
+        listed from the run storage, one query per queue pass)."""
+        config = super().get_concurrency_config()
+        queue = config.run_queue_config
+        if queue is None:
+            return config
+        limited = {limit["key"] for limit in queue.tag_concurrency_limits}
+        extra = [{"key": key, "limit": INSTRUMENT_RUN_LIMIT} for key in sorted(self.get_run_tag_keys())
+                 if key.startswith(INSTRUMENT_TAG_PREFIX) and key not in limited]
+        if not extra:
+            return config
+        return ConcurrencyConfig(pool_config=config.pool_config,
+                                 run_queue_config=queue._replace(tag_concurrency_limits=[*queue.tag_concurrency_limits, *extra]))
 
     @classmethod
     def config_schema(cls):
@@ -178,6 +224,47 @@ class NexusInstance(DagsterInstance):
         defaults["storage"] = ConfigurableClassData(__name__, NexusSqliteStorage.__name__,
                                                     yaml.dump({"base_dir": base_dir}, default_flow_style=False))
         return defaults
+
+
+INSTRUMENT_TAG_PREFIX = "nexus/instrument/"
+"""A run that writes catalog asset ``A`` carries the tag ``nexus/instrument/A: write``."""
+
+INSTRUMENT_RUN_LIMIT = 1
+"""Runs writing one instrument at once, in the run queue (the QueuedRunCoordinator's daemon)."""
+
+
+def instrument_tags(tags: Mapping[str, str] | None, asset_graph, asset_selection=None) -> dict[str, str]:
+    """The instrument tags of a run with Dagster's partition ``tags`` (one key, or a range).
+
+    A range ``"A|d1" ... "C|d2"`` of the asset x date grid holds every key between them in the
+    grid's order (asset first), so every instrument from ``A`` to ``C`` in the order of the grid's
+    ``asset`` dimension, read from the run's assets (``asset_graph``); a run without partition
+    tags gets none."""
+    tags = tags or {}
+    single = tags.get(PARTITION_NAME_TAG)
+    first, last = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    if single is not None:
+        first = last = single
+    if first is None or last is None or "|" not in first or "|" not in last:
+        return {}
+    start, end = first.split("|", 1)[0], last.split("|", 1)[0]
+    order = _instrument_order(asset_graph, asset_selection)
+    if start in order and end in order and order.index(start) <= order.index(end):
+        names = order[order.index(start):order.index(end) + 1]
+    else:  # not this project's grid: the two named instruments at least
+        names = sorted({start, end})
+    return {f"{INSTRUMENT_TAG_PREFIX}{name}": "write" for name in names}
+
+
+def _instrument_order(asset_graph, asset_selection) -> list[str]:
+    from nexus_assets.defs.partitions import ASSET_DIM  # the grid's dimension names live there
+
+    keys = sorted(asset_selection or asset_graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
+    for key in keys:
+        partitions = asset_graph.get(key).partitions_def
+        if isinstance(partitions, MultiPartitionsDefinition) and ASSET_DIM in partitions.partition_dimension_names:
+            return list(partitions.get_partitions_def_for_dimension(ASSET_DIM).get_partition_keys())
+    return []
 
 
 def _last_per_asset(indexed, ids):

@@ -77,5 +77,10 @@ class Settings:
             qml_max_response_bytes=_positive(env, "NEXUS_QML_MAX_RESPONSE_BYTES", DEFAULT_MAX_RESPONSE_BYTES, int),
         )
 
+    @property
+    def data_is_local(self) -> bool:
+        """Whether the data root is a folder on this machine (else an object store, e.g. ``s3://``)."""
+        return _is_local(self.data_dir)
+
     def catalog(self) -> Catalog:
         return load_catalog(self.catalog_path)

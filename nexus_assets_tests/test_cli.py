@@ -212,3 +212,14 @@ def test_a_busy_port_is_one_line_not_a_traceback(tmp_path, command):
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip() == (f"{command}: port {port} on 127.0.0.1 is already in use (is another server still "
                                      "running?): stop it, or choose another port with --port (0 picks a free one)")
+
+
+def test_site_on_an_object_store_says_it_serves_folders_only(tmp_path):
+    """With NEXUS_DATA_DIR=s3://..., `site` has no folder to serve: one line and exit status 2."""
+    env = env_for(tmp_path, sandbox_catalog_text(keys=("9004_VIX",)))
+    env["NEXUS_DATA_DIR"] = "s3://nexus-bucket/prod"
+    result = subprocess.run([sys.executable, "-m", "nexus_assets.cli", "site", "--port", "0"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "s3://nexus-bucket/prod" in result.stderr and "serves a local folder" in result.stderr
