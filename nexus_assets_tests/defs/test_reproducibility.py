@@ -27,7 +27,8 @@ OUTAGES = ((dt.date(2025, 4, 20), dt.date(2025, 5, 4)), (dt.date(2025, 5, 28), d
 NO_PRICE = (dt.date(2025, 5, 20), dt.date(2025, 6, 7))  # target_var_price null ("not yet known")
 RETIRES, APPEARS = dt.date(2025, 2, 15), D  # per horizon: one model long gone by D's window, one new on D
 TABLES = {
-    "qml_models": [None], "horizon_slices": [None], "qml_model_metadata": [None], "horizon_ensembles": [None], "horizon_search": ["leaderboard"],
+    "qml_models": [None], "horizon_slices": [None], "qml_model_metadata": [None], "horizon_ensembles": [None],
+    "horizon_search": ["leaderboard"],
     "signals": ["signals", "slopes"], "metrics": ["statistics", "trades", "daily"],
 }
 
