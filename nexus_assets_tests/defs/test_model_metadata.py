@@ -174,8 +174,10 @@ def test_without_the_endpoint_the_table_is_derived_from_qml_models_and_says_so(t
 
 def test_the_same_upstream_gives_the_same_bytes_however_the_dates_are_grouped(tmp_path, monkeypatch):
     project = Scripted(END)
-    ranged = ApiPipeline(tmp_path / "range", api_catalog_text(ASSET)) if (tmp_path / "range").mkdir() is None else None
-    split = ApiPipeline(tmp_path / "split", api_catalog_text(ASSET)) if (tmp_path / "split").mkdir() is None else None
+    (tmp_path / "range").mkdir()
+    (tmp_path / "split").mkdir()
+    ranged = ApiPipeline(tmp_path / "range", api_catalog_text(ASSET))
+    split = ApiPipeline(tmp_path / "split", api_catalog_text(ASSET))
     with serving(project, monkeypatch):
         run(ranged, START, END)
         run(split, START, APPEAR)
