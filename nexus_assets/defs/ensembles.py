@@ -162,7 +162,7 @@ def _upstream_result(context, qml: QMLResource, entry, slices: pd.DataFrame, day
                 f"{entry.key}: the catalog sets ensemble_source = \"upstream\", but upstream ({where}) does not offer "
                 "/get_qml_horizon_forecast (HTTP 404). Set ensemble_source = \"child_models\" (the default) in the "
                 "catalog to use our own ensemble, or point QML_API_BASE_URL at an upstream that offers the endpoint. "
-                "Nothing was written."
+                "No horizon_ensembles partition was written."
             ),
             allow_retries=False,
         )
