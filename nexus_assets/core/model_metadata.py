@@ -226,47 +226,49 @@ class Churn:
 
 
 def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
-    """The churn from ``before`` (the previous day's table; None when there is none) to ``after``."""
+    """The churn from ``before`` (the previous day's table; None when there is none) to ``after``.
+    Vectorised: one outer join of the two tables (tens of thousands of models a day)."""
     before = after.iloc[0:0] if before is None else before
-    old, new = before.set_index(_KEY), after.set_index(_KEY)
-    live_old = set(old.index[old["live"].to_numpy(dtype=bool)])
-    live_new = set(new.index[new["live"].to_numpy(dtype=bool)])
-    added, retired = sorted(live_new - live_old), sorted(live_old - live_new)
-    both = old.index.intersection(new.index)
-    described = both[(old.loc[both, "metadata_source"] == "upstream").to_numpy()
-                     & (new.loc[both, "metadata_source"] == "upstream").to_numpy()]
-    changed = [k for k in described if any(_differs(old.at[k, f], new.at[k, f]) for f in DESCRIBED)]
-
-    def version(frame: pd.DataFrame, keys) -> list:
-        return [frame.at[k, "code_version"] if k in frame.index else None for k in keys]
-
-    records = []
-    for change, keys in (("added", added), ("retired", retired), ("changed", sorted(changed))):
-        for (h, symbol), before_v, after_v in zip(keys, version(old, keys), version(new, keys)):
-            records.append({"horizon": int(h), "symbol": symbol, "change": change,
-                            "code_version_before": _plain(before_v), "code_version": _plain(after_v)})
-    changes = pd.DataFrame.from_records(
-        records, columns=["horizon", "symbol", "change", "code_version_before", "code_version"])
-    horizons = sorted({int(h) for h, _ in live_old | live_new} | {int(h) for h in after["horizon"]})
-    rows = []
-    for h in horizons:
-        n_before = sum(1 for k in live_old if k[0] == h)
-        n_retired = sum(1 for k in retired if k[0] == h)
-        rows.append({"horizon": h, "live_before": n_before, "live": sum(1 for k in live_new if k[0] == h),
-                     "added": sum(1 for k in added if k[0] == h), "retired": n_retired,
-                     "lost_share": n_retired / n_before if n_before else 0.0})
-    per_horizon = pd.DataFrame.from_records(
-        rows, columns=["horizon", "live_before", "live", "added", "retired", "lost_share"])
+    kept = [*_KEY, "live", "metadata_source", *DESCRIBED]
+    both = before[kept].merge(after[kept], on=_KEY, how="outer", suffixes=("_before", ""), sort=True)
+    live_before = both["live_before"].fillna(False).to_numpy(dtype=bool)
+    live = both["live"].fillna(False).to_numpy(dtype=bool)
+    added, retired = live & ~live_before, live_before & ~live
+    described = ((both["metadata_source_before"] == "upstream") & (both["metadata_source"] == "upstream")).to_numpy()
+    differs = np.zeros(len(both), dtype=bool)
+    for name in DESCRIBED:
+        differs |= ~_same(both[f"{name}_before"], both[name])
+    changed = described & differs
+    parts = []
+    for change, mask in (("added", added), ("retired", retired), ("changed", changed)):
+        rows = both[mask]
+        parts.append(pd.DataFrame({
+            "horizon": rows["horizon"].astype("int64").to_numpy(),
+            "symbol": rows["symbol"].astype(str).to_numpy(),
+            "change": change,
+            "code_version_before": [_plain(v) for v in rows["code_version_before"]],
+            "code_version": [_plain(v) for v in rows["code_version"]],
+        }, columns=["horizon", "symbol", "change", "code_version_before", "code_version"]))
+    changes = pd.concat(parts, ignore_index=True)
+    counts = pd.DataFrame({"horizon": both["horizon"].astype("int64").to_numpy(), "live_before": live_before,
+                           "live": live, "added": added, "retired": retired}).groupby("horizon").sum()
+    horizons = sorted(set(counts.index[(counts["live_before"] + counts["live"]) > 0]) | set(after["horizon"].tolist()))
+    per_horizon = counts.reindex(horizons, fill_value=0).astype("int64").rename_axis("horizon").reset_index()
+    live_then = per_horizon["live_before"].to_numpy()
+    per_horizon["lost_share"] = np.divide(per_horizon["retired"].to_numpy(), live_then,
+                                          out=np.zeros(len(per_horizon)), where=live_then > 0)
+    per_horizon["horizon"] = per_horizon["horizon"].astype(int)
     return Churn(per_horizon, changes)
+
+
+def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Element-wise equality where two missing values are equal (any dtype, nullable ones too)."""
+    equal = (a.astype(object) == b.astype(object)).to_numpy(dtype=bool)
+    return equal | (a.isna().to_numpy() & b.isna().to_numpy())
 
 
 def _plain(value):
     return None if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) else value
-
-
-def _differs(a, b) -> bool:
-    a, b = _plain(a), _plain(b)
-    return a != b
 
 
 def churn_alerts(result: Churn, max_lost_share: float) -> list[str]:
