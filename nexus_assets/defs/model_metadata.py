@@ -159,11 +159,12 @@ def _upstream(context, qml: QMLResource, entry, history: pd.DataFrame) -> tuple[
         described = normalise_upstream(raw)
     except ValueError as exc:
         raise Failure(description=f"{entry.key}: {exc}", allow_retries=False) from None
-    if watermark is None:  # upstream did not say: the latest day the pipeline has rows for
+    if watermark is None:  # upstream did not say: it describes at least the latest day with rows
         times = history["time"]
-        watermark = pd.Timestamp(times.max()) if len(times) else None
-    if watermark is None:
-        return None, dt.date.max, "qml_models (no day with rows yet for upstream's description to describe)"
+        if not len(times):
+            return None, dt.date.max, "qml_models (no day with rows yet for upstream's description to describe)"
+        as_of = pd.Timestamp(times.max()).date()
+        return described, as_of, "qml_models (upstream's metadata describes today, and later days have rows; none recorded)"
     as_of = watermark.date()
     return described, as_of, f"qml_models (upstream's metadata describes {as_of}, after this date; none recorded)"
 
