@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ DESCRIBED: tuple[str, ...] = ("algorithm", "training_window", "code_version", "u
 _KEY = ["horizon", "symbol"]
 _OWN = ("symbol", "horizon", "n_predict", "algorithm", "training_window", "code_version")
 _NAT = np.iinfo(np.int64).min
+_TYPED = empty_frame(MODEL_METADATA).dtypes.to_dict()
 
 
 def model_rosters(rows: pd.DataFrame, dates: Iterable[dt.date]) -> dict[dt.date, pd.DataFrame]:
@@ -164,6 +166,15 @@ def metadata_table(roster: pd.DataFrame, day: dt.date, described: pd.DataFrame |
     Models upstream describes but ``qml_models`` never had up to ``day`` are listed too (null
     ``first_seen``/``last_seen``, not live), when upstream says their horizon. A description
     without a horizon applies to the symbol on every horizon it publishes on."""
+    if described is None or not len(described):  # most days: one frame built at once
+        n = len(roster)
+        return pd.DataFrame({
+            **{name: roster[name].to_numpy() for name in ("date", "horizon", "first_seen", "last_seen")},
+            "symbol": roster["symbol"].to_numpy(),
+            "live": roster["live"].to_numpy(dtype=bool),
+            "metadata_source": np.full(n, "qml_models", dtype=object),
+            **{name: np.full(n, None, dtype=object) for name in DESCRIBED},
+        })[list(columns(MODEL_METADATA))].astype(_TYPED)
     table = roster.copy()
     for name in DESCRIBED:
         table[name] = pd.Series(None, index=table.index, dtype="Int64" if name == "training_window" else str)
@@ -200,8 +211,7 @@ def metadata_table(roster: pd.DataFrame, day: dt.date, described: pd.DataFrame |
                 table.loc[matched, name] = joined.loc[matched, name].to_numpy()
             table.loc[matched, "metadata_source"] = "upstream"
     table = table.sort_values(_KEY, kind="stable", ignore_index=True)
-    typed = empty_frame(MODEL_METADATA).dtypes.to_dict()
-    return table[list(columns(MODEL_METADATA))].astype(typed)
+    return table[list(columns(MODEL_METADATA))].astype(_TYPED)
 
 
 @dataclass(frozen=True)
@@ -227,44 +237,48 @@ class Churn:
 
 def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
     """The churn from ``before`` (the previous day's table; None when there is none) to ``after``.
-    Vectorised: one outer join of the two tables (tens of thousands of models a day)."""
-    before = after.iloc[0:0] if before is None else before
-    kept = [*_KEY, "live", "metadata_source", *DESCRIBED]
-    both = before[kept].merge(after[kept], on=_KEY, how="outer", suffixes=("_before", ""), sort=True)
-    live_before = both["live_before"].fillna(False).to_numpy(dtype=bool)
-    live = both["live"].fillna(False).to_numpy(dtype=bool)
-    added, retired = live & ~live_before, live_before & ~live
-    described = ((both["metadata_source_before"] == "upstream") & (both["metadata_source"] == "upstream")).to_numpy()
-    differs = np.zeros(len(both), dtype=bool)
-    for name in DESCRIBED:
-        differs |= ~_same(both[f"{name}_before"], both[name])
-    changed = described & differs
-    parts = []
-    for change, mask in (("added", added), ("retired", retired), ("changed", changed)):
-        rows = both[mask]
-        parts.append(pd.DataFrame({
-            "horizon": rows["horizon"].astype("int64").to_numpy(),
-            "symbol": rows["symbol"].astype(str).to_numpy(),
-            "change": change,
-            "code_version_before": [_plain(v) for v in rows["code_version_before"]],
-            "code_version": [_plain(v) for v in rows["code_version"]],
-        }, columns=["horizon", "symbol", "change", "code_version_before", "code_version"]))
-    changes = pd.concat(parts, ignore_index=True)
-    counts = pd.DataFrame({"horizon": both["horizon"].astype("int64").to_numpy(), "live_before": live_before,
-                           "live": live, "added": added, "retired": retired}).groupby("horizon").sum()
-    horizons = sorted(set(counts.index[(counts["live_before"] + counts["live"]) > 0]) | set(after["horizon"].tolist()))
-    per_horizon = counts.reindex(horizons, fill_value=0).astype("int64").rename_axis("horizon").reset_index()
-    live_then = per_horizon["live_before"].to_numpy()
-    per_horizon["lost_share"] = np.divide(per_horizon["retired"].to_numpy(), live_then,
-                                          out=np.zeros(len(per_horizon)), where=live_then > 0)
-    per_horizon["horizon"] = per_horizon["horizon"].astype(int)
+
+    Sets of ``(horizon, symbol)`` keys built from whole columns: linear in the models, without a
+    pandas operation per model (a daily run over a year calls this once per date)."""
+    old, new = _keyed(before), _keyed(after)
+    added, retired = sorted(new.live - old.live), sorted(old.live - new.live)
+    changed = sorted(k for k in old.described.keys() & new.described.keys() if old.described[k] != new.described[k])
+    records = []
+    for change, keys in (("added", added), ("retired", retired), ("changed", changed)):
+        for k in keys:
+            records.append((int(k[0]), k[1], change, old.versions.get(k), new.versions.get(k)))
+    changes = pd.DataFrame.from_records(
+        records, columns=["horizon", "symbol", "change", "code_version_before", "code_version"])
+    horizons = sorted({h for h, _ in old.live | new.live} | set(new.horizons))
+    count = {name: Counter(h for h, _ in keys) for name, keys in
+             (("live_before", old.live), ("live", new.live), ("added", added), ("retired", retired))}
+    rows = []
+    for h in horizons:
+        then, lost = count["live_before"][h], count["retired"][h]
+        rows.append((int(h), then, count["live"][h], count["added"][h], lost, lost / then if then else 0.0))
+    per_horizon = pd.DataFrame.from_records(
+        rows, columns=["horizon", "live_before", "live", "added", "retired", "lost_share"])
     return Churn(per_horizon, changes)
 
 
-def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
-    """Element-wise equality where two missing values are equal (any dtype, nullable ones too)."""
-    equal = (a.astype(object) == b.astype(object)).to_numpy(dtype=bool)
-    return equal | (a.isna().to_numpy() & b.isna().to_numpy())
+@dataclass(frozen=True)
+class _Keyed:
+    live: set
+    described: dict  # key -> the described fields (missing values as None)
+    versions: dict  # key -> code_version, for every model
+    horizons: list
+
+
+def _keyed(table: pd.DataFrame | None) -> _Keyed:
+    if table is None or not len(table):
+        return _Keyed(set(), {}, {}, [])
+    keys = list(zip(table["horizon"].tolist(), table["symbol"].tolist()))
+    live = {k for k, alive in zip(keys, table["live"].tolist()) if alive}
+    fields = list(zip(*(map(_plain, table[name].tolist()) for name in DESCRIBED)))
+    upstream = (table["metadata_source"] == "upstream").tolist()
+    described = {k: f for k, f, u in zip(keys, fields, upstream) if u}
+    versions = dict(zip(keys, map(_plain, table["code_version"].tolist())))
+    return _Keyed(live, described, versions, table["horizon"].tolist())
 
 
 def _plain(value):
