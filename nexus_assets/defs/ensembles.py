@@ -160,8 +160,8 @@ def _upstream_result(context, qml: QMLResource, entry, slices: pd.DataFrame, day
         raise Failure(
             description=(
                 f"{entry.key}: the catalog sets ensemble_source = \"upstream\", but upstream ({where}) does not offer "
-                "/get_qml_horizon_forecast (HTTP 404). Set ensemble_source = \"child_models\" (the default) in the "
-                "catalog to use our own ensemble, or point QML_API_BASE_URL at an upstream that offers the endpoint. "
+                "/get_qml_horizon_forecast (it answers HTTP 404, 405 or 501). Set ensemble_source = \"child_models\" "
+                "(the default) in the catalog to use our own ensemble, or point QML_API_BASE_URL at an upstream that offers the endpoint. "
                 "No horizon_ensembles partition was written."
             ),
             allow_retries=False,
