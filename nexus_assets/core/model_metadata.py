@@ -179,37 +179,36 @@ def metadata_table(roster: pd.DataFrame, day: dt.date, described: pd.DataFrame |
     for name in DESCRIBED:
         table[name] = pd.Series(None, index=table.index, dtype="Int64" if name == "training_window" else str)
     table["metadata_source"] = "qml_models"
-    if described is not None and len(described):
-        keyed = described[described["horizon"].notna()]
-        loose = described[described["horizon"].isna()].drop(columns="horizon")
-        fields = list(DESCRIBED)
-        if len(keyed):
-            keyed = keyed.assign(horizon=keyed["horizon"].astype("int64"))
-            joined = table[_KEY].merge(keyed[[*_KEY, *fields]], on=_KEY, how="left", indicator=True)
-            matched = (joined["_merge"] == "both").to_numpy()
-            for name in fields:
-                table.loc[matched, name] = joined.loc[matched, name].to_numpy()
-            table.loc[matched, "metadata_source"] = "upstream"
-            unseen = keyed.merge(table[_KEY], on=_KEY, how="left", indicator=True)
-            unseen = unseen[unseen["_merge"] == "left_only"]
-            if len(unseen):
-                extra = pd.DataFrame({
-                    "date": np.full(len(unseen), np.datetime64(day, "ns")),
-                    "horizon": unseen["horizon"].to_numpy(dtype=np.int64),
-                    "symbol": unseen["symbol"].astype(str).to_numpy(),
-                    "first_seen": np.full(len(unseen), np.datetime64("NaT", "ns")),
-                    "last_seen": np.full(len(unseen), np.datetime64("NaT", "ns")),
-                    "live": np.zeros(len(unseen), dtype=bool),
-                    **{name: unseen[name].to_numpy() for name in fields},
-                    "metadata_source": "upstream",
-                })
-                table = pd.concat([table, extra], ignore_index=True)
-        if len(loose):
-            joined = table[["symbol"]].merge(loose[["symbol", *fields]], on="symbol", how="left", indicator=True)
-            matched = ((joined["_merge"] == "both") & (table["metadata_source"] == "qml_models")).to_numpy()
-            for name in fields:
-                table.loc[matched, name] = joined.loc[matched, name].to_numpy()
-            table.loc[matched, "metadata_source"] = "upstream"
+    keyed = described[described["horizon"].notna()]
+    loose = described[described["horizon"].isna()].drop(columns="horizon")
+    fields = list(DESCRIBED)
+    if len(keyed):
+        keyed = keyed.assign(horizon=keyed["horizon"].astype("int64"))
+        joined = table[_KEY].merge(keyed[[*_KEY, *fields]], on=_KEY, how="left", indicator=True)
+        matched = (joined["_merge"] == "both").to_numpy()
+        for name in fields:
+            table.loc[matched, name] = joined.loc[matched, name].to_numpy()
+        table.loc[matched, "metadata_source"] = "upstream"
+        unseen = keyed.merge(table[_KEY], on=_KEY, how="left", indicator=True)
+        unseen = unseen[unseen["_merge"] == "left_only"]
+        if len(unseen):
+            extra = pd.DataFrame({
+                "date": np.full(len(unseen), np.datetime64(day, "ns")),
+                "horizon": unseen["horizon"].to_numpy(dtype=np.int64),
+                "symbol": unseen["symbol"].astype(str).to_numpy(),
+                "first_seen": np.full(len(unseen), np.datetime64("NaT", "ns")),
+                "last_seen": np.full(len(unseen), np.datetime64("NaT", "ns")),
+                "live": np.zeros(len(unseen), dtype=bool),
+                **{name: unseen[name].to_numpy() for name in fields},
+                "metadata_source": "upstream",
+            })
+            table = pd.concat([table, extra], ignore_index=True)
+    if len(loose):
+        joined = table[["symbol"]].merge(loose[["symbol", *fields]], on="symbol", how="left", indicator=True)
+        matched = ((joined["_merge"] == "both") & (table["metadata_source"] == "qml_models")).to_numpy()
+        for name in fields:
+            table.loc[matched, name] = joined.loc[matched, name].to_numpy()
+        table.loc[matched, "metadata_source"] = "upstream"
     table = table.sort_values(_KEY, kind="stable", ignore_index=True)
     return table[list(columns(MODEL_METADATA))].astype(_TYPED)
 
