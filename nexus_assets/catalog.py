@@ -22,6 +22,7 @@ __all__ = [
     "CALENDARS",
     "SOURCES",
     "SELECTION_MODES",
+    "ENSEMBLE_SOURCES",
     "CatalogAsset",
     "Catalog",
     "CatalogError",
@@ -32,10 +33,14 @@ __all__ = [
 Calendar = Literal["crypto", "exchange"]
 Source = Literal["api", "sandbox", "synthetic"]
 SelectionMode = Literal["point_in_time", "nexus_v2"]
+EnsembleSource = Literal["child_models", "upstream"]
 
 CALENDARS: tuple[str, ...] = ("crypto", "exchange")
 SOURCES: tuple[str, ...] = ("api", "sandbox", "synthetic")
 SELECTION_MODES: tuple[str, ...] = ("point_in_time", "nexus_v2")
+# child_models: our dynamic quantile ensemble over the child models; upstream: QML's own
+# per-horizon forecasts (/get_qml_horizon_forecast), for a team that trusts upstream's ensemble
+ENSEMBLE_SOURCES: tuple[str, ...] = ("child_models", "upstream")
 # Matched with fullmatch: a `$` would also match before a final newline ("1_A\n").
 KEY_PATTERN = re.compile(r"[0-9]+_[A-Za-z0-9_]+")
 SANDBOX_SERIES: tuple[str, ...] = ("sp500", "nasdaq", "wti", "vix")
@@ -59,11 +64,15 @@ class CatalogAsset:
     source: Source
     end_date: dt.date | None = None
     selection_mode: SelectionMode = "point_in_time"
+    ensemble_source: EnsembleSource = "child_models"
     signal_threshold: float = 0.1
     # the optimised signal follows the horizon search's winner only when the winner's deflated
     # Sharpe ratio (selection-adjusted, a probability) is at least this; 0 turns the check off
     min_deflated_sharpe: float = 0.95
     cost_bps: float = 0.0
+    # qml_model_metadata's churn check warns when a horizon loses more than this share of its
+    # live child models from one day to the next
+    model_loss_warn_share: float = 0.25
     # source "sandbox": which bundled price series the model farm trains on
     series: str | None = None
     # sources "sandbox" and "synthetic": forecast horizons (observations ahead)
@@ -260,9 +269,11 @@ def _parse_asset(path: Path, position: int, entry: dict[str, Any]) -> CatalogAss
         end_date=end_date,
         source=source,  # type: ignore[arg-type]
         selection_mode=choice("selection_mode", SELECTION_MODES, "point_in_time"),  # type: ignore[arg-type]
+        ensemble_source=choice("ensemble_source", ENSEMBLE_SOURCES, "child_models"),  # type: ignore[arg-type]
         signal_threshold=number("signal_threshold", 0.1, 0.0, 1.0),
         min_deflated_sharpe=number("min_deflated_sharpe", 0.95, 0.0, 1.0),
         cost_bps=number("cost_bps", 0.0, 0.0, 10_000.0),
+        model_loss_warn_share=number("model_loss_warn_share", 0.25, 0.0, 1.0),
         series=series,
         horizons=horizons,
         models_per_horizon=models_per_horizon,

@@ -135,7 +135,8 @@ def _qml_server(args: argparse.Namespace) -> int:
         print(f"qml-server: {exc}", file=sys.stderr)
         return 2
     try:
-        server = QMLServer(projects, api_key, host=args.host, port=args.port, faults=faults)
+        server = QMLServer(projects, api_key, host=args.host, port=args.port, faults=faults,
+                           models_only=args.models_only)
     except OSError as exc:
         return _cannot_listen("qml-server", args, exc)
     print(f"qml-server listening on {server.url} serving projects {sorted(projects)}", flush=True)
@@ -232,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--api-key-env", default="QML_API_KEY", help="environment variable holding the API key")
     server.add_argument("--verbose", action="store_true", help="log every request line (never headers)")
     server.add_argument("--faults", metavar="FILE", help="fault script: a JSON list of fault objects, consumed one per data request")
+    server.add_argument("--models-only", action="store_true",
+                        help="serve only /get_qml_models, as today's quantum_ml does (the horizon-forecast and "
+                        "model-metadata routes answer 404)")
     server.set_defaults(run=_qml_server)
 
     site = commands.add_parser("site", help="serve the dashboard ($NEXUS_DATA_DIR/dashboard) over HTTP on loopback",

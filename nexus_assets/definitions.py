@@ -11,6 +11,7 @@ from nexus_assets.defs.dashboard import build_dashboard_assets
 from nexus_assets.defs.ensembles import build_ensemble_assets
 from nexus_assets.defs.ingest import build_ingest_assets
 from nexus_assets.defs.metrics import build_metric_assets
+from nexus_assets.defs.model_metadata import build_model_metadata_assets
 from nexus_assets.defs.partitions import asset_date_partitions
 from nexus_assets.defs.resources import QMLResource
 from nexus_assets.defs.schedules import build_daily_schedule
@@ -48,6 +49,7 @@ def build_definitions(settings: Settings) -> Definitions:
     partitions = asset_date_partitions(catalog)
     assets = (
         build_ingest_assets(catalog, partitions, settings)
+        + build_model_metadata_assets(catalog, partitions)
         + build_ensemble_assets(catalog, partitions)
         + build_search_assets(catalog, partitions)
         + build_signal_assets(catalog, partitions)

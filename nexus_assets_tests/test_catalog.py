@@ -48,6 +48,14 @@ def test_defaults(tmp_path):
     assert asset.min_deflated_sharpe == 0.95  # the selection-bias check is on by default
     assert asset.cost_bps == 0.0
     assert asset.end_date is None
+    assert asset.ensemble_source == "child_models"  # our own ensemble unless the catalog says otherwise
+    assert asset.model_loss_warn_share == 0.25
+
+
+def test_ensemble_source_and_model_loss_share_are_read(tmp_path):
+    text = GOOD + 'ensemble_source = "upstream"\nmodel_loss_warn_share = 0.5\n'
+    asset = load_catalog(write(tmp_path, text))["1860_Bitcoin"]
+    assert (asset.ensemble_source, asset.model_loss_warn_share) == ("upstream", 0.5)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +73,8 @@ def test_defaults(tmp_path):
         (lambda t: t + "signal_threshold = -1\n", "signal_threshold", "number in"),
         (lambda t: t + "min_deflated_sharpe = 1.5\n", "min_deflated_sharpe", "number in"),
         (lambda t: t + 'selection_mode = "magic"\n', "selection_mode", "one of"),
+        (lambda t: t + 'ensemble_source = "quantum_ml"\n', "ensemble_source", "one of child_models, upstream"),
+        (lambda t: t + "model_loss_warn_share = 2\n", "model_loss_warn_share", "number in"),
         (lambda t: t.replace('display_name = "Bitcoin"\n', ""), "display_name", "missing"),
         (lambda t: t + GOOD, "key", "duplicate"),
         (lambda t: t + "end_date = 2024-01-01\n", "end_date", "before start_date"),

@@ -46,6 +46,8 @@ __all__ = [
     "STATISTICS",
     "TRADES",
     "DAILY",
+    "MODEL_METADATA",
+    "UPSTREAM_HORIZON_FORECASTS",
     "STORED_TABLES",
     "columns",
     "dtypes",
@@ -166,7 +168,7 @@ _ENSEMBLE_HEAD = {
     "forecast": _col("float64", nullable=True),
     "actual": _col("float64", nullable=True, required=False, description="nexus_v2 mode only: the price h later"),
     "strategy": _col(str),
-    "aggregator": _col(str),
+    "aggregator": _col(str, nullable=True, description="null when the forecast is upstream's (strategy 'upstream')"),
     "quantile": _col("float64", nullable=True),
     "n_selected": _col("int64", *_COUNT),
     "n_models": _col("int64", *_COUNT),
@@ -181,7 +183,7 @@ _COMBINATIONS = {
     "raw_median": _col("float64", nullable=True, description="median of every model's forecast"),
     "low_variance": _col("float64", nullable=True, description="mean of the lowest-variance models' forecasts"),
 }
-_MODE = {"mode": _col(str, pa.Check.isin(["point_in_time", "nexus_v2"]))}
+_MODE = {"mode": _col(str, pa.Check.isin(["point_in_time", "nexus_v2", "upstream"]))}
 
 ENSEMBLE_ROWS = _table(
     "ensemble_rows", "The dynamic quantile ensemble's result: one row per date and horizon",
@@ -318,6 +320,37 @@ DAILY = _table(
     {"date": _col(_DATE), "signal": _col(str), **_DAILY},
 )
 
+MODEL_METADATA = _table(
+    "qml_model_metadata", "The child models known as of a date: when qml_models first and last had them, and what "
+    "upstream's model metadata endpoint says they are (where it was recorded)",
+    {
+        "date": _col(_DATE),
+        "horizon": _col("int64", *_HORIZON),
+        "symbol": _col(str),
+        "first_seen": _col(_DATE, nullable=True, description="first day with a qml_models row (null: never published)"),
+        "last_seen": _col(_DATE, nullable=True, description="latest day up to the date with a qml_models row"),
+        "live": _col(bool, description="published on the horizon's latest day with rows up to the date"),
+        "metadata_source": _col(str, pa.Check.isin(["upstream", "qml_models"]),
+                                description="upstream: the fields below are upstream's; qml_models: derived from "
+                                "qml_models alone (upstream offers no metadata, or none recorded for the date)"),
+        "algorithm": _col(str, nullable=True),
+        "training_window": _col("Int64", nullable=True),
+        "code_version": _col(str, nullable=True),
+        "upstream_fields": _col(str, nullable=True, description="every other field upstream sent, as JSON"),
+    },
+    unique=["date", "horizon", "symbol"],
+)
+UPSTREAM_HORIZON_FORECASTS = pa.DataFrameSchema(
+    {
+        "time": pa.Column(_DATE),
+        "n_predict": pa.Column("int64", list(_HORIZON)),
+        "forecast": pa.Column("float64", [pa.Check.gt(0)]),
+    },
+    strict=False, ordered=False, unique=["time", "n_predict"], name="upstream_horizon_forecasts",
+    description="/get_qml_horizon_forecast rows as the pipeline needs them: one forecast per day and horizon; "
+    "n_models, target_var_price and other fields optional",
+)
+
 STORED_TABLES: Mapping[str, pa.DataFrameSchema] = MappingProxyType({
     "qml_models": QML_ROWS,
     "horizon_slices": HORIZON_SLICES,
@@ -328,6 +361,7 @@ STORED_TABLES: Mapping[str, pa.DataFrameSchema] = MappingProxyType({
     "statistics": STATISTICS,
     "trades": TRADES,
     "daily": DAILY,
+    "qml_model_metadata": MODEL_METADATA,
 })
 """The schema of every table the IO manager stores, by table name (a single-table asset's name)."""
 HORIZON_SLICE_COLUMNS: tuple[str, ...] = tuple(HORIZON_SLICES.columns)

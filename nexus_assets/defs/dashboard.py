@@ -52,6 +52,7 @@ from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import QML_MODELS
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.metrics import METRICS
+from nexus_assets.defs.model_metadata import QML_MODEL_METADATA
 from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.signals import SIGNALS
@@ -84,6 +85,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
             "signals": AssetIn(key=SIGNALS),
             "metrics": AssetIn(key=METRICS),
             "horizon_search": AssetIn(key=HORIZON_SEARCH),
+            "qml_model_metadata": AssetIn(key=QML_MODEL_METADATA),
             "horizon_ensembles": AssetIn(
                 key=HORIZON_ENSEMBLES,
                 partition_mapping=date_window_mapping(window),
@@ -104,6 +106,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
         signals: PartitionFrames,
         metrics: PartitionFrames,
         horizon_search: PartitionFrames,
+        qml_model_metadata: PartitionFrames,
         horizon_ensembles: PartitionFrames,
     ) -> MaterializeResult:
         write_site_assets(root)
@@ -135,6 +138,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                     status=status,
                     previous_date=day - dt.timedelta(days=1) if day > entry.start_date else None,
                     next_date=day + dt.timedelta(days=1) if entry.end_date is None or day < entry.end_date else None,
+                    child_models=qml_model_metadata[pk],
                 )
                 path = write_site_file(root, page_path(key, day), render_page(inputs))
                 summary = summarise(inputs)

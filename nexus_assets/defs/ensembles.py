@@ -14,12 +14,13 @@ run or alone.
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, Failure, MetadataValue, RetryRequested, asset
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combinations
 from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
 from nexus_assets.core.slicing import empty_slices
+from nexus_assets.core.upstream_ensembles import upstream_ensemble_rows, upstream_forecasts
 from nexus_assets.defs.ingest import HORIZON_SLICES_ASSET
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
@@ -31,8 +32,10 @@ from nexus_assets.defs.partitions import (
     per_horizon_observations,
     split_by_day,
 )
+from nexus_assets.defs.resources import QMLResource
 from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import PartitionFrames
+from nexus_assets.qml.client import QMLLimitError, QMLRequestError, QMLTransientError
 
 __all__ = [
     "HORIZON_ENSEMBLES",
@@ -69,10 +72,13 @@ def ensemble_history_rows(horizon: int, lookback: int = LOOKBACK) -> int:
 
 def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOKBACK) -> list:
     history, forward = ensemble_window_days(catalog, lookback)
+    # upstream's forecasts come over the same connection as the rows: the same pool
+    calls_upstream = any(a.ensemble_source == "upstream" and a.source == "api" for a in catalog.assets)
 
     @asset(
         name=HORIZON_ENSEMBLES,
         **step_asset_args(partitions_def),
+        **({"pool": "qml_api"} if calls_upstream else {}),
         ins={
             "horizon_slices": AssetIn(
                 key=HORIZON_SLICES_ASSET,
@@ -92,9 +98,12 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
             f"later data arrives. Reads lookback + h - 1 observations per horizon of horizon_slices history "
             f"(mapped: {history} days, further back when upstream has gaps)"
             + (f" and h observations ahead (mapped: {forward} days)." if forward else ".")
+            + " A catalog asset with ensemble_source = upstream stores upstream's own per-horizon forecasts "
+            "(/get_qml_horizon_forecast) instead, strategy 'upstream', the fields upstream does not send null."
         ),
     )
-    def horizon_ensembles(context: AssetExecutionContext, horizon_slices: PartitionFrames) -> dict[str, pd.DataFrame]:
+    def horizon_ensembles(context: AssetExecutionContext, qml: QMLResource,
+                          horizon_slices: PartitionFrames) -> dict[str, pd.DataFrame]:
         outputs: dict[str, pd.DataFrame] = {}
         metadata: dict[str, dict] = {}
         for key, days in days_by_asset(context.partition_keys).items():
@@ -106,6 +115,12 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
                 after=per_horizon_observations(lambda h: h) if nexus_v2 else None,
             )
             slices = empty_slices() if slices is None else slices
+            if entry.ensemble_source == "upstream":
+                result = _upstream_result(context, qml, entry, slices, days)
+                for day, day_rows in split_by_day(result, days).items():
+                    outputs[partition_key(key, day)] = day_rows
+                    metadata[partition_key(key, day)] = _metadata(day_rows, "upstream")
+                continue
             roster = None
             if nexus_v2:  # Nexus v2 pivoted the whole table: every model of the stored history counts
                 stored = horizon_slices.everything(key, ["horizon", "symbol"])
@@ -129,6 +144,35 @@ def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: in
     plain = within_horizon_combinations(slices, dates=dates)
     merged = result.merge(plain, on=["date", "horizon"], how="left", validate="one_to_one")
     return merged[[*result.columns[:-1], *plain.columns[2:], result.columns[-1]]]  # `mode` stays last
+
+
+def _upstream_result(context, qml: QMLResource, entry, slices: pd.DataFrame, days) -> pd.DataFrame:
+    """The run's rows of an ``ensemble_source = "upstream"`` asset, or a clear failure."""
+    where = "QML_API_BASE_URL" if entry.source == "api" else f"the embedded {entry.source} source"
+    try:
+        raw = qml.horizon_forecasts(entry, days, log=context.log)
+    except (QMLRequestError, QMLLimitError) as exc:
+        raise Failure(description=f"{entry.key}: upstream's horizon forecasts: {exc}", allow_retries=False) from None
+    except QMLTransientError as exc:
+        context.log.warning(f"{entry.key}: /get_qml_horizon_forecast still failing after the client's retries: {exc}")
+        raise RetryRequested(max_retries=3, seconds_to_wait=60) from None
+    if raw is None:
+        raise Failure(
+            description=(
+                f"{entry.key}: the catalog sets ensemble_source = \"upstream\", but upstream ({where}) does not offer "
+                "/get_qml_horizon_forecast (it answers HTTP 404, 405 or 501). Set ensemble_source = \"child_models\" "
+                "(the default) in the catalog to use our own ensemble, or point QML_API_BASE_URL at an upstream that offers the endpoint. "
+                "No horizon_ensembles partition was written."
+            ),
+            allow_retries=False,
+        )
+    try:
+        forecasts = upstream_forecasts(raw)
+    except ValueError as exc:
+        raise Failure(description=f"{entry.key}: {exc}", allow_retries=False) from None
+    plain = within_horizon_combinations(slices, dates=days)
+    day_slices = slices[slices["date"].isin(pd.to_datetime(list(days)))]
+    return upstream_ensemble_rows(forecasts, plain, day_slices, days)
 
 
 def _metadata(rows: pd.DataFrame, mode: str) -> dict:

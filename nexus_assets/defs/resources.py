@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+import pandas as pd
 from dagster import ConfigurableResource
 
 from nexus_assets.catalog import CatalogAsset
@@ -12,12 +13,16 @@ from nexus_assets.qml.client import (
     DEFAULT_DEADLINE_SECONDS,
     DEFAULT_MAX_RESPONSE_BYTES,
     QMLClient,
+    QMLRequestError,
     RetryPolicy,
     check_api_key,
 )
-from nexus_assets.qml.sources import QMLPull, pull_embedded
+from nexus_assets.qml.sources import QMLPull, embedded_project, horizon_forecast_rows, pull_embedded
 
-__all__ = ["QMLResource"]
+__all__ = ["QMLResource", "NOT_OFFERED"]
+
+NOT_OFFERED = (404, 405, 501)
+"""HTTP statuses that mean upstream has no such endpoint (today's quantum_ml answers 404)."""
 
 
 class QMLResource(ConfigurableResource):
@@ -67,3 +72,32 @@ class QMLResource(ConfigurableResource):
         if asset.source == "api":
             return self.client(log).pull(asset.project_id, days)
         return pull_embedded(asset, days)
+
+    def model_metadata(self, asset: CatalogAsset, log=None) -> tuple[pd.DataFrame, pd.Timestamp | None] | None:
+        """Upstream's model metadata for ``asset`` and the day it describes (its watermark; None
+        when upstream does not say), or None when upstream has no metadata endpoint. The embedded
+        sources describe their own model farm, as of their watermark."""
+        if asset.source != "api":
+            project = embedded_project(asset)
+            return project.models(), project.watermark()
+        try:
+            return self.client(log).model_metadata_snapshot(asset.project_id)
+        except QMLRequestError as exc:
+            if exc.status in NOT_OFFERED:
+                return None
+            raise
+
+    def horizon_forecasts(self, asset: CatalogAsset, days: Iterable[dt.date], log=None) -> pd.DataFrame | None:
+        """Upstream's per-horizon forecasts for ``days`` (``/get_qml_horizon_forecast``: ``time``,
+        ``n_predict``, ``forecast`` and whatever else it sends), or None when upstream has no such
+        endpoint. The embedded sources compute what ``qml-server`` serves for them."""
+        wanted = sorted(set(days))
+        if asset.source != "api":
+            rows = embedded_project(asset).rows(wanted[0], wanted[-1])
+            return horizon_forecast_rows(rows)
+        try:
+            return self.client(log).horizon_forecast(asset.project_id, wanted[0], wanted[-1])
+        except QMLRequestError as exc:
+            if exc.status in NOT_OFFERED:
+                return None
+            raise

@@ -362,8 +362,13 @@ class QMLClient:
 
     def model_metadata(self, project_id: int) -> pd.DataFrame:
         """Per-model metadata (algorithm, horizon, training window, code version)."""
-        frame, _, _ = self._call(f"/get_qml_model_metadata/{project_id}", {}, self._read_json_table)
-        return frame
+        return self.model_metadata_snapshot(project_id)[0]
+
+    def model_metadata_snapshot(self, project_id: int) -> tuple[pd.DataFrame, pd.Timestamp | None]:
+        """The model metadata and the upstream watermark it came with (``X-QML-Watermark``; None
+        without the header): what upstream describes now, as of that day."""
+        frame, watermark, _ = self._call(f"/get_qml_model_metadata/{project_id}", {}, self._read_json_table)
+        return frame, watermark
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -552,7 +557,9 @@ class QMLClient:
             raise QMLRequestError(f"the body is not valid JSON: {str(exc).splitlines()[0]}", answer.status) from None
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise QMLRequestError("the body is not a JSON array of objects", answer.status)
-        return pd.DataFrame.from_records(records), None
+        frame = pd.DataFrame.from_records(records)
+        self._refuse_echoed_key(frame)  # these tables are stored and shown too
+        return frame, None
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from nexus_assets.qml.faults import (
     parquet_bomb,
     target_rows,
 )
-from nexus_assets.qml.sources import EmbeddedProject, embedded_project
+from nexus_assets.qml.sources import EmbeddedProject, embedded_project, horizon_forecast_rows
 from nexus_assets.serving import DEFAULT_MAX_THREADS, DEFAULT_REQUEST_TIMEOUT, HardenedHandler, HardenedHTTPServer
 
 __all__ = [
@@ -171,6 +171,7 @@ class QMLServer:
         *,
         max_threads: int = DEFAULT_MAX_THREADS,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        models_only: bool = False,
     ) -> None:
         if not api_key:
             raise ValueError("the QML server needs an API key (set QML_API_KEY in its environment)")
@@ -182,6 +183,8 @@ class QMLServer:
         self._thread: threading.Thread | None = None
         self.faults: list[Fault] = list(faults)
         self.data_requests = 0  # data endpoint requests seen, faulty ones included
+        # today's quantum_ml: only /get_qml_models; the horizon-forecast and metadata routes are 404s
+        self.models_only = models_only
 
     def next_fault(self) -> Fault | None:
         with self._lock:
@@ -261,13 +264,7 @@ class QMLServer:
         return rows_to_json(served.rows, served.nan_columns, served.duplicate_key), served
 
     def horizon_forecast(self, project_id: int, start: dt.date | None, end: dt.date | None) -> list[dict]:
-        rows = self.span(project_id, start, end)
-        grouped = rows.groupby(["time", "n_predict"], sort=True).agg(
-            forecast=("close_predict", "mean"),
-            median=("close_predict", "median"),
-            n_models=("close_predict", "size"),
-            target_var_price=("target_var_price", "first"),
-        )
+        grouped = horizon_forecast_rows(self.span(project_id, start, end))
         return [
             {
                 "time": t.date().isoformat(),
@@ -275,10 +272,11 @@ class QMLServer:
                 "forecast": float(forecast),
                 "median": float(median),
                 "n_models": int(n_models),
-                "target_var_price": float(price),
+                "target_var_price": None if price != price else float(price),
             }
-            for (t, h), forecast, median, n_models, price in zip(
-                grouped.index, grouped["forecast"], grouped["median"], grouped["n_models"], grouped["target_var_price"]
+            for t, h, forecast, median, n_models, price in zip(
+                grouped["time"], grouped["n_predict"], grouped["forecast"], grouped["median"], grouped["n_models"],
+                grouped["target_var_price"]
             )
         ]
 
@@ -418,6 +416,8 @@ class _Handler(HardenedHandler):
         if not match:
             return self._error(HTTPStatus.NOT_FOUND, f"no route {url.path}")
         endpoint, project_id = match.group(1), int(match.group(2))
+        if self.app.models_only and endpoint != "get_qml_models":
+            return self._error(HTTPStatus.NOT_FOUND, f"no route {url.path}")
         if project_id not in self.app.projects:
             return self._error(HTTPStatus.NOT_FOUND, f"unknown project {project_id}")
         query = parse_qs(url.query)

@@ -19,7 +19,7 @@ import pandas as pd
 from nexus_assets.catalog import CatalogAsset
 from nexus_assets.core.contract import CONTRACT_VERSION, coerce_qml_rows
 
-__all__ = ["QMLPull", "EmbeddedProject", "embedded_project", "pull_embedded", "keep_days"]
+__all__ = ["QMLPull", "EmbeddedProject", "embedded_project", "pull_embedded", "keep_days", "horizon_forecast_rows"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,17 @@ def pull_embedded(asset: CatalogAsset, days: Iterable[dt.date]) -> QMLPull:
         contract_version=CONTRACT_VERSION,
         days=wanted,
     )
+
+
+def horizon_forecast_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """What ``/get_qml_horizon_forecast`` serves for ``rows`` (QML rows of a span of days): one row
+    per day and horizon with the mean (``forecast``) and median of the child models' forecasts,
+    their number and the day's price. The embedded sources and ``qml-server`` share it, so both
+    routes give the same series."""
+    grouped = rows.groupby(["time", "n_predict"], sort=True).agg(
+        forecast=("close_predict", "mean"),
+        median=("close_predict", "median"),
+        n_models=("close_predict", "size"),
+        target_var_price=("target_var_price", "first"),
+    )
+    return grouped.reset_index()

@@ -32,7 +32,7 @@ def valid_frame(schema: pa.DataFrameSchema, n: int = 4, seed: int = 0) -> pd.Dat
             values = [sorted(allowed)[0]] * n
         elif np.dtype("datetime64[ns]") == dtype:
             values = pd.date_range("2018-01-02", periods=n, freq="D")
-        elif dtype == np.dtype("int64"):
+        elif dtype == np.dtype("int64") or isinstance(dtype, pd.Int64Dtype):
             values = np.full(n, 1 if lowest is None else int(np.ceil(lowest)) + 1)
         elif dtype == np.dtype("float64"):
             values = rng.uniform(1.0, 2.0, n)

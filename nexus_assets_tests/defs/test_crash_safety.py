@@ -155,10 +155,10 @@ def test_sigkill_at_random_points_never_shows_a_partial_partition_and_rerun_equa
         assert success
         run_seconds = end - began
         reference = visible_files(clean_dir)
-        # 12 days x 11 files: qml_models, horizon_slices, horizon_ensembles, horizon_search (1 table),
-        # signals (2 tables), metrics (3 tables), dashboard (page + summary); and the site's index,
-        # the asset's history and plotly.js
-        assert len(reference) == 11 * 12 + 3
+        # 12 days x 12 files: qml_models, horizon_slices, qml_model_metadata, horizon_ensembles,
+        # horizon_search (1 table), signals (2 tables), metrics (3 tables), dashboard (page + summary);
+        # and the site's index, the asset's history and plotly.js
+        assert len(reference) == 12 * 12 + 3
 
         mid_run = mid_file = 0
         for kill in range(KILLS):  # every killed run and the re-run share one instance and data dir

@@ -9,7 +9,8 @@ from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets.settings import Settings
 
 # in pipeline order; a rename is a decision
-ASSET_KEYS = ["qml_models", "horizon_slices", "horizon_ensembles", "horizon_search", "signals", "metrics", "dashboard"]
+ASSET_KEYS = ["qml_models", "horizon_slices", "qml_model_metadata", "horizon_ensembles", "horizon_search", "signals",
+              "metrics", "dashboard"]
 
 
 def test_module_definitions_load_with_bundled_catalog():
@@ -25,6 +26,7 @@ def test_asset_and_check_names_are_a_decision(pipeline):
     assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(ASSET_KEYS)
     checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
     assert checks == [
+        "qml_model_metadata:qml_model_churn",
         "qml_models:fresh_9001_SP500",
         "qml_models:fresh_9003_WTI_Crude",
         "qml_models:qml_contract",

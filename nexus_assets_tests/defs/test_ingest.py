@@ -114,7 +114,8 @@ def test_api_source_against_qml_server_gives_the_same_files(sandbox_run, pipelin
         api = pipeline(sandbox_catalog_text(source="api"))
         result = api.run(FIRST, LAST)
         assert result.success
-        assert server.data_requests == 2  # one pull per catalog asset for the whole range
+        # per catalog asset, one pull for the whole range and one model-metadata request
+        assert server.data_requests == 4
     for asset_key in ("qml_models", "horizon_slices"):
         assert api.files(asset_key) == sandbox.files(asset_key)
     meta = metadata_by_partition(result, "qml_models")

@@ -61,7 +61,8 @@ def _run(tmp_path: Path, monkeypatch, clean, faults: list[Fault], span=RUN, *, a
          qml: dict | None = None, run_config: dict | None = None, **settings):
     """Store days 3 to 5, then run ``span`` against a server that plays ``faults``; ``api_key`` is
     what QML_API_KEY holds (the server expects ``API_KEY``), ``qml`` overrides resource fields,
-    ``settings`` the pipeline's settings."""
+    ``settings`` the pipeline's settings. ``requests_seen`` counts every data request: the
+    ``qml_models`` pulls and, once they succeed, ``qml_model_metadata``'s one metadata request."""
     pipe = ApiPipeline(tmp_path, api_catalog_text(COIN), qml=qml, unpublished_retries=1, unpublished_retry_seconds=0,
                        **settings)
     for asset, files in _stored(clean).items():
@@ -124,7 +125,7 @@ TRANSIENT = [
 def test_transient_fault_is_retried_in_the_run_and_files_equal_a_clean_run(tmp_path, monkeypatch, clean, faults, named):
     pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, faults)
     assert result.success
-    assert requests_seen == 2
+    assert requests_seen == 3
     log = pipe.log_messages(result)
     [retry] = [m for m in log if "attempt 1/3 failed" in m]
     assert named in retry and "retrying in" in retry, retry
@@ -136,7 +137,7 @@ def test_transient_fault_is_retried_in_the_run_and_files_equal_a_clean_run(tmp_p
 
 def test_retries_exhausted_then_the_step_is_retried_and_recovers(tmp_path, monkeypatch, clean):
     pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, [Fault("status", status=503)] * 3)
-    assert result.success and requests_seen == 4
+    assert result.success and requests_seen == 5
     kinds = _kinds(result)
     assert kinds.count("STEP_UP_FOR_RETRY") == 1 and "STEP_RESTARTED" in kinds
     log = pipe.log_messages(result)
@@ -149,7 +150,7 @@ def test_empty_days_after_the_watermark_are_retried_until_published(tmp_path, mo
     """Upstream has published up to day 5 only: days 6 and 7 are unpublished, the step asks
     Dagster to retry, and the next attempt (watermark now day 20) stores them."""
     pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, [Fault("watermark", day="2025-01-05")])
-    assert result.success and requests_seen == 2
+    assert result.success and requests_seen == 3
     assert _kinds(result).count("STEP_UP_FOR_RETRY") == 1
     assert any(
         "upstream has not published 2 requested day(s) yet" in m and _key("2025-01-06") in m for m in pipe.log_messages(result)
@@ -334,7 +335,7 @@ def test_a_redirect_to_another_origin_is_refused_naming_it_and_the_key_is_never_
 def test_a_redirect_within_the_origin_is_followed(tmp_path, monkeypatch, clean):
     target = f"/get_qml_models/{COIN.project_id}?from_date={RUN[0]}&to_date={RUN[1]}&format=parquet"
     pipe, result, requests_seen = _run(tmp_path, monkeypatch, clean, [Fault("redirect", status=301, to=target)])
-    assert result.success and requests_seen == 2
+    assert result.success and requests_seen == 3
     assert _files(pipe) == clean
 
 

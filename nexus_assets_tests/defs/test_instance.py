@@ -100,7 +100,7 @@ def test_project_instance_records_what_stock_storage_records(tmp_path, monkeypat
                                            of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
         assert planned  # one per asset and run (the partition subset), not one per partition
     ours_planned = ours.get_records_for_run(our_result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
-    assert len(ours_planned) == len(ASSETS) + 2  # + horizon_search and dashboard
+    assert len(ours_planned) == len(ASSETS) + 3  # + qml_model_metadata, horizon_search and dashboard
 
 
 def test_a_failed_run_shows_its_partitions_missing_and_the_run_failed(tmp_path, monkeypatch):

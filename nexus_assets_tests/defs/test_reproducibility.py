@@ -27,7 +27,8 @@ OUTAGES = ((dt.date(2025, 4, 20), dt.date(2025, 5, 4)), (dt.date(2025, 5, 28), d
 NO_PRICE = (dt.date(2025, 5, 20), dt.date(2025, 6, 7))  # target_var_price null ("not yet known")
 RETIRES, APPEARS = dt.date(2025, 2, 15), D  # per horizon: one model long gone by D's window, one new on D
 TABLES = {
-    "qml_models": [None], "horizon_slices": [None], "horizon_ensembles": [None], "horizon_search": ["leaderboard"],
+    "qml_models": [None], "horizon_slices": [None], "qml_model_metadata": [None], "horizon_ensembles": [None],
+    "horizon_search": ["leaderboard"],
     "signals": ["signals", "slopes"], "metrics": ["statistics", "trades", "daily"],
 }
 
@@ -114,6 +115,14 @@ def test_a_date_alone_equals_the_same_date_in_a_range_run(tmp_path, real_like):
     assert sum(len(b) > 0 for b in boards) >= 10  # the search had winners, and its window crossed the outage
     daily_table = pd.read_parquet(ranged.data_dir / "metrics" / "daily" / f"asset={asset}" / f"date={D}.parquet")
     assert (~daily_table["price_known"]).sum() >= 2  # the unpriced days are in the record, which went on
+    # the model metadata of D saw the churn: per horizon, the model retired in February is known but
+    # not live, the one first publishing on D is live from D; D is upstream's watermark, so described
+    models = pd.read_parquet(ranged.data_dir / "qml_model_metadata" / f"asset={asset}" / f"date={D}.parquet")
+    assert (models["metadata_source"] == "upstream").all() and models["code_version"].notna().all()
+    new = models[models["first_seen"] == pd.Timestamp(D)]
+    gone = models[models["last_seen"] < pd.Timestamp(RETIRES)]
+    assert sorted(new["horizon"]) == [1, 3, 5] and new["live"].all()
+    assert {1, 3, 5} <= set(gone["horizon"]) and not gone["live"].any()
 
 
 def test_nexus_v2_date_alone_equals_the_range_run_on_the_same_stored_history(tmp_path, real_like):

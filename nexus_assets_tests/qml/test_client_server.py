@@ -483,6 +483,45 @@ def test_endpoints_404_for_unknown_project(server: QMLServer) -> None:
     assert client.attempts == 2
 
 
+def test_a_models_only_server_answers_404_on_the_other_endpoints_and_serves_rows() -> None:
+    """``models_only`` plays today's quantum_ml: the two newer endpoints do not exist there."""
+    with serve(CRYPTO, api_key=API_KEY, models_only=True) as running:
+        client = _client(running)
+        with pytest.raises(QMLRequestError) as forecast_error:
+            client.horizon_forecast(CRYPTO.project_id, START, END)
+        with pytest.raises(QMLRequestError) as metadata_error:
+            client.model_metadata(CRYPTO.project_id)
+        assert forecast_error.value.status == metadata_error.value.status == 404
+        assert len(client.pull(CRYPTO.project_id, [START]).rows)
+        assert running.data_requests == 1  # the 404s consume no fault
+
+
+def test_model_metadata_comes_with_the_watermark_it_describes(server: QMLServer) -> None:
+    frame, watermark = _client(server).model_metadata_snapshot(CRYPTO.project_id)
+    assert len(frame) and watermark == embedded_project(CRYPTO).watermark()
+
+
+def test_a_metadata_record_echoing_the_key_is_refused() -> None:
+    class Echoing:
+        def __init__(self, project):
+            self.project = project
+
+        def rows(self, start, end):
+            return self.project.rows(start, end)
+
+        def watermark(self):
+            return self.project.watermark()
+
+        def models(self):
+            return self.project.models().assign(algorithm=f"ridge {API_KEY}")
+
+    server = QMLServer({CRYPTO.project_id: (Echoing(embedded_project(CRYPTO)), START)}, API_KEY)
+    with server:
+        with pytest.raises(ContractViolation) as caught:
+            _client(server).model_metadata(CRYPTO.project_id)
+    assert API_KEY not in str(caught.value) and "algorithm" in str(caught.value)
+
+
 # -- 9. the ``nexus-assets qml-server`` CLI as a real process --------------------------------------
 
 _LISTENING = "qml-server listening on "

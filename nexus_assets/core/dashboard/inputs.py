@@ -19,6 +19,7 @@ import pandas as pd
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "CHILD_MODEL_COLUMNS",
     "DATE_COLUMNS",
     "DataStatus",
     "PageInputs",
@@ -50,6 +51,9 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
                   "p05", "p25", "p75", "p95", "best_child", "price"),
     "ensemble_window": ("date", "horizon", "best_child"),
 }
+
+CHILD_MODEL_COLUMNS: tuple[str, ...] = ("horizon", "symbol", "algorithm", "code_version")
+"""What the child-model panel reads of ``qml_model_metadata`` (optional input)."""
 
 DATE_COLUMNS: dict[str, tuple[str, ...]] = {
     "signals": ("date",), "slopes": ("date",), "statistics": ("date",), "trades": ("entry_date", "exit_date"),
@@ -91,7 +95,9 @@ class PageInputs:
     the ``metrics`` partition of D (history up to D). ``leaderboard``: the ``horizon_search``
     partition of D. ``ensembles``: the ``horizon_ensembles`` rows of D (the forecast fan).
     ``ensemble_window``: ``horizon_ensembles`` rows of a trailing window ending at D (e.g. the
-    last 30 observations), for the child models selected most often. ``previous_date`` and
+    last 30 observations), for the child models selected most often. ``child_models``: the
+    ``qml_model_metadata`` partition of D (``horizon``, ``symbol``, ``algorithm``,
+    ``code_version``), shown beside those symbols; None or empty shows none. ``previous_date`` and
     ``next_date`` are the dates of the neighbouring pages to link to (None: no link; when
     ``previous_date`` is not given, the last ``daily`` date before D is used).
     """
@@ -112,6 +118,7 @@ class PageInputs:
     status: DataStatus
     previous_date: dt.date | None = None
     next_date: dt.date | None = None
+    child_models: pd.DataFrame | None = None
 
     @classmethod
     def from_partitions(
@@ -130,6 +137,7 @@ class PageInputs:
         status: DataStatus,
         previous_date: dt.date | None = None,
         next_date: dt.date | None = None,
+        child_models: pd.DataFrame | None = None,
     ) -> PageInputs:
         """Build the inputs from the stored partition values (dicts of tables) of D."""
         return cls(
@@ -137,7 +145,7 @@ class PageInputs:
             signals=signals["signals"], slopes=signals["slopes"],
             statistics=metrics["statistics"], trades=metrics["trades"], daily=metrics["daily"],
             leaderboard=horizon_search["leaderboard"], ensembles=ensembles, ensemble_window=ensemble_window,
-            status=status, previous_date=previous_date, next_date=next_date,
+            status=status, previous_date=previous_date, next_date=next_date, child_models=child_models,
         )
 
     def check(self) -> None:
@@ -158,6 +166,11 @@ class PageInputs:
                 if len(frame) and not pd.api.types.is_datetime64_dtype(frame[column]):
                     raise InputError(f"{name}.{column}: expected naive datetime64 dates, got {frame[column].dtype}; "
                                      "convert with pd.to_datetime (and tz_localize(None) for aware times).")
+        if self.child_models is not None:
+            missing = [c for c in CHILD_MODEL_COLUMNS if c not in self.child_models.columns]
+            if missing:
+                raise InputError(f"child_models: missing column(s) {', '.join(missing)}; pass the qml_model_metadata "
+                                 "table of the date")
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def render_page(inputs: PageInputs) -> str:
         _price_panel(tables, figures_json),
         _equity_panel(tables, figures_json),
         _slopes_panel(tables, figures_json),
-        _models_panel(tables),
+        _models_panel(tables, inputs.child_models),
         _metrics_panel(tables),
         _trades_panel(tables),
         _search_panel(tables),
@@ -408,7 +408,8 @@ def _forecast_panel(tables: _Tables, figures_json: list[str]) -> str:
         lines.append(
             f'<tr{attrs(data_horizon=h)}>' + _cell(h, fmt.integer, "horizon", **keys)
             + "".join(_cell(record[c], fmt.price, c, **keys) for c in ("forecast", "p05", "p25", "p75", "p95"))
-            + _label(f'{record["strategy"]} / {record["aggregator"]} / q={fmt.stat(record["quantile"])}', "selection")
+            + _label(f'{record["strategy"]} / {_text_or_missing(record["aggregator"])} / q={fmt.stat(record["quantile"])}',
+                     "selection")
             + _cell(record["n_selected"], fmt.integer, "n_selected", **keys)
             + _cell(record["n_models"], fmt.integer, "n_models", **keys) + "</tr>"
         )
@@ -484,10 +485,23 @@ def _slopes_panel(tables: _Tables, figures_json: list[str]) -> str:
     )
 
 
-def _models_panel(tables: _Tables) -> str:
+def _text_or_missing(value: object) -> str:
+    return fmt.MISSING if fmt.is_missing(value) else str(value)
+
+
+def _described(child_models: pd.DataFrame | None) -> dict[tuple[int, str], tuple[object, object]]:
+    """(horizon, symbol) -> (algorithm, code_version), from the date's ``qml_model_metadata``."""
+    if child_models is None or child_models.empty:
+        return {}
+    return {(int(h), str(s)): (a, v) for h, s, a, v in zip(child_models["horizon"], child_models["symbol"],
+                                                         child_models["algorithm"], child_models["code_version"])}
+
+
+def _models_panel(tables: _Tables, child_models: pd.DataFrame | None = None) -> str:
     window = tables.window
     if window.empty:
         return _section("models", "Child models selected most often", _empty("No ensemble rows in the window yet."))
+    described = _described(child_models)
     lines = []
     horizon_of = window["horizon"].astype(int)
     for horizon in sorted(set(horizon_of.tolist())):
@@ -497,18 +511,23 @@ def _models_panel(tables: _Tables) -> str:
         ranked = sorted(Counter(symbols).items(), key=lambda item: (-item[1], item[0]))[:TOP_MODELS]
         for place, (symbol, count) in enumerate(ranked, start=1):
             keys = {"data_horizon": horizon, "data_place": place}
+            algorithm, version = described.get((horizon, symbol), (None, None))
             lines.append(
                 f"<tr{attrs(**keys)}>" + _cell(horizon, fmt.integer, "horizon", **keys)
                 + f'<td{attrs(class_="symbol", data_field="best_child", data_value=symbol)}>{text(symbol)}</td>'
+                + _label(_text_or_missing(algorithm), "algorithm")
+                + _label(_text_or_missing(version), "code_version")
                 + _cell(count, fmt.integer, "count", **keys)
                 + _cell(count / rows_of_horizon, fmt.share, "share", **keys) + "</tr>"
             )
     first, last = fmt.iso_date(tables.window_dates[0]), fmt.iso_date(tables.window_dates[-1])
-    table = _table([("h", True), ("child model", False), ("times best", True), ("share", True)], lines)
+    table = _table([("h", True), ("child model", False), ("algorithm", False), ("version", False),
+                    ("times best", True), ("share", True)], lines)
     return _section(
         "models", "Child models selected most often", table,
         note=f"The ensemble's best child per horizon over the last {fmt.count(len(tables.window_dates), 'observation')} "
-             f"({first} to {last}); top {TOP_MODELS} per horizon.",
+             f"({first} to {last}); top {TOP_MODELS} per horizon. Algorithm and version as upstream described "
+             "the model for this date (qml_model_metadata); \u2013 where it did not.",
     )
 
 

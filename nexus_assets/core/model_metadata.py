@@ -1,0 +1,297 @@
+"""The child models known as of a date, and how that set changed from the day before.
+
+Two sources meet here. ``qml_models`` says, point in time, which models published on which day:
+:func:`model_rosters` derives each model's ``first_seen`` and ``last_seen`` up to a date and
+whether it is *live* (published on its horizon's latest day with rows up to the date, so a
+weekend, a holiday or a horizon missing for a day changes nothing). Upstream's model metadata
+endpoint, where it exists, says what each model *is* (algorithm, training window, code version,
+anything else): :func:`normalise_upstream` types it, :func:`metadata_table` joins it to the roster.
+What upstream describes today describes today; which date may carry it is the caller's decision
+(see ``docs/model-metadata.md``), this module only joins what it is given.
+
+:func:`churn` compares two consecutive tables: models added and retired per horizon (live sets),
+models whose upstream description changed, and code-version changes; :func:`churn_alerts` says
+which of those the ``qml_model_churn`` check warns about.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nexus_assets.core.contract import MODEL_METADATA, columns, empty_frame
+
+__all__ = [
+    "DESCRIBED",
+    "Churn",
+    "churn",
+    "churn_alerts",
+    "metadata_table",
+    "model_rosters",
+    "normalise_upstream",
+    "upstream_fields_of",
+]
+
+DESCRIBED: tuple[str, ...] = ("algorithm", "training_window", "code_version", "upstream_fields")
+"""The columns that come from upstream's metadata endpoint (null where the table is derived)."""
+_KEY = ["horizon", "symbol"]
+_OWN = ("symbol", "horizon", "n_predict", "algorithm", "training_window", "code_version")
+_NAT = np.iinfo(np.int64).min
+_TYPED = empty_frame(MODEL_METADATA).dtypes.to_dict()
+
+
+def model_rosters(rows: pd.DataFrame, dates: Iterable[dt.date]) -> dict[dt.date, pd.DataFrame]:
+    """Per date ``D``: every ``(horizon, symbol)`` with a row in ``rows`` on or before ``D``, with
+    ``first_seen``, ``last_seen`` (latest day up to ``D``) and ``live``; sorted by horizon, symbol.
+
+    ``rows`` has at least ``symbol``, ``time`` (the day) and ``n_predict``; rows after ``D`` never
+    change ``D``'s roster. One pass over the days in order, updating two arrays of day numbers."""
+    wanted = sorted(set(dates))
+    out: dict[dt.date, pd.DataFrame] = {}
+    if not wanted:
+        return out
+    obs = pd.DataFrame({
+        "horizon": rows["n_predict"].astype("int64").to_numpy(),
+        "symbol": rows["symbol"].astype(str).to_numpy(),
+        "day": pd.to_datetime(rows["time"]).dt.normalize().to_numpy(dtype="datetime64[ns]"),
+    })
+    obs = obs[obs["day"] <= pd.Timestamp(wanted[-1])].drop_duplicates(ignore_index=True)
+    models = obs[_KEY].drop_duplicates().sort_values(_KEY, kind="stable", ignore_index=True)
+    ids = pd.MultiIndex.from_frame(models).get_indexer(pd.MultiIndex.from_frame(obs[_KEY]))
+    days = obs["day"].to_numpy().astype("int64")
+    horizon_of = models["horizon"].to_numpy()
+    first = np.full(len(models), _NAT, dtype=np.int64)
+    last = np.full(len(models), _NAT, dtype=np.int64)
+    order = np.argsort(days, kind="stable")
+    days, ids = days[order], ids[order]
+    bounds = np.flatnonzero(np.diff(days)) + 1
+    starts = np.concatenate([[0], bounds]) if len(days) else np.array([], dtype=np.int64)
+    ends = np.concatenate([bounds, [len(days)]]) if len(days) else np.array([], dtype=np.int64)
+    position = 0
+    for day in wanted:
+        stamp = pd.Timestamp(day).value
+        while position < len(starts) and days[starts[position]] <= stamp:
+            today = ids[starts[position]:ends[position]]
+            first[today] = np.where(first[today] == _NAT, days[starts[position]], first[today])
+            last[today] = days[starts[position]]
+            position += 1
+        out[day] = _roster(models, horizon_of, first, last, day)
+    return out
+
+
+def _roster(models: pd.DataFrame, horizon_of: np.ndarray, first: np.ndarray, last: np.ndarray, day: dt.date) -> pd.DataFrame:
+    seen = first != _NAT
+    frame = models[seen].reset_index(drop=True)
+    last_seen = last[seen]
+    latest = pd.Series(last_seen).groupby(horizon_of[seen]).transform("max").to_numpy() if len(frame) else last_seen
+    return pd.DataFrame({
+        "date": np.full(len(frame), np.datetime64(day, "ns")),
+        "horizon": frame["horizon"].to_numpy(dtype=np.int64),
+        "symbol": frame["symbol"].astype(str),
+        "first_seen": first[seen].astype("datetime64[ns]"),
+        "last_seen": last_seen.astype("datetime64[ns]"),
+        "live": last_seen == latest,
+    })
+
+
+def upstream_fields_of(record: dict) -> str:
+    """The fields of one upstream metadata record the table has no column for, as canonical JSON."""
+    rest = {str(k): _json_value(v) for k, v in record.items() if k not in _OWN and _plain(v) is not None}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":"), default=str, allow_nan=False)
+
+
+def _json_value(value):
+    # a record padded by pandas holds NaN for an absent field (dropped above); an infinite
+    # number is not JSON, so it is kept as its text
+    return str(value) if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def normalise_upstream(raw: pd.DataFrame) -> pd.DataFrame:
+    """Upstream's model metadata as ``horizon`` (from ``horizon`` or ``n_predict``; null when it
+    sends neither), ``symbol`` and the :data:`DESCRIBED` columns, one row per model.
+
+    ``symbol`` is required; ``training_window`` is kept when it is a whole number (else null,
+    and the raw value stays readable in ``upstream_fields``). Raises ``ValueError`` naming the
+    field and a few rows when upstream's records cannot be keyed."""
+    if "symbol" not in raw.columns:
+        raise ValueError(
+            "upstream's model metadata has no 'symbol' field (fields received: "
+            f"{', '.join(map(str, raw.columns)) or 'none'}); it cannot be joined to qml_models"
+        )
+    records = raw.to_dict(orient="records")
+    symbols = raw["symbol"]
+    if symbols.isna().any() or not symbols.map(lambda v: isinstance(v, str) and v != "").all():
+        bad = [repr(v) for v in symbols[~symbols.map(lambda v: isinstance(v, str) and v != "")].head(3)]
+        raise ValueError(f"upstream's model metadata: field 'symbol' must be a non-empty string, got {', '.join(bad)}")
+    horizon_field = "horizon" if "horizon" in raw.columns else "n_predict" if "n_predict" in raw.columns else None
+    horizon = (pd.to_numeric(raw[horizon_field], errors="coerce") if horizon_field
+               else pd.Series(np.nan, index=raw.index))
+    if horizon_field and (horizon.isna() | (horizon < 1) | (horizon != horizon.round())).any():
+        raise ValueError(f"upstream's model metadata: field {horizon_field!r} must be a whole number >= 1")
+    window = pd.to_numeric(raw["training_window"], errors="coerce") if "training_window" in raw.columns else None
+    frame = pd.DataFrame({
+        "horizon": horizon.astype("Int64"),
+        "symbol": symbols.astype(str),
+        "algorithm": _text(raw, "algorithm"),
+        "training_window": (window.where(window == window.round()).astype("Int64") if window is not None
+                            else pd.Series(pd.NA, index=raw.index, dtype="Int64")),
+        "code_version": _text(raw, "code_version"),
+        "upstream_fields": pd.Series([upstream_fields_of(r) for r in records], index=raw.index, dtype=str),
+    })
+    doubled = frame.duplicated(["horizon", "symbol"], keep=False)
+    if doubled.any():
+        shown = frame.loc[doubled, ["horizon", "symbol"]].head(3).to_dict(orient="records")
+        raise ValueError(f"upstream's model metadata describes a model twice: {shown}")
+    return frame.sort_values(["horizon", "symbol"], kind="stable", ignore_index=True)
+
+
+def _text(raw: pd.DataFrame, name: str) -> pd.Series:
+    if name not in raw.columns:
+        return pd.Series(None, index=raw.index, dtype=str)
+    values = raw[name].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return values.astype(str)
+
+
+def metadata_table(roster: pd.DataFrame, day: dt.date, described: pd.DataFrame | None) -> pd.DataFrame:
+    """The stored ``qml_model_metadata`` table of ``day``: the roster with upstream's description
+    (``described``: :func:`normalise_upstream` rows, or the described columns of a stored table),
+    or derived from ``qml_models`` alone when ``described`` is None.
+
+    Models upstream describes but ``qml_models`` never had up to ``day`` are listed too (null
+    ``first_seen``/``last_seen``, not live), when upstream says their horizon. A description
+    without a horizon applies to the symbol on every horizon it publishes on."""
+    if described is None or not len(described):  # most days: one frame built at once
+        n = len(roster)
+        return pd.DataFrame({
+            **{name: roster[name].to_numpy() for name in ("date", "horizon", "first_seen", "last_seen")},
+            "symbol": roster["symbol"].to_numpy(),
+            "live": roster["live"].to_numpy(dtype=bool),
+            "metadata_source": np.full(n, "qml_models", dtype=object),
+            **{name: np.full(n, None, dtype=object) for name in DESCRIBED},
+        })[list(columns(MODEL_METADATA))].astype(_TYPED)
+    table = roster.copy()
+    for name in DESCRIBED:
+        table[name] = pd.Series(None, index=table.index, dtype="Int64" if name == "training_window" else str)
+    table["metadata_source"] = "qml_models"
+    keyed = described[described["horizon"].notna()]
+    loose = described[described["horizon"].isna()].drop(columns="horizon")
+    fields = list(DESCRIBED)
+    if len(keyed):
+        keyed = keyed.assign(horizon=keyed["horizon"].astype("int64"))
+        joined = table[_KEY].merge(keyed[[*_KEY, *fields]], on=_KEY, how="left", indicator=True)
+        matched = (joined["_merge"] == "both").to_numpy()
+        for name in fields:
+            table.loc[matched, name] = joined.loc[matched, name].to_numpy()
+        table.loc[matched, "metadata_source"] = "upstream"
+        unseen = keyed.merge(table[_KEY], on=_KEY, how="left", indicator=True)
+        unseen = unseen[unseen["_merge"] == "left_only"]
+        if len(unseen):
+            extra = pd.DataFrame({
+                "date": np.full(len(unseen), np.datetime64(day, "ns")),
+                "horizon": unseen["horizon"].to_numpy(dtype=np.int64),
+                "symbol": unseen["symbol"].astype(str).to_numpy(),
+                "first_seen": np.full(len(unseen), np.datetime64("NaT", "ns")),
+                "last_seen": np.full(len(unseen), np.datetime64("NaT", "ns")),
+                "live": np.zeros(len(unseen), dtype=bool),
+                **{name: unseen[name].to_numpy() for name in fields},
+                "metadata_source": "upstream",
+            })
+            table = pd.concat([table, extra], ignore_index=True)
+    if len(loose):
+        joined = table[["symbol"]].merge(loose[["symbol", *fields]], on="symbol", how="left", indicator=True)
+        matched = ((joined["_merge"] == "both") & (table["metadata_source"] == "qml_models")).to_numpy()
+        for name in fields:
+            table.loc[matched, name] = joined.loc[matched, name].to_numpy()
+        table.loc[matched, "metadata_source"] = "upstream"
+    table = table.sort_values(_KEY, kind="stable", ignore_index=True)
+    return table[list(columns(MODEL_METADATA))].astype(_TYPED)
+
+
+@dataclass(frozen=True)
+class Churn:
+    """What changed between two consecutive days' tables.
+
+    ``per_horizon``: one row per horizon of either day: ``live_before``, ``live``, ``added``,
+    ``retired`` and ``lost_share`` (retired / live_before, 0 without a day before). ``changes``:
+    one row per model that was added, retired or changed (``change``), with its code version
+    before and after; ``changed`` means upstream described the model on both days, differently."""
+
+    per_horizon: pd.DataFrame
+    changes: pd.DataFrame
+
+    def count(self, change: str) -> int:
+        return int((self.changes["change"] == change).sum())
+
+    @property
+    def code_version_changes(self) -> pd.DataFrame:
+        rows = self.changes[self.changes["change"] == "changed"]
+        return rows[rows["code_version_before"] != rows["code_version"]]
+
+
+def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
+    """The churn from ``before`` (the previous day's table; None when there is none) to ``after``.
+
+    Sets of ``(horizon, symbol)`` keys built from whole columns: linear in the models, without a
+    pandas operation per model (a daily run over a year calls this once per date)."""
+    old, new = _keyed(before), _keyed(after)
+    added, retired = sorted(new.live - old.live), sorted(old.live - new.live)
+    changed = sorted(k for k in old.described.keys() & new.described.keys() if old.described[k] != new.described[k])
+    records = []
+    for change, keys in (("added", added), ("retired", retired), ("changed", changed)):
+        for k in keys:
+            records.append((int(k[0]), k[1], change, old.versions.get(k), new.versions.get(k)))
+    changes = pd.DataFrame.from_records(
+        records, columns=["horizon", "symbol", "change", "code_version_before", "code_version"])
+    horizons = sorted({h for h, _ in old.live | new.live} | set(new.horizons))
+    count = {name: Counter(h for h, _ in keys) for name, keys in
+             (("live_before", old.live), ("live", new.live), ("added", added), ("retired", retired))}
+    rows = []
+    for h in horizons:
+        then, lost = count["live_before"][h], count["retired"][h]
+        rows.append((int(h), then, count["live"][h], count["added"][h], lost, lost / then if then else 0.0))
+    per_horizon = pd.DataFrame.from_records(
+        rows, columns=["horizon", "live_before", "live", "added", "retired", "lost_share"])
+    return Churn(per_horizon, changes)
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    live: set
+    described: dict  # key -> the described fields (missing values as None)
+    versions: dict  # key -> code_version, for every model
+    horizons: list
+
+
+def _keyed(table: pd.DataFrame | None) -> _Keyed:
+    if table is None or not len(table):
+        return _Keyed(set(), {}, {}, [])
+    keys = list(zip(table["horizon"].tolist(), table["symbol"].tolist()))
+    live = {k for k, alive in zip(keys, table["live"].tolist()) if alive}
+    fields = list(zip(*(map(_plain, table[name].tolist()) for name in DESCRIBED)))
+    upstream = (table["metadata_source"] == "upstream").tolist()
+    described = {k: f for k, f, u in zip(keys, fields, upstream) if u}
+    versions = dict(zip(keys, map(_plain, table["code_version"].tolist())))
+    return _Keyed(live, described, versions, table["horizon"].tolist())
+
+
+def _plain(value):
+    return None if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) else value
+
+
+def churn_alerts(result: Churn, max_lost_share: float) -> list[str]:
+    """What the churn check warns about: a horizon that lost more than ``max_lost_share`` of its
+    live models, and every code-version change; one line each, empty when nothing is wrong."""
+    alerts = []
+    for row in result.per_horizon.itertuples(index=False):
+        if row.lost_share > max_lost_share:
+            alerts.append(f"horizon {row.horizon} lost {row.retired} of {row.live_before} live models "
+                          f"({row.lost_share:.0%} > {max_lost_share:.0%})")
+    for row in result.code_version_changes.itertuples(index=False):
+        alerts.append(f"{row.symbol} (h{row.horizon}): code_version {row.code_version_before} -> {row.code_version}")
+    return alerts
