@@ -32,12 +32,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import limits
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -325,7 +325,8 @@ def create_app(*, catalog: Catalog, store: Store, keys: KeyStore, clock: Callabl
         return respond(request, request_key, lambda: assets_answer(store, catalog, record.may_see, params), fmt)
 
     def route(endpoint: Endpoint) -> None:
-        async def handler(request: Request, asset: str) -> Response:
+        async def handler(request: Request, asset: Annotated[str, Path(
+                description="a catalog asset key, e.g. 9001_SP500 (`assets` lists those the key may read)")]) -> Response:
             record = authorise(request)
             try:
                 entry = catalog[asset]
