@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nexus_assets.api.encoding import FORMATS, MEDIA_TYPES, encode
 from nexus_assets.api.keys import KeyRecord, KeyStore
-from nexus_assets.api.openapi import describe, finish
+from nexus_assets.api.openapi import describe, finish, query_names
 from nexus_assets.api.queries import (
     ASSET_ENDPOINTS,
     MAX_LIMIT,
@@ -226,7 +226,11 @@ def _format(request: Request, table: bool) -> str:
     return fmt
 
 
-def _params(request: Request, endpoint: Endpoint | None) -> Params:
+def _params(request: Request, endpoint: Endpoint | None, name: str, allowed: frozenset[str]) -> Params:
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise QueryError(400, "BAD_PARAMETER", f"unknown parameter {shown(unknown[0])}: {name} takes "
+                         f"{', '.join(sorted(allowed)) or 'no parameter'}")
     filters = {}
     for column in (endpoint.filters if endpoint is not None else {}):
         value = _one(request, column)
@@ -317,14 +321,18 @@ def create_app(*, catalog: Catalog, store: Store, keys: KeyStore, clock: Callabl
         return Response(orjson.dumps({"status": "ok", "contract_version": CONTRACT_VERSION, "time": _now()}),
                         media_type="application/json")
 
+    assets_names = query_names(None, "assets")
+
     @app.get(f"{API_PREFIX}/assets", **describe(None, "assets"))
     async def assets(request: Request) -> Response:
         record = authorise(request)
-        params, fmt = _params(request, None), _format(request, table=True)
+        params, fmt = _params(request, None, "assets", assets_names), _format(request, table=True)
         request_key = ("assets", record.assets, params.limit, params.offset, fmt)
         return respond(request, request_key, lambda: assets_answer(store, catalog, record.may_see, params), fmt)
 
     def route(endpoint: Endpoint) -> None:
+        names = query_names(endpoint, endpoint.name)
+
         async def handler(request: Request, asset: Annotated[str, Path(
                 description="a catalog asset key, e.g. 9001_SP500 (`assets` lists those the key may read)")]) -> Response:
             record = authorise(request)
@@ -334,7 +342,7 @@ def create_app(*, catalog: Catalog, store: Store, keys: KeyStore, clock: Callabl
                 raise QueryError(404, "ASSET_NOT_FOUND", f"no asset {shown(asset)} in the catalog") from None
             if not record.may_see(asset):
                 raise QueryError(403, "FORBIDDEN", f"this API key may not read {shown(asset)}")
-            params, fmt = _params(request, endpoint), _format(request, table=endpoint.is_table)
+            params, fmt = _params(request, endpoint, endpoint.name, names), _format(request, table=endpoint.is_table)
             day = today() if endpoint.kind == "document" and params.as_of is None else None
             request_key = (endpoint.name, asset, params.as_of, params.start, params.end, params.limit, params.offset,
                            tuple(sorted(params.filters.items())), fmt, day)

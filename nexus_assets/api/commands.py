@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -81,7 +82,14 @@ def _api(args: argparse.Namespace) -> int:
     # API logs its own line without them. Bounded concurrency: one more connection is a 503.
     config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, proxy_headers=False,
                             limit_concurrency=args.max_connections, timeout_keep_alive=5, lifespan="off")
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn stops on SIGTERM/SIGINT, then restores these handlers and raises the signal again:
+    # with them, a stop is exit status 0, as for the project's other servers
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

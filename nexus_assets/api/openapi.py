@@ -21,7 +21,7 @@ from nexus_assets.api.queries import (
 )
 from nexus_assets.core.contract import STORED_TABLES
 
-__all__ = ["SECURITY_SCHEME", "describe", "finish", "row_schema"]
+__all__ = ["SECURITY_SCHEME", "describe", "finish", "query_names", "row_schema"]
 
 SECURITY_SCHEME = "ApiKey"
 _DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
@@ -170,6 +170,12 @@ def _parameters(endpoint: Endpoint | None, name: str) -> list[dict]:
         out.append(_query("format", "json (default), csv or parquet; or send the matching Accept header",
                           {"type": "string", "enum": list(MEDIA_TYPES)}))
     return out
+
+
+def query_names(endpoint: Endpoint | None, name: str) -> frozenset[str]:
+    """The query parameters route ``name`` takes: the handlers refuse any other (a typo such as
+    ``asof=`` would otherwise answer the latest date instead of the one asked for)."""
+    return frozenset(p["name"] for p in _parameters(endpoint, name))
 
 
 def describe(endpoint: Endpoint | None, name: str) -> dict[str, Any]:

@@ -115,6 +115,13 @@ def test_hostile_parameters_are_clean_400s(client, name, value):
     assert name in body["message"] and len(body["message"]) < 300
 
 
+def test_an_unknown_parameter_is_refused_not_ignored(client):
+    # a typo must not silently answer the latest date instead of the one asked for
+    body = expect_error(client.get(f"{API}/signal/{SP}", params={"asof": "2018-06-01"}), 400, "BAD_PARAMETER")
+    assert "'asof'" in body["message"] and "as_of" in body["message"]
+    expect_error(client.get(f"{API}/status/{SP}", params={"limit": "5"}), 400, "BAD_PARAMETER")
+
+
 def test_dates_outside_the_store_and_reversed_ranges(client):
     expect_error(client.get(f"{API}/forecast/{SP}", params={"as_of": "1999-01-01"}), 404, "DATE_NOT_MATERIALISED")
     expect_error(client.get(f"{API}/forecast/{SP}", params={"as_of": "2019-01-01"}), 404, "DATE_NOT_MATERIALISED")
