@@ -1,7 +1,7 @@
 """An answer as bytes: JSON (the default), CSV or Parquet.
 
 Dates are ``YYYY-MM-DD`` strings in JSON and CSV (naive ``timestamp`` in Parquet, as stored);
-a NaN or infinite number is JSON ``null`` and an empty CSV field. Floats are written with the
+a NaN or infinite number is JSON ``null`` (in CSV, NaN is an empty field, infinities ``inf``). Floats are written with the
 shortest representation that reads back to the same double, so a client gets the stored values
 exactly, whatever the format.
 """

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from nexus_assets.api.store import Store, identity_of
 from nexus_assets.catalog import Catalog, CatalogAsset
@@ -203,16 +204,23 @@ def answer(store: Store, entry: CatalogAsset, endpoint: Endpoint, params: Params
         parts = store.read_range(endpoint.table, asset, start, end, out.seen)
         out.files += [(endpoint.table, s.day, s.sha256) for s in parts]
         out.fields.update(start=start, end=end)
-        frames = [s.frame for s in parts if len(s.frame)]
-        frame = pd.concat(frames, ignore_index=True) if frames else _empty(endpoint.table)
+        tables = [s.table for s in parts if s.table.num_rows]
+        if len(tables) == 1:
+            frame = parts[[s.table.num_rows > 0 for s in parts].index(True)].frame
+        elif tables:  # one Arrow concatenation and one conversion (a column null in one day is promoted)
+            frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+        else:
+            frame = _empty(endpoint.table)
     else:
         frame = _read(store, endpoint.table, asset, as_of, out)
         if endpoint.range_column is not None:
             column = frame[endpoint.range_column]
+            keep = pd.Series(True, index=frame.index)
             if params.start is not None:
-                frame = frame[column >= pd.Timestamp(params.start)]
+                keep &= column >= pd.Timestamp(params.start)
             if params.end is not None:
-                frame = frame[column <= pd.Timestamp(params.end)]
+                keep &= column <= pd.Timestamp(params.end)
+            frame = frame[keep]
             out.fields.update(start=params.start, end=params.end)
         if endpoint.kind == "one_day" and not len(frame):
             raise QueryError(404, "INSUFFICIENT_DATA", f"{asset} has no {endpoint.table} rows on {as_of} "

@@ -19,12 +19,13 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.metrics import METRIC_TABLES, METRICS
 from nexus_assets.defs.partitions import partition_key
@@ -43,13 +44,22 @@ TABLE_LOCATIONS: dict[str, tuple[str, ...]] = {
 """Every table the API serves, by table name: its asset key path under the data directory."""
 
 
-@dataclass(frozen=True)
 class Stored:
-    """One partition file as read: its rows, the SHA-256 of its bytes, the day it is for."""
+    """One partition file as read: its Arrow table, the SHA-256 of its bytes, the day it is for;
+    :attr:`frame` is the table as pandas, built once when first asked for (a range is concatenated
+    as Arrow tables and converted once, much cheaper than a pandas frame per day)."""
 
-    frame: pd.DataFrame
-    sha256: str
-    day: dt.date
+    __slots__ = ("table", "sha256", "day", "_frame")
+
+    def __init__(self, table: pa.Table, sha256: str, day: dt.date) -> None:
+        self.table, self.sha256, self.day = table, sha256, day
+        self._frame: pd.DataFrame | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:  # two threads may both build it: the same frame, harmless
+            self._frame = self.table.to_pandas()
+        return self._frame
 
 
 class Store:
@@ -92,39 +102,50 @@ class Store:
 
     def read(self, table: str, asset: str, day: dt.date, seen: list | None = None) -> Stored | None:
         """The stored partition, or None when it is not materialised (``seen``: as for :meth:`days`)."""
+        stored, consulted = self._read(table, asset, day)
+        if seen is not None and consulted is not None:
+            seen.append(consulted)
+        return stored
+
+    def read_range(self, table: str, asset: str, start: dt.date, end: dt.date, seen: list | None = None) -> list[Stored]:
+        """The stored partitions dated ``start .. end`` (the days without a file are skipped); the
+        files are read and parsed on threads (Parquet decoding releases the GIL), in date order."""
+        days = [d for d in self.days(table, asset, seen) if start <= d <= end]
+        out = []
+        for stored, consulted in ordered_map(lambda d: self._read(table, asset, d), days):
+            if seen is not None and consulted is not None:
+                seen.append(consulted)
+            if stored is not None:
+                out.append(stored)
+        return out
+
+    def _read(self, table: str, asset: str, day: dt.date) -> tuple[Stored | None, tuple | None]:
         path = self.path(table, asset, day)
         if not self._local:
             try:
-                return _parsed(path.read_bytes(), day)
+                return _parsed(path.read_bytes(), day), None
             except FileNotFoundError:
-                return None
+                return None, None
         name = str(path.path if hasattr(path, "path") else path)
         identity = identity_of(name)
-        if seen is not None:
-            seen.append((name, identity))
         if identity is None:
-            return None
+            return None, (name, None)
         with self._lock:
             cached = self._files.get(name)
             if cached is not None and cached[0] == identity:
                 self._files.move_to_end(name)
-                return cached[1]
+                return cached[1], (name, identity)
         try:
             with open(name, "rb") as handle:
                 data = handle.read()
         except FileNotFoundError:  # replaced or removed between the stat and the open
-            return None
+            return None, (name, None)
         stored = _parsed(data, day)
         with self._lock:
             self._files[name] = (identity, stored)
             while len(self._files) > self._max_files:
                 self._files.popitem(last=False)
-        return stored
-
-    def read_range(self, table: str, asset: str, start: dt.date, end: dt.date, seen: list | None = None) -> list[Stored]:
-        """The stored partitions dated ``start .. end`` (the days without a file are skipped)."""
-        return [s for s in (self.read(table, asset, d, seen) for d in self.days(table, asset, seen) if start <= d <= end)
-                if s is not None]
+        return stored, (name, identity)
 
 
 def identity_of(name: str) -> tuple[int, int, int] | None:
@@ -138,8 +159,7 @@ def identity_of(name: str) -> tuple[int, int, int] | None:
 
 
 def _parsed(data: bytes, day: dt.date) -> Stored:
-    frame = pq.read_table(io.BytesIO(data)).to_pandas()
-    return Stored(frame=frame, sha256=hashlib.sha256(data).hexdigest(), day=day)
+    return Stored(pq.read_table(io.BytesIO(data)), hashlib.sha256(data).hexdigest(), day)
 
 
 def _listed(folder: UPath) -> tuple[dt.date, ...]:
