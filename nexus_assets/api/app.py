@@ -310,7 +310,8 @@ def create_app(*, catalog: Catalog, store: Store, keys: KeyStore, clock: Callabl
     def build_and_encode(request_key: tuple, build: Callable[[], Answer], fmt: str) -> tuple[str, bytes]:
         built = build()
         etag, body = _etag(built, request_key), encode(built, fmt)
-        cache.put(request_key, built.seen, etag, body)
+        if store.local:  # an object store's files have no identity to check a cached answer against
+            cache.put(request_key, built.seen, etag, body)
         return etag, body
 
     async def respond(request: Request, request_key: tuple, build: Callable[[], Answer], fmt: str) -> Response:

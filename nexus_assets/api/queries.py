@@ -25,10 +25,11 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from upath import UPath
 
 from nexus_assets.api.store import Store, identity_of
 from nexus_assets.catalog import Catalog, CatalogAsset
-from nexus_assets.core.contract import CONTRACT_VERSION, STORED_TABLES
+from nexus_assets.core.contract import CONTRACT_VERSION, STORED_TABLES, empty_frame
 from nexus_assets.core.dashboard.site import page_path
 from nexus_assets.core.ensembles import LOOKBACK
 from nexus_assets.core.freshness import freshness_status
@@ -229,8 +230,6 @@ def answer(store: Store, entry: CatalogAsset, endpoint: Endpoint, params: Params
 
 
 def _empty(table: str) -> pd.DataFrame:
-    from nexus_assets.core.contract import empty_frame
-
     return empty_frame(STORED_TABLES[table])
 
 
@@ -311,8 +310,6 @@ def _status(store: Store, entry: CatalogAsset, endpoint: Endpoint, out: Answer, 
 def _watermark(store: Store, asset: str, day: dt.date, seen: list) -> dt.date | None:
     """The upstream watermark recorded for ``day`` by the dashboard's page summary (the pipeline
     writes it from the day's ingestion record), None without a page."""
-    from upath import UPath
-
     path = UPath(store.data_dir) / "dashboard" / (page_path(asset, day)[: -len(".html")] + ".json")
     name = str(path.path if hasattr(path, "path") else path)
     seen.append((name, identity_of(name)))

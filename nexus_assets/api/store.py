@@ -73,6 +73,11 @@ class Store:
         self._lock = threading.Lock()
         self._max_files = max_files
 
+    @property
+    def local(self) -> bool:
+        """A local data directory: files can be told unchanged by their identity (else: read every time)."""
+        return self._local
+
     def path(self, table: str, asset: str, day: dt.date) -> UPath:
         return partition_path(self.data_dir, list(TABLE_LOCATIONS[table]), partition_key(asset, day))
 
