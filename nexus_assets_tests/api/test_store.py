@@ -89,3 +89,29 @@ def test_dates_are_days_in_json_and_csv_and_timestamps_in_parquet():
     assert body["data"] == [{"date": "2018-03-01", "name": "a"}, {"date": None, "name": None}]
     assert encode(answer_of(frame), "csv").decode().splitlines() == ["date,name", "2018-03-01,a", ","]
     pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(encode(answer_of(frame), "parquet"))), frame)
+
+
+def test_an_object_store_is_read_on_every_request(tmp_path):
+    """An fsspec root (here memory://) has no file identity to trust: a rewrite shows at once."""
+    from fastapi.testclient import TestClient
+
+    from nexus_assets.api.app import create_app
+    from nexus_assets.api.keys import KeyStore
+    from nexus_assets.catalog import load_catalog
+    from nexus_assets_tests.defs.conftest import sandbox_catalog_text
+
+    root = f"memory://api-test-{tmp_path.name}"
+    path = UPath(root) / "horizon_ensembles" / f"asset={ASSET}" / f"date={DAYS[0]}.parquet"
+    write_parquet_atomic(path, ensembles(DAYS[0], 1))
+    (tmp_path / "catalog.toml").write_text(sandbox_catalog_text(keys=(ASSET,)))
+    keys = KeyStore(tmp_path / "instance")
+    key = keys.create("k", None)
+    store = Store(root)
+    assert not store.local and store.days("horizon_ensembles", ASSET) == (DAYS[0],)
+    client = TestClient(create_app(catalog=load_catalog(tmp_path / "catalog.toml"), store=store, keys=keys))
+    first = client.get(f"/api/v1/forecast/{ASSET}", headers={"X-API-Key": key})
+    assert first.status_code == 200 and first.json()["data"][0]["forecast"] == ensembles(DAYS[0], 1)["forecast"][0]
+    write_parquet_atomic(path, ensembles(DAYS[0], 2))
+    second = client.get(f"/api/v1/forecast/{ASSET}", headers={"X-API-Key": key})
+    assert second.json()["data"][0]["forecast"] == ensembles(DAYS[0], 2)["forecast"][0]
+    assert second.headers["etag"] != first.headers["etag"]
