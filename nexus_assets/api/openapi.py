@@ -41,7 +41,7 @@ ERROR = {
         "error": {"type": "string", "description": "the status's name"},
         "code": {"type": "string", "enum": [
             "BAD_PARAMETER", "KEY_IN_QUERY", "UNAUTHORIZED", "FORBIDDEN", "ASSET_NOT_FOUND", "DATE_NOT_MATERIALISED",
-            "INSUFFICIENT_DATA", "NOT_FOUND", "METHOD_NOT_ALLOWED", "RATE_LIMITED", "INTERNAL_ERROR"]},
+            "INSUFFICIENT_DATA", "NOT_FOUND", "METHOD_NOT_ALLOWED", "RATE_LIMITED", "INTERNAL_ERROR", "HTTP_ERROR"]},
         "message": {"type": "string", "description": "what went wrong and what to do"},
         "timestamp": {"type": "string", "format": "date-time"},
     },
