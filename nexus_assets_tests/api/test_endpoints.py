@@ -221,3 +221,20 @@ def test_etag_follows_the_data_and_if_none_match_is_304(client, served):
         path.with_suffix(".tmp").write_bytes(original)
         path.with_suffix(".tmp").rename(path)
     assert get(client, f"signal/{SP}", as_of=str(JUNE)).headers["etag"] == tag
+
+
+def test_the_query_layer_answers_frames_without_http(served):
+    """The logic under the routes, called directly: the same frames as the files, paged."""
+    from nexus_assets.api.queries import ASSET_ENDPOINTS, Params, QueryError, answer
+    from nexus_assets.api.store import Store
+
+    store, entry = Store(str(served.data_dir)), served.pipe.settings.catalog()[SP]
+    equity = answer(store, entry, ASSET_ENDPOINTS["equity"], Params(as_of=JUNE, limit=10, offset=5,
+                                                                   filters={"signal": "raw"}))
+    daily = stored(served, "daily", JUNE)
+    expected = daily[daily["signal"] == "raw"].iloc[5:15].reset_index(drop=True)
+    pd.testing.assert_frame_equal(equity.frame, expected)
+    assert equity.total == int((daily["signal"] == "raw").sum()) and equity.files[0][:2] == ("daily", JUNE)
+    with pytest.raises(QueryError) as missing:
+        answer(store, entry, ASSET_ENDPOINTS["forecast"], Params(as_of=dt.date(2018, 7, 11)))
+    assert (missing.value.status, missing.value.code) == (404, "DATE_NOT_MATERIALISED")
