@@ -243,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
     site.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787; 0 picks a free one)")
     site.set_defaults(run=_site)
+
+    from nexus_assets.api.commands import add_commands  # `api` and `keys`: the serving API (issue 12)
+
+    add_commands(commands)
     return parser
 
 
