@@ -32,6 +32,7 @@ DAGSTER_IMPORT, DAGSTER_IMPORT_CPU = time.perf_counter() - _started, time.proces
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
+import gc  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -55,6 +56,8 @@ from nexus_assets.defs.signals import SIGNAL_TABLES  # noqa: E402
 from nexus_assets.defs.storage import PartitionFrames, _serialised, _stored_days, partition_path  # noqa: E402
 from nexus_assets.qml.client import QMLClient  # noqa: E402
 from nexus_assets.settings import Settings  # noqa: E402
+
+gc.freeze()  # as nexus_assets.definitions does once everything is loaded: the same GC behaviour on both sides
 
 
 def main() -> int:
