@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor, multiprocess_executor
@@ -81,3 +82,8 @@ def build_definitions(settings: Settings) -> Definitions:
 
 
 defs = build_definitions(Settings.from_env())
+
+# What is loaded by now (Dagster, pandas, the definitions: ~290k objects) lives as long as the
+# process, so it leaves the garbage collector's generations: full collections during a run, and
+# the one at exit (~1 s of CPU), no longer walk it again.
+gc.freeze()

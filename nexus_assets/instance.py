@@ -48,6 +48,7 @@ from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO
 from dagster._core.instance.config import ConcurrencyConfig
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from dagster._core.storage.tags import (
@@ -104,26 +105,27 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 warnings.warn(f"nexus_assets.instance: Dagster {dagster.__version__} is not {SUPPORTED_DAGSTER}x; "
                               "event batches are stored one event at a time (stock behaviour)", stacklevel=2)
             return super().store_event_batch(events)
-        statements = [self.prepare_insert_event(event) for event in events]
+        # The rows of the stock per-event INSERTs (``prepare_insert_event`` is ``insert().values(**row)``),
+        # written as one executemany per shard: one compiled statement, not one per event.
+        rows = [self._event_to_row(event) for event in events]
         with self.run_connection(events[0].run_id) as conn:  # one transaction on the run's shard
-            for statement in statements:
-                conn.execute(statement)
-        indexed = [(event, statement) for event, statement in zip(events, statements)
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        indexed = [(event, row) for event, row in zip(events, rows)
                    if event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS]
         if indexed:  # mirrored into the index shard, with tags and asset rows: one transaction
             with self.index_transaction() as conn:
-                ids = []
-                for _, statement in indexed:
-                    with db_result(conn, statement) as result:
-                        ids.append(result.inserted_primary_key[0])
-                if any(event_id is None for event_id in ids):
+                insert = SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id, sort_by_parameter_order=True)
+                ids = [row[0] for row in conn.execute(insert, [row for _, row in indexed]).all()]
+                if len(ids) != len(indexed) or any(event_id is None for event_id in ids):
                     raise dagster.DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
                 self._store_asset_event_tags(conn, [event for event, _ in indexed], ids)
                 for event, event_id in _last_per_asset(indexed, ids):
                     self._store_asset_event(conn, event, event_id)
-        for event, statement in zip(events, statements):  # rare in a batch: as the stock store_event does
-            if not event.is_dagster_event:
+        for event, row in zip(events, rows):  # rare in a batch: as the stock store_event does
+            if not event.is_dagster_event or (event.dagster_event_type not in ASSET_CHECK_EVENTS
+                                              and event.dagster_event_type not in EVENT_TYPE_TO_PIPELINE_RUN_STATUS):
                 continue
+            statement = SqlEventLogStorageTable.insert().values(**row)
             if event.dagster_event_type in ASSET_CHECK_EVENTS:
                 with self.index_connection() as conn, db_result(conn, statement) as result:
                     event_id = result.inserted_primary_key[0]

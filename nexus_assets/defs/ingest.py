@@ -11,7 +11,9 @@ version and a warning (the ``qml_restatement`` check) saying what changed.
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 import hashlib
 import json
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -63,6 +65,7 @@ __all__ = [
     "RESTATEMENT_CHECK",
     "QMLModelsConfig",
     "build_ingest_assets",
+    "day_hashes",
     "rows_sha256",
 ]
 
@@ -95,6 +98,21 @@ def rows_sha256(rows: pd.DataFrame) -> str:
         rows = rows.assign(**{c: rows[c].map(_canonical) for c in nested})
     hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def day_hashes(rows: pd.DataFrame, positions: dict) -> dict:
+    """:func:`rows_sha256` of many days of one frame at once: ``positions`` maps each day to the
+    row positions of its rows in ``rows`` (in order); a day's hash is that of ``rows.take(pos)``.
+
+    The rows are hashed once for the whole pull (a row's hash depends only on its own values and
+    the columns' dtypes, which a day's slice shares), then each day's row hashes are digested:
+    one pass instead of one ``hash_pandas_object`` per day (~3 ms each in a year's run). A frame
+    with nested JSON values goes day by day through :func:`rows_sha256` itself."""
+    nested = [c for c in rows.columns if rows[c].dtype == object and rows[c].map(lambda v: isinstance(v, (dict, list))).any()]
+    if nested or rows.empty:
+        return {day: rows_sha256(rows.take(pos).reset_index(drop=True)) for day, pos in positions.items()}
+    hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    return {day: hashlib.sha256(hashed[pos].tobytes()).hexdigest() for day, pos in positions.items()}
 
 
 def _canonical(value):
@@ -220,13 +238,14 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
                     raise RetryRequested(settings.unpublished_retries, settings.unpublished_retry_seconds) from None
                 reports[key] = validate_qml_rows(pull.rows)
             pulled = pull.by_day() if pull is not None else {}
+            facts = _day_facts(pull.rows) if pull is not None else {}
             for day in days:
                 rows = pulled[day] if day in pulled else empty_qml_rows()  # not built for every day
                 status = classify_day(entry, day, len(rows), pull.watermark if pull else None)
                 if status is DayStatus.UNPUBLISHED:
                     unpublished.append(partition_key(key, day))
                 outputs[partition_key(key, day)] = rows
-                metadata[partition_key(key, day)] = _day_metadata(rows, status, pull)
+                metadata[partition_key(key, day)] = _day_metadata(facts.get(day, _NO_ROWS), status, pull)
 
         if any(not r.passed for r in reports.values()):
             # Report the failed check (the UI shows counts per rule), then fail: nothing is written.
@@ -302,14 +321,15 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
             rows = pd.concat(ordered_map(qml_models.__getitem__, [partition_key(key, d) for d in days]), ignore_index=True)
             slices = HORIZON_SLICES.validate(slice_horizons(rows, entry.start_date))
             by_day = {stamp.date(): frame.reset_index(drop=True) for stamp, frame in slices.groupby("date", sort=True)}
+            facts = _slice_facts(slices)
             for day in days:
                 day_slices = by_day.get(day, slices.iloc[0:0])
-                per_horizon = day_slices.groupby("horizon")["symbol"].nunique()
+                per_horizon, price = facts.get(day, ([], None))
                 metadata[partition_key(key, day)] = {
                     "rows": len(day_slices),
-                    "horizons": MetadataValue.json([int(h) for h in per_horizon.index]),
-                    "models_per_horizon": MetadataValue.json({str(h): int(n) for h, n in per_horizon.items()}),
-                    "price": float(day_slices["price"].iloc[0]) if len(day_slices) else None,
+                    "horizons": MetadataValue.json([h for h, _ in per_horizon]),
+                    "models_per_horizon": MetadataValue.json({str(h): n for h, n in per_horizon}),
+                    "price": price,
                 }
                 outputs[partition_key(key, day)] = day_slices
         attach_partition_metadata(context, metadata)
@@ -318,14 +338,54 @@ def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) ->
     return [qml_models, horizon_slices]
 
 
-def _day_metadata(rows: pd.DataFrame, status: DayStatus, pull) -> dict:
+def _slice_facts(slices: pd.DataFrame) -> dict:
+    """Per day of a run's slices: ``([(horizon, models), ...], first row's price)``, from one
+    grouping of the whole run (equal to grouping each day's rows, tested)."""
+    counts = slices.groupby(["date", "horizon"], sort=True)["symbol"].nunique()
+    per_horizon: dict = {}
+    for (stamp, horizon), n in zip(counts.index.tolist(), counts.to_numpy().tolist()):
+        per_horizon.setdefault(stamp.date(), []).append((int(horizon), int(n)))
+    stamps, first = np.unique(slices["date"].to_numpy(), return_index=True)  # each day's first row
+    prices = slices["price"].to_numpy("float64", na_value=np.nan)[first]
+    firsts = {pd.Timestamp(stamp).date(): float(price) for stamp, price in zip(stamps, prices)}
+    return {day: (per_horizon.get(day, []), price) for day, price in firsts.items()}
+
+
+class _DayFacts(NamedTuple):
+    rows: int
+    models: int
+    horizons: list[int]
+    payload_sha256: str
+
+
+_NO_ROWS = _DayFacts(0, 0, [], hashlib.sha256(b"").hexdigest())
+
+
+def _day_facts(rows: pd.DataFrame) -> dict:
+    """What a ``qml_models`` partition's metadata says of its rows, for every day of a pull at once
+    (one grouping and one hashing pass, not one per day; a day's facts equal those of its own rows,
+    tested against the per-day computation)."""
+    if rows.empty:
+        return {}
+    positions = {stamp.date(): pos for stamp, pos in rows.groupby("time", sort=True).indices.items()}
+    hashes = day_hashes(rows, positions)
+    horizons = rows["n_predict"].to_numpy()
+    per_day = rows.groupby("time", sort=True)["symbol"].nunique()
+    models = {stamp.date(): int(n) for stamp, n in zip(per_day.index, per_day.to_numpy())}
+    return {
+        day: _DayFacts(len(pos), models[day], [int(h) for h in np.unique(horizons[pos])], hashes[day])
+        for day, pos in positions.items()
+    }
+
+
+def _day_metadata(facts: _DayFacts, status: DayStatus, pull) -> dict:
     return {
         "status": status.value,
-        "rows": len(rows),
-        "models": int(rows["symbol"].nunique()),
-        "horizons": MetadataValue.json(sorted(int(h) for h in rows["n_predict"].unique())),
+        "rows": facts.rows,
+        "models": facts.models,
+        "horizons": MetadataValue.json(facts.horizons),
         "upstream_watermark": pull.watermark.date().isoformat() if pull is not None and pull.watermark is not None else None,
-        "payload_sha256": rows_sha256(rows),
+        "payload_sha256": facts.payload_sha256,
         "contract_version": pull.contract_version if pull is not None else CONTRACT_VERSION,
         "source": pull.source if pull is not None else None,
     }

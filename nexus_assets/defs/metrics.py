@@ -7,6 +7,7 @@ backfilled); a range run simulates once and slices the record per date.
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
+import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 
@@ -105,7 +106,7 @@ def _metadata(tables: dict, lines_seen: dict | None = None) -> dict:
         return {"record": "none (no signal on or before this date)"}
     meta: dict = {}
     # one pass over the statistics (four filtered selections a partition cost 17 ms in a year's run)
-    value_of = dict(zip(zip(stats["signal"], stats["basis"], stats["statistic"]), stats["value"]))
+    value_of = dict(zip(zip(*(stats[c].tolist() for c in ("signal", "basis", "statistic"))), stats["value"].tolist()))
     for signal in ("raw", "optimised"):
         for basis, names in (("point_in_time", ("sharpe_ratio", "max_drawdown", "total_return", "trades")),
                              ("legacy", ("sharpe_ratio", "total_return"))):
@@ -114,23 +115,30 @@ def _metadata(tables: dict, lines_seen: dict | None = None) -> dict:
                     value = value_of[(signal, basis, name)]
                     meta[f"{signal}_{'' if basis == 'point_in_time' else 'legacy_'}{name}"] = (
                         None if pd.isna(value) else float(value))
-    trades = tables["trades"]
-    recent = trades[(trades["basis"] == "point_in_time") & (trades["signal"] == "raw")].tail(30)
-    meta["last_30_trades_raw"] = MetadataValue.md(_trades_markdown(recent, lines_seen))
+    meta["last_30_trades_raw"] = MetadataValue.md(_trades_markdown(tables["trades"], lines_seen))
     return meta
 
 
+_TRADE_COLUMNS = ("entry_date", "exit_date", "direction", "entry_price", "exit_price", "net_return", "status")
+
+
 def _trades_markdown(trades: pd.DataFrame, lines_seen: dict | None = None) -> str:
-    """``lines_seen``: table lines already formatted in this run, by trade (a trade stays the same
-    across most as-of dates of a range run; formatting each again cost ~1 ms a partition)."""
+    """The last 30 raw point-in-time trades as a table. Read from plain arrays, not through a
+    filtered frame and ``itertuples`` (~8 ms a partition in a year's run). ``lines_seen``: table
+    lines already formatted in this run, by trade (a trade stays the same across most as-of dates
+    of a range run)."""
     lines = ["| entry | exit | direction | entry price | exit price | net return | status |", "|---|---|---|---|---|---|---|"]
     cache = {} if lines_seen is None else lines_seen
-    for t in trades.itertuples(index=False):
-        key = (t.entry_date, t.exit_date, t.direction, t.entry_price, t.exit_price, t.net_return, t.status)
+    chosen = np.flatnonzero((trades["basis"].to_numpy() == "point_in_time") & (trades["signal"].to_numpy() == "raw"))[-30:]
+    if not len(chosen):
+        return "\n".join(lines)
+    columns = [list(trades[c].to_numpy()[chosen]) for c in _TRADE_COLUMNS]
+    for entry_date, exit_date, direction, entry_price, exit_price, net_return, status in zip(*columns):
+        key = (entry_date, exit_date, direction, entry_price, exit_price, net_return, status)
         line = cache.get(key)
         if line is None:
-            exit_date = "" if pd.isna(t.exit_date) else pd.Timestamp(t.exit_date).date().isoformat()
-            line = cache[key] = (f"| {pd.Timestamp(t.entry_date).date().isoformat()} | {exit_date} | {t.direction} | "
-                                 f"{t.entry_price:.4f} | {t.exit_price:.4f} | {t.net_return:.4%} | {t.status} |")
+            exit_day = "" if pd.isna(exit_date) else pd.Timestamp(exit_date).date().isoformat()
+            line = cache[key] = (f"| {pd.Timestamp(entry_date).date().isoformat()} | {exit_day} | {direction} | "
+                                 f"{entry_price:.4f} | {exit_price:.4f} | {net_return:.4%} | {status} |")
         lines.append(line)
     return "\n".join(lines)

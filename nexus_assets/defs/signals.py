@@ -58,30 +58,47 @@ def build_signal_assets(catalog: Catalog, partitions_def) -> list:
                                    threshold=entry.signal_threshold, winners=winners,
                                    min_deflated_sharpe=entry.min_deflated_sharpe)
             per_table = {name: split_by_day(tables[name], days) for name in SIGNAL_TABLES}
+            facts = _metadata_by_day(tables["signals"], days)
             for day in days:
                 pk = partition_key(key, day)
                 outputs[pk] = {name: per_table[name][day] for name in SIGNAL_TABLES}
-                metadata[pk] = _metadata(outputs[pk]["signals"])
+                metadata[pk] = facts[day]
         attach_partition_metadata(context, metadata)
         return outputs
 
     return [signals]
 
 
-def _metadata(signals: pd.DataFrame) -> dict:
-    if signals.empty:
-        return {"signal": "none (no ensemble forecast on this date)"}
-    rows = {r.variant: r for r in signals.itertuples(index=False)}
-    raw, best = rows["raw"], rows["optimised"]
-    return {
-        "signal": raw.signal,
-        "net_prob": float(raw.net_prob),
-        "tier": raw.tier,
-        "pairs": int(raw.pairs),
-        "horizons": raw.horizons,
-        "optimised_signal": best.signal,
-        "optimised_net_prob": float(best.net_prob),
-        "optimised_config": f"horizons {best.horizons} | threshold {best.threshold:g} | {best.combination} "
-                            f"({best.config_source})",
-        "winner_deflated_sharpe": None if pd.isna(best.deflated_sharpe) else float(best.deflated_sharpe),
-    }
+_FACT_COLUMNS = ("variant", "signal", "net_prob", "tier", "pairs", "horizons", "threshold", "combination",
+                 "config_source", "deflated_sharpe")
+_NO_SIGNAL = {"signal": "none (no ensemble forecast on this date)"}
+
+
+def _metadata_by_day(signals: pd.DataFrame, days) -> dict:
+    """Each day's metadata (its raw and optimised signal) from the run's whole ``signals`` table in
+    one pass over plain columns (a day's own frame through ``itertuples`` cost ~15 ms a partition);
+    equal to computing it on each day's rows (tested)."""
+    values = {c: signals[c].tolist() for c in _FACT_COLUMNS}
+    rows: dict = {}
+    for i, stamp in enumerate(signals["date"].tolist()):
+        rows.setdefault(stamp.date(), {})[values["variant"][i]] = i
+    out = {}
+    for day in days:
+        if day not in rows:
+            out[day] = dict(_NO_SIGNAL)
+            continue
+        raw, best = rows[day]["raw"], rows[day]["optimised"]
+        v = {c: (values[c][raw], values[c][best]) for c in _FACT_COLUMNS}
+        out[day] = {
+            "signal": v["signal"][0],
+            "net_prob": float(v["net_prob"][0]),
+            "tier": v["tier"][0],
+            "pairs": int(v["pairs"][0]),
+            "horizons": v["horizons"][0],
+            "optimised_signal": v["signal"][1],
+            "optimised_net_prob": float(v["net_prob"][1]),
+            "optimised_config": f"horizons {v['horizons'][1]} | threshold {v['threshold'][1]:g} | {v['combination'][1]} "
+                                f"({v['config_source'][1]})",
+            "winner_deflated_sharpe": None if pd.isna(v["deflated_sharpe"][1]) else float(v["deflated_sharpe"][1]),
+        }
+    return out

