@@ -51,7 +51,7 @@ def served(tmp_path_factory) -> Served:
     assert pipe.run(f"{VIX}|{FIRST}", f"{VIX}|{VIX_LAST}", through="metrics").success
     job = pipe.defs.resolve_job_def(MAIN_JOB)
     result = job.execute_in_process(
-        instance=pipe.instance, raise_on_error=False, asset_selection=[AssetKey("dashboard")],
+        instance=pipe.instance, raise_on_error=False, asset_selection=[AssetKey("qml_model_metadata"), AssetKey("dashboard")],
         tags={RANGE_START_TAG: f"{SP}|{LAST - dt.timedelta(days=1)}", RANGE_END_TAG: f"{SP}|{LAST}"},
     )
     assert result.success
