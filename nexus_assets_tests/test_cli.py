@@ -105,7 +105,8 @@ def test_demo_side_by_side_writes_the_same_files_as_one_after_another(tmp_path):
         assert f"workers   {jobs} " in result.stdout
         for key in ("9001_SP500", "9004_VIX"):  # each instrument's steps and its run line, whatever the interleaving
             lines = [line for line in result.stdout.splitlines() if line.startswith(f"step      {key} ")]
-            assert len(lines) == 8 and lines[-1].startswith(f"step      {key} 8/8 dashboard: 6 partitions in ")
+            steps = len(lines)  # every step of the main job, whatever their number
+            assert steps >= 8 and lines[-1].startswith(f"step      {key} {steps}/{steps} dashboard: 6 partitions in ")
             assert sum(line.startswith(f"run       {key}: ") and line.split()[3] == "success"
                        for line in result.stdout.splitlines()) == 1
         files[jobs] = _files(folder / "data")
