@@ -48,12 +48,13 @@ from nexus_assets.core.dashboard import (
 )
 from nexus_assets.core.dashboard import formatting as fmt
 from nexus_assets.core.freshness import freshness_status
+from nexus_assets.core.periods import calendar_days
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import QML_MODELS
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.metrics import METRICS
 from nexus_assets.defs.model_metadata import QML_MODEL_METADATA
-from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, observations, partition_key
+from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.steps import GROUP

@@ -19,13 +19,13 @@ from dagster import AssetExecutionContext, AssetIn, Failure, MetadataValue, Retr
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combinations
 from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
+from nexus_assets.core.periods import calendar_days
 from nexus_assets.core.slicing import empty_slices
 from nexus_assets.core.upstream_ensembles import upstream_ensemble_rows, upstream_forecasts
 from nexus_assets.defs.ingest import HORIZON_SLICES_ASSET
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
     DEFAULT_MAX_HORIZON,
-    calendar_days,
     date_window_mapping,
     days_by_asset,
     partition_key,
