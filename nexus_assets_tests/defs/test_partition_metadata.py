@@ -129,12 +129,11 @@ def run_tables():
     """A QDT-like asset's tables for 230 days, through the core as the assets call it (the search
     has winners in the last ~80 days), plus 3 days past the data (no rows)."""
     from nexus_assets.core.contract import HORIZON_SLICES
-    from nexus_assets.core.ensembles import LOOKBACK
+    from nexus_assets.core.ensembles import LOOKBACK, ensembles_with_combinations
     from nexus_assets.core.metrics import record
     from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS, horizon_search
     from nexus_assets.core.signals import daily_signals
     from nexus_assets.core.slicing import slice_horizons
-    from nexus_assets.defs.ensembles import ensembles_with_combinations
 
     end = LONG_START + dt.timedelta(days=LONG_DAYS - 1)
     project = SyntheticProject(8101, horizons=(1, 3, 5, 8), models_per_horizon=30, seed=44, start=LONG_START, end=end)
