@@ -45,6 +45,7 @@ from nexus_assets.core.dashboard import (
     render_index,
     render_page,
     summarise,
+    summary_json,
 )
 from nexus_assets.core.dashboard import formatting as fmt
 from nexus_assets.core.freshness import freshness_status
@@ -144,7 +145,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                 path = write_site_file(root, page_path(key, day), render_page(inputs))
                 summary = summarise(inputs)
                 write_site_file(root, _summary_path(key, day),
-                                json.dumps(_summary_json(summary, status.upstream_watermark), sort_keys=True))
+                                json.dumps(summary_json(summary, status.upstream_watermark), sort_keys=True))
                 metadata[pk] = {
                     "page": MetadataValue.url(_link(settings, path, page_path(key, day))),
                     "page_path": MetadataValue.path(str(path)),
@@ -184,19 +185,6 @@ def rebuild_site(root: UPath, catalog: Catalog, assets: list[str] | None = None,
 
 def _summary_path(asset: str, day: dt.date) -> str:
     return page_path(asset, day)[: -len(".html")] + ".json"
-
-
-def _summary_json(summary: DaySummary, watermark: dt.date | None) -> dict:
-    return {
-        "upstream_watermark": watermark.isoformat() if watermark else None,
-        "date": summary.date.isoformat(),
-        "signal": summary.signal,
-        "net_prob": summary.net_prob,
-        "tier": summary.tier,
-        "optimised_signal": summary.optimised_signal,
-        "optimised_net_prob": summary.optimised_net_prob,
-        "day_status": summary.day_status,
-    }
 
 
 def _read_summaries(root: UPath, asset: str) -> tuple[list[DaySummary], dt.date | None]:

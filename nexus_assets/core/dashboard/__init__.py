@@ -17,6 +17,7 @@ from nexus_assets.core.dashboard.inputs import (
     DaySummary,
     InputError,
     PageInputs,
+    summary_json,
 )
 from nexus_assets.core.dashboard.page import PANELS, render_page
 from nexus_assets.core.dashboard.site import (
@@ -38,6 +39,7 @@ __all__ = [
     "render_index",
     "render_history",
     "summarise",
+    "summary_json",
     "page_path",
     "history_path",
     "plotly_js_path",

@@ -26,6 +26,7 @@ __all__ = [
     "DaySummary",
     "AssetSummary",
     "InputError",
+    "summary_json",
 ]
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -188,6 +189,21 @@ class DaySummary:
     optimised_signal: str | None
     optimised_net_prob: float | None
     day_status: str | None = None
+
+
+def summary_json(summary: DaySummary, watermark: dt.date | None) -> dict:
+    """The ``.json`` summary stored next to a page (what the site index is rebuilt from), with the
+    upstream watermark recorded for the page's day."""
+    return {
+        "upstream_watermark": watermark.isoformat() if watermark else None,
+        "date": summary.date.isoformat(),
+        "signal": summary.signal,
+        "net_prob": summary.net_prob,
+        "tier": summary.tier,
+        "optimised_signal": summary.optimised_signal,
+        "optimised_net_prob": summary.optimised_net_prob,
+        "day_status": summary.day_status,
+    }
 
 
 @dataclass(frozen=True)
