@@ -30,15 +30,15 @@ from dagster import (
 )
 from upath import UPath
 
-from nexus_assets.catalog import Catalog, CatalogAsset
+from nexus_assets.catalog import Catalog
 from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.dashboard import (
     INDEX,
     AssetSummary,
-    DataStatus,
     DaySummary,
     PageInputs,
+    data_status,
     history_path,
     page_path,
     render_history,
@@ -124,7 +124,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
             ensembles_of = _ensembles_by_day(ensembles)
             for day in days:
                 pk = partition_key(key, day)
-                status = _data_status(entry, day, ingested.get(pk, {}))
+                status = data_status(entry, day, ingested.get(pk, {}), pk)
                 of_day, window = ensembles_of(day)
                 inputs = PageInputs.from_partitions(
                     asset=key,
@@ -238,26 +238,6 @@ def _ingestion_metadata(instance, keys: list[str]) -> dict[str, dict]:
         if not result.has_more:
             return latest
         cursor = result.cursor
-
-
-def _data_status(entry: CatalogAsset, day: dt.date, meta: dict) -> DataStatus:
-    """The day's ingestion record (qml_models' metadata) and whether upstream had published the day
-    by the morning after it: a page shows the day as it was, not as of today."""
-    pk = partition_key(entry.key, day)
-    watermark = dt.date.fromisoformat(meta["upstream_watermark"]) if meta.get("upstream_watermark") else None
-    status = freshness_status(entry, day + dt.timedelta(days=1), day, watermark)
-    fresh = "unknown" if watermark is None else ("late" if status.upstream_late else "fresh")
-    return DataStatus(
-        partition_key=pk,
-        source=str(meta.get("source") or entry.source),
-        contract_version=meta.get("contract_version"),
-        upstream_watermark=watermark,
-        freshness=fresh,
-        freshness_detail=status.describe() if watermark is not None else "no upstream watermark recorded",
-        rows=meta.get("rows"),
-        models=meta.get("models"),
-        day_status=meta.get("status"),
-    )
 
 
 def _link(settings: Settings, path: UPath, relative: str) -> str:

@@ -17,6 +17,7 @@ from nexus_assets.core.dashboard.inputs import (
     DaySummary,
     InputError,
     PageInputs,
+    data_status,
     summary_json,
 )
 from nexus_assets.core.dashboard.page import PANELS, render_page
@@ -30,6 +31,7 @@ from nexus_assets.core.dashboard.site import (
 __all__ = [
     "PageInputs",
     "DataStatus",
+    "data_status",
     "DaySummary",
     "AssetSummary",
     "InputError",
