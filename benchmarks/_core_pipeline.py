@@ -41,15 +41,15 @@ import pandas as pd  # noqa: E402
 from nexus_assets.atomic import write_many_atomic  # noqa: E402
 from nexus_assets.core import contract  # noqa: E402
 from nexus_assets.core.contract import HORIZON_SLICES, empty_frame, empty_qml_rows, validate_qml_rows  # noqa: E402
-from nexus_assets.core.ensembles import LOOKBACK  # noqa: E402
-from nexus_assets.core.metrics import record  # noqa: E402
+from nexus_assets.core.ensembles import LOOKBACK, ensembles_with_combinations  # noqa: E402
+from nexus_assets.core.metrics import days_by_horizon_set, record  # noqa: E402
 from nexus_assets.core.parallel import ordered_map  # noqa: E402
 from nexus_assets.core.periods import periods_per_year  # noqa: E402
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS, horizon_search  # noqa: E402
 from nexus_assets.core.signals import daily_signals  # noqa: E402
 from nexus_assets.core.slicing import empty_slices, slice_horizons  # noqa: E402
-from nexus_assets.defs.ensembles import ensemble_history_rows, ensemble_window_days, ensembles_with_combinations  # noqa: E402
-from nexus_assets.defs.metrics import METRIC_TABLES, _days_by_horizon_set, record_window_days  # noqa: E402
+from nexus_assets.defs.ensembles import ensemble_history_rows, ensemble_window_days  # noqa: E402
+from nexus_assets.defs.metrics import METRIC_TABLES, record_window_days  # noqa: E402
 from nexus_assets.defs.partitions import partition_key, per_horizon_observations, priced_observations, split_by_day  # noqa: E402
 from nexus_assets.defs.search import search_window_days  # noqa: E402
 from nexus_assets.defs.signals import SIGNAL_TABLES  # noqa: E402
@@ -161,7 +161,7 @@ def main() -> int:
 
     signals = window("signals", SIGNAL_TABLES, history=record_window_days(catalog)).concat(key, "signals")
     records = {}
-    for horizons, group in _days_by_horizon_set(signals, days, entry.horizons).items():
+    for horizons, group in days_by_horizon_set(signals, days, entry.horizons).items():
         records.update(record(signals if signals is not None else empty_frame(contract.SIGNALS), as_of=group,
                               calendar=entry.calendar, cost_bps=entry.cost_bps, horizons=horizons))
     write("metrics", {d: {name: records[d][name] for name in METRIC_TABLES} for d in days}, METRIC_TABLES)

@@ -1,7 +1,8 @@
 """The ``nexus-assets`` console script.
 
 - ``nexus-assets demo``: materialise the main job for every catalog asset over its catalogued range,
-  one in-process Dagster run per asset, recorded in the local instance (the README's first command);
+  one Dagster run per asset, side by side over the cores (:mod:`nexus_assets.demo`), recorded in
+  the local instance (the README's first command);
 - ``nexus-assets qml-server``: a QML-compatible HTTP server on loopback (sandbox and synthetic projects);
 - ``nexus-assets site``: the dashboard's files over HTTP on loopback.
 """
@@ -15,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
@@ -45,10 +45,8 @@ def _demo(args: argparse.Namespace) -> int:
     from dotenv import load_dotenv
 
     load_dotenv(Path.cwd() / ".env", override=False)  # as `dagster dev` does: .env in the current folder
-    from nexus_assets.definitions import MAIN_JOB, defs
-    from nexus_assets.defs.partitions import partition_key
-    from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
-    from nexus_assets.progress import DemoProgress, progress_logger
+    from nexus_assets.demo import default_jobs, run_instruments
+    from nexus_assets.progress import DemoProgress
     from nexus_assets.settings import Settings
 
     settings = Settings.from_env()
@@ -60,44 +58,37 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"nexus-assets demo: the range is reversed: --end {end} is before --start {start}", file=sys.stderr)
         return 2
     keys = catalog.keys
+    jobs = args.jobs or default_jobs(len(keys))
     print(f"catalog   {catalog.path} ({len(keys)} assets: {', '.join(keys)})")
     days = (end - start).days + 1
     print(f"range     {start} .. {end}  ->  {len(keys) * days} partitions ({len(keys)} assets x {days} days)")
     print(f"data      {settings.data_dir}")
-    failed = []
+    print(f"workers   {jobs} (one run per asset, {jobs} at a time)", flush=True)
     interactive = sys.stdout.isatty()
     progress = DemoProgress(sys.stdout, interactive=interactive)
     # On a terminal the bar says what each step did, so Dagster's own INFO lines would only break it.
     log_level = args.log_level or ("WARNING" if interactive else "INFO")
+
+    def report(outcome) -> None:
+        status = "success" if outcome.success else "FAILED"
+        progress.say(f"run       {outcome.key}: {outcome.run_id} {status} in {outcome.seconds:.1f}s")
+        for message in outcome.errors:
+            progress.say(message)
+
+    # One run per asset, as a UI backfill of a date range splits it: each run pulls its asset
+    # once, and Dagster's per-event bookkeeping stays cheaper than in one run holding every key.
+    outcomes = run_instruments(keys, start, end, progress=progress, open_instance=_instance, log_level=log_level,
+                               jobs=jobs, report=report)
     with _instance() as instance:
-        job = defs.resolve_job_def(MAIN_JOB)
-        job = job.with_logger_defs({**job.loggers, "progress": progress_logger(progress)})
-        steps, assets = len(job.nodes), len(job.asset_layer.executable_asset_keys)
-        # One run per asset, as a UI backfill of a date range splits it: each run pulls its asset
-        # once, and Dagster's per-event bookkeeping stays cheaper than in one run holding every key.
-        for key in keys:
-            started = time.monotonic()
-            progress.start(key, steps=steps, partitions=assets * days)
-            try:
-                result = job.execute_in_process(
-                    instance=instance,
-                    tags={RANGE_START_TAG: partition_key(key, start), RANGE_END_TAG: partition_key(key, end)},
-                    raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}, "progress": {}}},
-                )
-            finally:
-                progress.finish()
-            status = "success" if result.success else "FAILED"
-            print(f"run       {key}: {result.run_id} {status} in {time.monotonic() - started:.1f}s", flush=True)
-            if not result.success:
-                failed.append(key)
-                for event in result.all_events:
-                    if event.is_step_failure and event.step_failure_data.error:
-                        print(event.step_failure_data.error.message)
         print(f"instance  {instance.root_directory}")
+    failed = [outcome.key for outcome in outcomes if not outcome.success]
     if failed:
         print(f"FAILED    {', '.join(failed)}")
         return 1
+    from nexus_assets.defs.dashboard import rebuild_site, site_root
+
+    if (site_root(settings) / "index.html").exists():  # runs that ended together: the index from every page
+        rebuild_site(site_root(settings), catalog)
     from upath import UPath
 
     data = UPath(settings.data_dir)  # a folder or an object store (NEXUS_DATA_DIR=s3://...)
@@ -209,6 +200,17 @@ def _iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: every command and every option with its help text (a test walks it)."""
     parser = argparse.ArgumentParser(
@@ -217,9 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="materialise the main job over the catalog's range (NEXUS_CATALOG, NEXUS_DATA_DIR)",
-                               description="Materialise the main job over the catalog's range, one in-process run per catalog asset.")
+                               description="Materialise the main job over the catalog's range, one run per catalog asset, "
+                               "as many side by side as there are cores.")
     demo.add_argument("--start", type=_iso_date, metavar="YYYY-MM-DD", help="first day (default: the catalog's earliest start_date)")
     demo.add_argument("--end", type=_iso_date, metavar="YYYY-MM-DD", help="last day (default: the catalog's last end_date, else yesterday)")
+    demo.add_argument("--jobs", type=_positive_int, metavar="N",
+                      help="runs side by side, one worker process each (default: one per core, at most one per asset; "
+                           "env NEXUS_DEMO_JOBS); 1 runs the assets one after another in this process")
     demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                       help="Dagster's console log level on stderr (default: WARNING when stdout is a terminal, "
                            "where a progress bar shows the steps; else INFO, one line per step)")

@@ -84,6 +84,43 @@ def test_demo_command(tmp_path):
         assert len(runs) == 2 and {run.job_name for run in runs} == {"nexus_main", "__ASSET_JOB"}
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_demo_side_by_side_writes_the_same_files_as_one_after_another(tmp_path):
+    """Two instruments in two forked workers, then the same demo in one process: every stored file,
+    pages and site index included, is the same byte for byte, and both record one run per instrument."""
+    files, runs = {}, {}
+    for jobs in ("2", "1"):
+        folder = tmp_path / f"jobs{jobs}"
+        folder.mkdir()
+        env = env_for(folder, sandbox_catalog_text(keys=("9001_SP500", "9004_VIX")))
+        result = subprocess.run(
+            [sys.executable, "-m", "nexus_assets.cli", "demo", "--start", "2018-03-01", "--end", "2018-03-06",
+             "--log-level", "ERROR", "--jobs", jobs],
+            capture_output=True, text=True, cwd=folder, env=env, timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert f"workers   {jobs} " in result.stdout
+        for key in ("9001_SP500", "9004_VIX"):  # each instrument's steps and its run line, whatever the interleaving
+            lines = [line for line in result.stdout.splitlines() if line.startswith(f"step      {key} ")]
+            steps = len(lines)  # every step of the main job, whatever their number
+            assert steps >= 8 and lines[-1].startswith(f"step      {key} {steps}/{steps} dashboard: 6 partitions in ")
+            assert sum(line.startswith(f"run       {key}: ") and line.split()[3] == "success"
+                       for line in result.stdout.splitlines()) == 1
+        files[jobs] = _files(folder / "data")
+        from dagster import DagsterInstance
+        from dagster._core.instance.ref import InstanceRef
+
+        with DagsterInstance.from_ref(InstanceRef.from_dir(str(folder / ".dagster_home"), config_dir=str(folder))) as instance:
+            runs[jobs] = sorted(run.tags["dagster/asset_partition_range_start"] for run in instance.get_runs())
+    assert len(files["2"]) > 100 and any(name.endswith("index.html") for name in files["2"])
+    assert files["2"].keys() == files["1"].keys()
+    assert [name for name in files["2"] if files["2"][name] != files["1"][name]] == []
+    assert runs["2"] == runs["1"] == ["9001_SP500|2018-03-01", "9004_VIX|2018-03-01"]
+
+
 def test_demo_refuses_a_bad_date_and_a_reversed_range_in_one_line(tmp_path):
     env = env_for(tmp_path, sandbox_catalog_text(keys=("9004_VIX",)))
     for args, wanted in ((["--start", "2018-13-01"], "not a date (YYYY-MM-DD): '2018-13-01'"),

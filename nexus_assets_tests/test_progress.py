@@ -64,3 +64,75 @@ def test_the_logger_counts_dagster_events_and_ignores_other_records():
     for kind in ("STEP_START", "ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION", "STEP_SUCCESS"):
         handler.emit(record(Event(kind, "metrics")))
     assert progress.done == 2 and out.getvalue().startswith("step      A 1/1 metrics: 2 partitions in 0.0s")
+
+
+def test_runs_side_by_side_keep_their_own_counters_and_lines():
+    clock, out = Clock(), io.StringIO()
+    progress = DemoProgress(out, interactive=False, clock=clock)
+    progress.start("A", steps=2, partitions=4)
+    progress.start("B", steps=2, partitions=4)
+    progress.step_started("qml_models", label="A")
+    progress.step_started("qml_models", label="B")
+    clock.now += 1.0
+    progress.materialized("qml_models", label="B", count=2)
+    progress.step_finished("qml_models", label="B")
+    progress.materialized("qml_models", label="A")
+    progress.step_finished("qml_models", label="A")
+    progress.finish("B")
+    progress.say("run       B: done")
+    progress.finish("A")
+    assert out.getvalue().splitlines() == [
+        "step      B 1/2 qml_models: 2 partitions in 1.0s (2.0/s); 2/4 partitions, 1.0s elapsed, 2.0/s",
+        "step      A 1/2 qml_models: 1 partitions in 1.0s (1.0/s); 1/4 partitions, 1.0s elapsed, 1.0/s",
+        "run       B: done",
+    ]
+
+
+def test_an_event_without_a_label_is_refused_while_two_runs_are_in_flight():
+    import pytest
+
+    progress = DemoProgress(io.StringIO(), interactive=False, clock=Clock())
+    progress.start("A", steps=1, partitions=1)
+    progress.start("B", steps=1, partitions=1)
+    with pytest.raises(ValueError, match="2 runs are in flight"):
+        progress.step_started("metrics")
+
+
+def test_on_a_terminal_two_runs_share_the_bar_and_a_summary_line_goes_above_it():
+    clock, out = Clock(), io.StringIO()
+    progress = DemoProgress(out, interactive=True, clock=clock)
+    progress.start("A", steps=2, partitions=4)
+    progress.start("B", steps=2, partitions=4)
+    progress.materialized("qml_models", label="A", count=2)
+    assert progress.bar().startswith("A [############------------] step 0/2 | 2/4 partitions")
+    assert "  ||  B [------------------------] step 0/2 | 0/4 partitions" in progress.bar()
+    progress.finish("A")
+    progress.say("run       A: done")
+    progress.finish("B")
+    text = out.getvalue()
+    assert "\r\x1b[2Krun       A: done\n" in text and text.endswith("\r\x1b[2K")
+
+
+def test_a_worker_queue_replays_the_same_calls_with_its_label_and_one_message_per_step():
+    import queue
+
+    from nexus_assets.progress import EventQueue
+
+    events = queue.Queue()
+    sink = EventQueue(events, "A")
+    sink.step_started("qml_models")
+    for _ in range(3):
+        sink.materialized("qml_models")
+    sink.step_finished("qml_models")
+    messages = [events.get_nowait() for _ in range(events.qsize())]
+    assert messages == [
+        ("step_started", ("qml_models",), {"label": "A"}),
+        ("materialized", ("qml_models",), {"label": "A", "count": 3}),
+        ("step_finished", ("qml_models",), {"failed": False, "label": "A"}),
+    ]
+    clock, out = Clock(), io.StringIO()
+    progress = DemoProgress(out, interactive=False, clock=clock)
+    progress.start("A", steps=1, partitions=3)
+    for method, args, kwargs in messages:
+        getattr(progress, method)(*args, **kwargs)
+    assert out.getvalue().startswith("step      A 1/1 qml_models: 3 partitions in 0.0s")

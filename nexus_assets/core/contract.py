@@ -403,10 +403,31 @@ _RANGE_CHECKS: dict[str, Callable[[pd.Series, dict], np.ndarray]] = {
     "less_than_or_equal_to": lambda v, s: v.to_numpy() <= s["max_value"],
     "greater_than": lambda v, s: v.to_numpy() > s["min_value"],
     "less_than": lambda v, s: v.to_numpy() < s["max_value"],
-    "isin": lambda v, s: v.isin(list(s["allowed_values"])).to_numpy(),
+    "isin": lambda v, s: _isin(v, s["allowed_values"]),
     "str_length": lambda v, s: _within(v.str.len().to_numpy(dtype="float64", na_value=np.nan), s),
 }
 """pandera's built-in checks the fast path runs itself: value -> passes, for a column's values."""
+
+
+def _isin(values: pd.Series, allowed) -> np.ndarray:
+    """``values.isin(allowed)``; the usual case, every value allowed, is told from a set of a few
+    values (pandas' isin costs a millisecond even on two rows of strings)."""
+    try:
+        if set(values.tolist()) <= set(allowed):
+            return np.ones(len(values), dtype=bool)
+    except TypeError:  # an unhashable value: pandas decides
+        pass
+    return values.isin(list(allowed)).to_numpy()
+
+
+def _duplicated(frame: pd.DataFrame, key: list[str], nulls_possible: bool) -> np.ndarray:
+    """``frame.duplicated(key, keep=False)``; a key without nulls whose rows are all distinct as
+    Python tuples (the usual case) is told without pandas' factorising of every key column."""
+    if not nulls_possible:
+        rows = list(zip(*(frame[name].to_numpy().tolist() for name in key)))
+        if len(set(rows)) == len(rows):
+            return np.zeros(len(frame), dtype=bool)
+    return frame.duplicated(key, keep=False).to_numpy()
 
 
 def _within(lengths: np.ndarray, stats: dict) -> np.ndarray:
@@ -421,6 +442,7 @@ class _Plan:
     names: tuple[str, ...]  # every column, in order
     dtypes: dict[str, Any]
     watched: tuple[tuple[str, bool, tuple[pa.Check, ...]], ...]  # (column, nullable, fast checks): columns with rules
+    key_nullable: bool  # some column of the unique key may hold nulls (so tuples cannot tell its duplicates)
 
 
 _PLANS: dict[int, tuple[pa.DataFrameSchema, _Plan]] = {}
@@ -435,7 +457,9 @@ def _plan(schema: pa.DataFrameSchema) -> _Plan:
         checks = tuple(c for c in column.checks if c.name in _RANGE_CHECKS)
         if checks or not column.nullable:
             watched.append((name, column.nullable, checks))
-    plan = _Plan(tuple(schema.columns), {n: _pandas_dtype(c) for n, c in schema.columns.items()}, tuple(watched))
+    key_nullable = any(name not in schema.columns or schema.columns[name].nullable for name in schema.unique or ())
+    plan = _Plan(tuple(schema.columns), {n: _pandas_dtype(c) for n, c in schema.columns.items()}, tuple(watched),
+                 key_nullable)
     _PLANS[id(schema)] = (schema, plan)
     return plan
 
@@ -502,7 +526,7 @@ def table_problems(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> list[Prob
                                         _examples(frame, broken, [name])))
     key = schema.unique
     if key and len(frame) > 1 and not problems:
-        doubled = frame.duplicated(list(key), keep=False).to_numpy()
+        doubled = _duplicated(frame, list(key), plan.key_nullable)
         if doubled.any():
             problems.append(Problem(", ".join(key), f"unique ({', '.join(key)})", int(doubled.sum()),
                                     _examples(frame, doubled, list(key))))

@@ -113,6 +113,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from nexus_assets.core.combinations import within_horizon_combinations
 from nexus_assets.core.contract import ENSEMBLE_ROWS, HORIZON_SLICE_COLUMNS, columns, dtypes
 from nexus_assets.core.parallel import worker_threads
 from nexus_assets.core.periods import TRADING_DAYS
@@ -133,6 +134,7 @@ __all__ = [
     "ENSEMBLE_COLUMNS",
     "ensemble_columns",
     "dynamic_quantile_ensemble",
+    "ensembles_with_combinations",
 ]
 
 LOOKBACK = 60
@@ -259,6 +261,16 @@ def dynamic_quantile_ensemble(
         if want.any():
             parts.append(_horizon_ensemble(pivot, int(h), mode, int(lookback), quantiles, want))
     return _assemble(parts, mode)
+
+
+def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: int, dates,
+                                roster: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The stored horizon_ensembles table: the quantile ensemble plus the day's price and the plain
+    combinations, on the (date, horizon) rows the ensemble forecasts."""
+    result = dynamic_quantile_ensemble(slices, mode=mode, lookback=lookback, dates=dates, roster=roster)
+    plain = within_horizon_combinations(slices, dates=dates)
+    merged = result.merge(plain, on=["date", "horizon"], how="left", validate="one_to_one")
+    return merged[[*result.columns[:-1], *plain.columns[2:], result.columns[-1]]]  # `mode` stays last
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,6 +94,7 @@ import pandas as pd
 from nexus_assets.core import trading
 from nexus_assets.core.contract import DAILY, DAILY_ROWS, STATISTICS, TRADE_ROWS, TRADES, columns, empty_frame
 from nexus_assets.core.periods import TRADING_DAYS, periods_per_year
+from nexus_assets.core.signals import parse_horizons
 
 __all__ = [
     "SIGNALS",
@@ -112,6 +113,7 @@ __all__ = [
     "statistics",
     "statistic_names",
     "record",
+    "days_by_horizon_set",
 ]
 
 SIGNALS: tuple[str, ...] = ("raw", "optimised")
@@ -200,6 +202,26 @@ def record(
                                           trades=trades)
         for day in wanted
     }
+
+
+def days_by_horizon_set(history, days, configured) -> dict:
+    """As-of days grouped by the horizons their accuracy is reported at: the catalog's, else those
+    of the raw signal on or before the day (a horizon that appears later never changes a past date)."""
+    if configured:
+        return {tuple(sorted(configured)): list(days)}
+    if history is None:
+        return {(): list(days)}
+    raw = history[history["variant"] == "raw"][["date", "horizons"]].sort_values("date")
+    groups: dict[tuple, list] = {}
+    seen: set[int] = set()
+    rows = iter(raw.itertuples(index=False))
+    pending = next(rows, None)
+    for day in sorted(days):
+        while pending is not None and pending.date.date() <= day:
+            seen.update(parse_horizons(pending.horizons))
+            pending = next(rows, None)
+        groups.setdefault(tuple(sorted(seen)), []).append(day)
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,10 +10,18 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["worker_threads", "ordered_map"]
+__all__ = ["usable_cores", "worker_threads", "ordered_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def worker_threads() -> int:
@@ -21,11 +29,7 @@ def worker_threads() -> int:
     configured = os.environ.get("NEXUS_THREADS", "").strip()
     if configured:
         return max(1, int(configured))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(8, usable_cores()))
 
 
 def ordered_map(function: Callable[[T], R], items: Iterable[T], *, threads: int | None = None) -> list[R]:

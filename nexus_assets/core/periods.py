@@ -8,10 +8,11 @@ reproduce it (the ensemble's model Sharpe, the legacy trade Sharpe) use :data:`T
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["TRADING_DAYS", "CALENDAR_DAYS", "ANNUALIZATION", "periods_per_year", "has_session"]
+__all__ = ["TRADING_DAYS", "CALENDAR_DAYS", "ANNUALIZATION", "periods_per_year", "has_session", "calendar_days"]
 
 TRADING_DAYS = 252
 """Trading days a year of an exchange, and Nexus v2's annualisation for every calendar."""
@@ -38,3 +39,13 @@ def has_session(calendar: str, day: dt.date) -> bool:
     if calendar not in ANNUALIZATION:
         periods_per_year(calendar)  # raises, naming the calendars there are
     return calendar == "crypto" or day.weekday() < 5
+
+
+def calendar_days(observations: int, calendar: str) -> int:
+    """Calendar days that surely hold ``observations`` sessions of ``calendar``.
+
+    Exchange calendars lose weekends (7/5) and up to about ten holidays a year.
+    """
+    if calendar == "crypto":
+        return observations
+    return math.ceil(observations * 7 / 5) + 2 * math.ceil(observations / 50) + 4

@@ -4,11 +4,14 @@ The QML contract says rows for a past ``time`` never change. When a pull finds t
 hash differs from the one recorded at its last materialisation, :func:`diff_rows` says how: rows
 added, removed and changed (matched on the contract key ``symbol, time, n_predict``, which the
 contract guarantees unique), columns added or removed, and a few examples of each, so the warning
-that records it can be read without opening any file.
+that records it can be read without opening any file. :func:`rows_sha256` is that payload hash
+(:func:`day_hashes` the same for many days of one frame at once).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +21,7 @@ import pandas as pd
 
 from nexus_assets.core.contract import QML_KEY
 
-__all__ = ["Restatement", "diff_rows"]
+__all__ = ["Restatement", "day_hashes", "diff_rows", "rows_sha256"]
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,36 @@ def diff_rows(
         columns_removed=columns_removed,
         examples=tuple(shown),
     )
+
+
+def rows_sha256(rows: pd.DataFrame) -> str:
+    """A content hash of a day's rows (order and values), stable across runs and machines.
+
+    An extra field may hold JSON objects or arrays, which pandas cannot hash: those values are
+    hashed as their canonical JSON text (other columns, and so every existing hash, unchanged)."""
+    if rows.empty:
+        return hashlib.sha256(b"").hexdigest()
+    nested = [c for c in rows.columns if rows[c].dtype == object and rows[c].map(lambda v: isinstance(v, (dict, list))).any()]
+    if nested:
+        rows = rows.assign(**{c: rows[c].map(_canonical) for c in nested})
+    hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def day_hashes(rows: pd.DataFrame, positions: dict) -> dict:
+    """:func:`rows_sha256` of many days of one frame at once: ``positions`` maps each day to the
+    row positions of its rows in ``rows`` (in order); a day's hash is that of ``rows.take(pos)``.
+
+    The rows are hashed once for the whole pull (a row's hash depends only on its own values and
+    the columns' dtypes, which a day's slice shares), then each day's row hashes are digested:
+    one pass instead of one ``hash_pandas_object`` per day (~3 ms each in a year's run). A frame
+    with nested JSON values goes day by day through :func:`rows_sha256` itself."""
+    nested = [c for c in rows.columns if rows[c].dtype == object and rows[c].map(lambda v: isinstance(v, (dict, list))).any()]
+    if nested or rows.empty:
+        return {day: rows_sha256(rows.take(pos).reset_index(drop=True)) for day, pos in positions.items()}
+    hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+    return {day: hashlib.sha256(hashed[pos].tobytes()).hexdigest() for day, pos in positions.items()}
+
+
+def _canonical(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str) if isinstance(value, (dict, list)) else value

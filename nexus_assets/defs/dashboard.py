@@ -30,30 +30,32 @@ from dagster import (
 )
 from upath import UPath
 
-from nexus_assets.catalog import Catalog, CatalogAsset
+from nexus_assets.catalog import Catalog
 from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.dashboard import (
     INDEX,
     AssetSummary,
-    DataStatus,
     DaySummary,
     PageInputs,
+    data_status,
     history_path,
     page_path,
     render_history,
     render_index,
     render_page,
     summarise,
+    summary_json,
 )
 from nexus_assets.core.dashboard import formatting as fmt
 from nexus_assets.core.freshness import freshness_status
+from nexus_assets.core.periods import calendar_days
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import QML_MODELS
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.metrics import METRICS
 from nexus_assets.defs.model_metadata import QML_MODEL_METADATA
-from nexus_assets.defs.partitions import calendar_days, date_window_mapping, days_by_asset, observations, partition_key
+from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.steps import GROUP
@@ -122,7 +124,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
             ensembles_of = _ensembles_by_day(ensembles)
             for day in days:
                 pk = partition_key(key, day)
-                status = _data_status(entry, day, ingested.get(pk, {}))
+                status = data_status(entry, day, ingested.get(pk, {}), pk)
                 of_day, window = ensembles_of(day)
                 inputs = PageInputs.from_partitions(
                     asset=key,
@@ -143,7 +145,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                 path = write_site_file(root, page_path(key, day), render_page(inputs))
                 summary = summarise(inputs)
                 write_site_file(root, _summary_path(key, day),
-                                json.dumps(_summary_json(summary, status.upstream_watermark), sort_keys=True))
+                                json.dumps(summary_json(summary, status.upstream_watermark), sort_keys=True))
                 metadata[pk] = {
                     "page": MetadataValue.url(_link(settings, path, page_path(key, day))),
                     "page_path": MetadataValue.path(str(path)),
@@ -183,19 +185,6 @@ def rebuild_site(root: UPath, catalog: Catalog, assets: list[str] | None = None,
 
 def _summary_path(asset: str, day: dt.date) -> str:
     return page_path(asset, day)[: -len(".html")] + ".json"
-
-
-def _summary_json(summary: DaySummary, watermark: dt.date | None) -> dict:
-    return {
-        "upstream_watermark": watermark.isoformat() if watermark else None,
-        "date": summary.date.isoformat(),
-        "signal": summary.signal,
-        "net_prob": summary.net_prob,
-        "tier": summary.tier,
-        "optimised_signal": summary.optimised_signal,
-        "optimised_net_prob": summary.optimised_net_prob,
-        "day_status": summary.day_status,
-    }
 
 
 def _read_summaries(root: UPath, asset: str) -> tuple[list[DaySummary], dt.date | None]:
@@ -249,26 +238,6 @@ def _ingestion_metadata(instance, keys: list[str]) -> dict[str, dict]:
         if not result.has_more:
             return latest
         cursor = result.cursor
-
-
-def _data_status(entry: CatalogAsset, day: dt.date, meta: dict) -> DataStatus:
-    """The day's ingestion record (qml_models' metadata) and whether upstream had published the day
-    by the morning after it: a page shows the day as it was, not as of today."""
-    pk = partition_key(entry.key, day)
-    watermark = dt.date.fromisoformat(meta["upstream_watermark"]) if meta.get("upstream_watermark") else None
-    status = freshness_status(entry, day + dt.timedelta(days=1), day, watermark)
-    fresh = "unknown" if watermark is None else ("late" if status.upstream_late else "fresh")
-    return DataStatus(
-        partition_key=pk,
-        source=str(meta.get("source") or entry.source),
-        contract_version=meta.get("contract_version"),
-        upstream_watermark=watermark,
-        freshness=fresh,
-        freshness_detail=status.describe() if watermark is not None else "no upstream watermark recorded",
-        rows=meta.get("rows"),
-        models=meta.get("models"),
-        day_status=meta.get("status"),
-    )
 
 
 def _link(settings: Settings, path: UPath, relative: str) -> str:

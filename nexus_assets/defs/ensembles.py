@@ -18,14 +18,14 @@ from dagster import AssetExecutionContext, AssetIn, Failure, MetadataValue, Retr
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combinations
-from nexus_assets.core.ensembles import LOOKBACK, dynamic_quantile_ensemble
+from nexus_assets.core.ensembles import LOOKBACK, ensembles_with_combinations
+from nexus_assets.core.periods import calendar_days
 from nexus_assets.core.slicing import empty_slices
 from nexus_assets.core.upstream_ensembles import upstream_ensemble_rows, upstream_forecasts
 from nexus_assets.defs.ingest import HORIZON_SLICES_ASSET
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
     DEFAULT_MAX_HORIZON,
-    calendar_days,
     date_window_mapping,
     days_by_asset,
     partition_key,
@@ -42,7 +42,6 @@ __all__ = [
     "build_ensemble_assets",
     "ensemble_history_rows",
     "ensemble_window_days",
-    "ensembles_with_combinations",
 ]
 
 HORIZON_ENSEMBLES = "horizon_ensembles"
@@ -136,16 +135,6 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
         return outputs
 
     return [horizon_ensembles]
-
-
-def ensembles_with_combinations(slices: pd.DataFrame, *, mode: str, lookback: int, dates,
-                                roster: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The stored horizon_ensembles table: the quantile ensemble plus the day's price and the plain
-    combinations, on the (date, horizon) rows the ensemble forecasts."""
-    result = dynamic_quantile_ensemble(slices, mode=mode, lookback=lookback, dates=dates, roster=roster)
-    plain = within_horizon_combinations(slices, dates=dates)
-    merged = result.merge(plain, on=["date", "horizon"], how="left", validate="one_to_one")
-    return merged[[*result.columns[:-1], *plain.columns[2:], result.columns[-1]]]  # `mode` stays last
 
 
 def _upstream_result(context, qml: QMLResource, entry, slices: pd.DataFrame, days) -> pd.DataFrame:

@@ -10,7 +10,6 @@ version and a warning (the ``qml_restatement`` check) saying what changed.
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 import hashlib
-import json
 from typing import NamedTuple
 
 import numpy as np
@@ -48,7 +47,7 @@ from nexus_assets.core.contract import (
 )
 from nexus_assets.core.freshness import DayStatus, classify_day
 from nexus_assets.core.parallel import ordered_map
-from nexus_assets.core.restatement import Restatement, diff_rows
+from nexus_assets.core.restatement import Restatement, day_hashes, diff_rows, rows_sha256
 from nexus_assets.core.slicing import slice_horizons
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key
@@ -65,8 +64,6 @@ __all__ = [
     "RESTATEMENT_CHECK",
     "QMLModelsConfig",
     "build_ingest_assets",
-    "day_hashes",
-    "rows_sha256",
 ]
 
 QML_MODELS = "qml_models"
@@ -84,39 +81,6 @@ class QMLModelsConfig(Config):
         description="Store a pulled empty day over a stored non-empty one, as a restatement (upstream withdrew "
         "that day's rows). Off by default: a pull that would empty a stored day fails and writes nothing.",
     )
-
-
-def rows_sha256(rows: pd.DataFrame) -> str:
-    """A content hash of a day's rows (order and values), stable across runs and machines.
-
-    An extra field may hold JSON objects or arrays, which pandas cannot hash: those values are
-    hashed as their canonical JSON text (other columns, and so every existing hash, unchanged)."""
-    if rows.empty:
-        return hashlib.sha256(b"").hexdigest()
-    nested = [c for c in rows.columns if rows[c].dtype == object and rows[c].map(lambda v: isinstance(v, (dict, list))).any()]
-    if nested:
-        rows = rows.assign(**{c: rows[c].map(_canonical) for c in nested})
-    hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()
-
-
-def day_hashes(rows: pd.DataFrame, positions: dict) -> dict:
-    """:func:`rows_sha256` of many days of one frame at once: ``positions`` maps each day to the
-    row positions of its rows in ``rows`` (in order); a day's hash is that of ``rows.take(pos)``.
-
-    The rows are hashed once for the whole pull (a row's hash depends only on its own values and
-    the columns' dtypes, which a day's slice shares), then each day's row hashes are digested:
-    one pass instead of one ``hash_pandas_object`` per day (~3 ms each in a year's run). A frame
-    with nested JSON values goes day by day through :func:`rows_sha256` itself."""
-    nested = [c for c in rows.columns if rows[c].dtype == object and rows[c].map(lambda v: isinstance(v, (dict, list))).any()]
-    if nested or rows.empty:
-        return {day: rows_sha256(rows.take(pos).reset_index(drop=True)) for day, pos in positions.items()}
-    hashed = pd.util.hash_pandas_object(rows, index=False).to_numpy()
-    return {day: hashlib.sha256(hashed[pos].tobytes()).hexdigest() for day, pos in positions.items()}
-
-
-def _canonical(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str) if isinstance(value, (dict, list)) else value
 
 
 def _check_metadata(reports: dict[str, ContractReport]) -> dict:

@@ -14,8 +14,7 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 from nexus_assets.catalog import Catalog
 from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
-from nexus_assets.core.metrics import record
-from nexus_assets.core.signals import parse_horizons
+from nexus_assets.core.metrics import days_by_horizon_set, record
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, partition_key
 from nexus_assets.defs.signals import SIGNALS
@@ -66,7 +65,7 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             history = signals.concat(key, "signals")
-            for horizons, group in _days_by_horizon_set(history, days, entry.horizons).items():
+            for horizons, group in days_by_horizon_set(history, days, entry.horizons).items():
                 records = record(history if history is not None else empty_frame(contract.SIGNALS), as_of=group,
                                  calendar=entry.calendar, cost_bps=entry.cost_bps, horizons=horizons)
                 for day in group:
@@ -77,27 +76,6 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
         return outputs
 
     return [metrics]
-
-
-def _days_by_horizon_set(history, days, configured) -> dict:
-    """As-of days grouped by the horizons their accuracy is reported at: the catalog's, else those
-    of the raw signal on or before the day (a horizon that appears later never changes a past date)."""
-    if configured:
-        return {tuple(sorted(configured)): list(days)}
-    if history is None:
-        return {(): list(days)}
-    raw = history[history["variant"] == "raw"][["date", "horizons"]].sort_values("date")
-    groups: dict[tuple, list] = {}
-    seen: set[int] = set()
-    rows = iter(raw.itertuples(index=False))
-    pending = next(rows, None)
-    for day in sorted(days):
-        while pending is not None and pending.date.date() <= day:
-            seen.update(parse_horizons(pending.horizons))
-            pending = next(rows, None)
-        groups.setdefault(tuple(sorted(seen)), []).append(day)
-    return groups
-
 
 
 def _metadata(tables: dict, lines_seen: dict | None = None) -> dict:

@@ -7,7 +7,6 @@ and one asset's dates form a contiguous key range).
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Iterable
 
 import dagster
@@ -33,7 +32,6 @@ __all__ = [
     "partition_key",
     "split_key",
     "days_by_asset",
-    "calendar_days",
     "split_by_day",
     "date_window_mapping",
     "MultiPartitionMapping",
@@ -85,16 +83,6 @@ def split_by_day(frame, days: Iterable[dt.date]) -> dict:
     frame with the same columns (a warm-up day, a day without a session)."""
     by_day = {stamp.date(): rows.reset_index(drop=True) for stamp, rows in frame.groupby("date", sort=True)}
     return {day: by_day.get(day, frame.iloc[0:0]) for day in days}
-
-
-def calendar_days(observations: int, calendar: str) -> int:
-    """Calendar days that surely hold ``observations`` sessions of ``calendar``.
-
-    Exchange calendars lose weekends (7/5) and up to about ten holidays a year.
-    """
-    if calendar == "crypto":
-        return observations
-    return math.ceil(observations * 7 / 5) + 2 * math.ceil(observations / 50) + 4
 
 
 class MultiPartitionMapping(dagster.MultiPartitionMapping):

@@ -14,13 +14,12 @@ from dagster import AssetExecutionContext, AssetIn, MetadataValue, asset
 from nexus_assets.catalog import Catalog
 from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
-from nexus_assets.core.periods import periods_per_year
+from nexus_assets.core.periods import calendar_days, periods_per_year
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS
 from nexus_assets.core.search import horizon_search as search_horizons
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import (
-    calendar_days,
     date_window_mapping,
     days_by_asset,
     partition_key,

@@ -34,7 +34,7 @@ import pandas as pd
 
 from nexus_assets.core.contract import QML_COLUMNS
 
-__all__ = ["CODE_VERSION", "DEFAULT_HORIZONS", "SERIES", "ModelFarm", "load_prices"]
+__all__ = ["CODE_VERSION", "DEFAULT_HORIZONS", "SERIES", "ModelFarm", "load_prices", "nearest_first"]
 
 SERIES: tuple[str, ...] = ("sp500", "nasdaq", "wti", "vix")
 DEFAULT_HORIZONS: tuple[int, ...] = (1, 3, 5, 8, 13)
@@ -148,6 +148,29 @@ def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     for j in range(a.shape[-1]):
         acc = acc + a[..., j] * b[..., j]
     return acc
+
+
+def nearest_first(values: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the columns of the ``count`` smallest values, smallest first, ties by column.
+
+    Exactly the first ``count`` columns of ``np.argsort(values, axis=1, kind="stable")``, without
+    sorting the rest of the row: a partition finds each row's ``count``-th smallest value, the
+    columns below it and the leftmost of those equal to it are kept, and only those are sorted.
+    ``values`` must hold no NaN (``inf`` is fine).
+    """
+    rows, width = values.shape
+    if count >= width:
+        return np.argsort(values, axis=1, kind="stable")
+    if count < 1:
+        return np.zeros((rows, 0), dtype=np.intp)
+    cutoff = np.partition(values, count - 1, axis=1)[:, count - 1:count]
+    below = values < cutoff
+    tied = values == cutoff
+    room = count - below.sum(axis=1, keepdims=True)  # >= 1: the cutoff itself is in the row
+    keep = below | (tied & (np.cumsum(tied, axis=1) <= room))
+    columns = np.nonzero(keep)[1].reshape(rows, count)  # row-major: ascending columns per row
+    order = np.argsort(np.take_along_axis(values, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
 
 
 class ModelFarm:
@@ -321,6 +344,7 @@ class ModelFarm:
         lengths = sorted({int(v["pattern"]) for v in variants})
         histories = sorted({int(v["history"]) for v in variants})
         ks = sorted({int(v["k"]) for v in variants})
+        nearest_k = max(ks)  # only the nearest max(k) analogs are ever averaged
         lags = np.arange(1, histories[-1] + 1)
         ends = days[:, None] - lags[None, :]
         dist = np.zeros(ends.shape)
@@ -337,12 +361,12 @@ class ModelFarm:
             for h in self.horizons:
                 for history in histories:
                     valid = cand_ok[:, :history] & (lags[None, :history] >= h)
-                    order = np.argsort(np.where(valid, dist[:, :history], np.inf), axis=1, kind="stable")
+                    order = nearest_first(np.where(valid, dist[:, :history], np.inf), nearest_k)
                     n_valid = valid.sum(axis=1)
                     nearest = np.take_along_axis(ends[:, :history], order, axis=1)
-                    fwd = np.where(np.arange(history)[None, :] < n_valid[:, None],
+                    fwd = np.where(np.arange(order.shape[1])[None, :] < n_valid[:, None],
                                    self._fwd_scaled[h][np.maximum(nearest, 0)], 0.0)
-                    running = np.cumsum(fwd, axis=1)
+                    running = np.cumsum(fwd, axis=1)  # sequential: the same sums as over the whole row
                     for k in ks:
                         used = np.minimum(k, n_valid)
                         mean = running[day_pos, np.maximum(used - 1, 0)] / np.maximum(used, 1)

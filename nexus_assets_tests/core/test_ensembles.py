@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexus_assets.core import ensembles
-from nexus_assets.core.ensembles import dynamic_quantile_ensemble, ensemble_columns
+from nexus_assets.core.combinations import within_horizon_combinations
+from nexus_assets.core.ensembles import dynamic_quantile_ensemble, ensemble_columns, ensembles_with_combinations
 from nexus_assets.core.slicing import empty_slices, horizon_frames, slice_horizons
 from nexus_assets.qml.synthetic import SyntheticProject
 from nexus_assets_tests.core import reference_ensembles as reference
@@ -179,6 +180,24 @@ def test_output_schema():
         typed = dynamic_quantile_ensemble(slices, mode=mode, lookback=20).dtypes
         assert dynamic_quantile_ensemble(empty_slices(), mode=mode).dtypes.equals(typed)
         assert dynamic_quantile_ensemble(slices, mode=mode, lookback=20, dates=["1999-01-01"]).dtypes.equals(typed)
+
+
+def test_the_stored_table_is_the_ensemble_with_its_rows_plain_combinations():
+    """horizon_ensembles: the ensemble's rows and columns, the combinations of the same (date,
+    horizon) between them, ``mode`` last; the same for a dates subset."""
+    slices = roughen(synthetic_slices(seed=4, horizons=(1, 3), models=10, days=40), seed=4)
+    for mode, dates in (("nexus_v2", None), ("point_in_time", None), ("point_in_time", [START + dt.timedelta(days=30)])):
+        ensemble = dynamic_quantile_ensemble(slices, mode=mode, lookback=20, dates=dates)
+        plain = within_horizon_combinations(slices, dates=dates)
+        got = ensembles_with_combinations(slices, mode=mode, lookback=20, dates=dates)
+        assert list(got.columns) == [*ensemble.columns[:-1], *plain.columns[2:], "mode"] and len(got) == len(ensemble) > 0
+        pd.testing.assert_frame_equal(got[list(ensemble.columns)], ensemble)
+        for row in got.itertuples(index=False):
+            match = plain[(plain["date"] == row.date) & (plain["horizon"] == row.horizon)]
+            assert len(match) == 1
+            for column in plain.columns[2:]:
+                want, have = match[column].iloc[0], getattr(row, column)
+                assert (pd.isna(want) and pd.isna(have)) or want == have, (row.date, row.horizon, column)
 
 
 def test_dates_subset_equals_rows_of_full_output():

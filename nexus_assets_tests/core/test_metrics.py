@@ -1,6 +1,7 @@
 """Metrics as of each date (docs/metrics.md): hand-computed vectors, empyrical, the legacy figures,
 the old pipeline's flaws, point in time, and the one-pass fast path against the slow reference."""
 
+import datetime as dt
 import math
 
 import empyrical
@@ -15,6 +16,7 @@ from nexus_assets.core.metrics import (
     DAILY_COLUMNS,
     STATISTICS_COLUMNS,
     TRADES_COLUMNS,
+    days_by_horizon_set,
     record,
     statistic_names,
 )
@@ -634,3 +636,19 @@ def test_days_without_a_price_never_stop_the_record(freq, calendar):
     # as of an unpriced day, the statistics are those of the last priced day before it
     before, hole = every[dates[8].date()]["statistics"], every[dates[9].date()]["statistics"]
     pd.testing.assert_frame_equal(hole.drop(columns="date"), before.drop(columns="date"))
+
+
+def test_days_by_horizon_set_uses_the_catalogs_else_the_raw_horizons_seen_by_each_day():
+    days = [dt.date(2025, 1, d) for d in (6, 1, 2, 3, 4, 5)]  # any order in, sorted groups out
+    assert days_by_horizon_set(None, days, (5, 1)) == {(1, 5): days}
+    assert days_by_horizon_set(None, days, ()) == {(): days}
+    raw = signals_table([100.0, 101.0, 102.0, 103.0], [1, 1, 0, -1], horizons="1,3", start="2025-01-02")
+    raw.loc[2, "horizons"] = "5"  # a horizon first seen on the 4th
+    later = signals_table([100.0], [1], horizons="9", variant="optimised", start="2025-01-01")  # not the raw signal
+    history = pd.concat([raw, later], ignore_index=True)
+    assert days_by_horizon_set(history, days, ()) == {
+        (): [dt.date(2025, 1, 1)],
+        (1, 3): [dt.date(2025, 1, 2), dt.date(2025, 1, 3)],
+        (1, 3, 5): [dt.date(2025, 1, 4), dt.date(2025, 1, 5), dt.date(2025, 1, 6)],
+    }
+    assert days_by_horizon_set(history, days, (2,)) == {(2,): days}

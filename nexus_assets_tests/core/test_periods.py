@@ -1,11 +1,12 @@
 import ast
 import datetime as dt
+import math
 import pathlib
 
 import pytest
 
 from nexus_assets.core import periods
-from nexus_assets.core.periods import ANNUALIZATION, has_session, periods_per_year
+from nexus_assets.core.periods import ANNUALIZATION, calendar_days, has_session, periods_per_year
 
 
 def test_periods_per_year():
@@ -34,3 +35,14 @@ def test_sessions_by_calendar():
     assert all(has_session("crypto", d) for d in week)
     with pytest.raises(ValueError, match="'lunar'"):
         has_session("lunar", week[0])
+
+
+def test_calendar_days_hold_the_sessions_with_room_for_holidays():
+    """Every window of ``calendar_days(n)`` days, whatever weekday it ends on, holds ``n`` weekdays
+    and a spare one for every 50 sessions (exchange holidays); crypto trades every day."""
+    assert [calendar_days(n, "crypto") for n in (0, 1, 63, 365)] == [0, 1, 63, 365]
+    assert [calendar_days(n, "exchange") for n in (1, 5, 50, 252)] == [8, 13, 76, 369]
+    for n in range(1, 400):
+        for end in (dt.date(2025, 1, 6) + dt.timedelta(days=k) for k in range(7)):
+            window = (end - dt.timedelta(days=i) for i in range(calendar_days(n, "exchange")))
+            assert sum(has_session("exchange", day) for day in window) >= n + math.ceil(n / 50), (n, end)

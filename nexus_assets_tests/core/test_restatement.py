@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from nexus_assets.core.contract import QML_KEY
-from nexus_assets.core.restatement import diff_rows
+from nexus_assets.core.contract import QML_KEY, coerce_qml_rows
+from nexus_assets.core.restatement import day_hashes, diff_rows, rows_sha256
+from nexus_assets.qml.synthetic import SyntheticProject
 
 
 def rows(n: int, seed: int) -> pd.DataFrame:
@@ -91,3 +93,32 @@ def test_missing_old_file_and_an_empty_old_day():
     assert gone.old_rows is None and gone.rows_added == 5 and "missing" in gone.summary()
     empty = diff_rows(new.iloc[0:0], new, old_sha256="a" * 64, new_sha256="b" * 64)
     assert (empty.rows_added, empty.rows_removed, empty.rows_changed) == (5, 0, 0)
+
+
+# --- payload hashes: many days at once equal each day's own hash ----------------------------------
+
+
+def _qdt_like_rows() -> pd.DataFrame:
+    start, end = dt.date(2025, 1, 1), dt.date(2025, 2, 15)
+    project = SyntheticProject(8101, horizons=(1, 3, 5), models_per_horizon=40, seed=31, start=start, end=end)
+    return coerce_qml_rows(project.rows(start, end))
+
+
+def test_day_hashes_fall_back_for_nested_values_and_still_agree():
+    rows = _qdt_like_rows().copy()
+    rows["extra"] = pd.Series([{"k": i % 3} if i % 7 == 0 else None for i in range(len(rows))], dtype=object)
+    positions = {stamp.date(): pos for stamp, pos in rows.groupby("time", sort=True).indices.items()}
+    got = day_hashes(rows, positions)
+    for day, pos in positions.items():
+        assert got[day] == rows_sha256(rows.take(pos).reset_index(drop=True))
+
+
+def test_day_hashes_tell_a_changed_value_and_a_changed_order():
+    rows = _qdt_like_rows()
+    positions = {stamp.date(): pos for stamp, pos in rows.groupby("time", sort=True).indices.items()}
+    day, pos = next(iter(positions.items()))
+    before = day_hashes(rows, positions)[day]
+    changed = rows.copy()
+    changed.loc[pos[0], "close_predict"] = np.nextafter(changed.loc[pos[0], "close_predict"], np.inf)
+    assert day_hashes(changed, positions)[day] != before
+    assert day_hashes(rows, {day: pos[::-1]})[day] != before

@@ -155,3 +155,26 @@ def test_the_dashboards_inputs_name_columns_of_the_stored_tables():
         assert set(required) <= set(schema.columns), (name, sorted(set(required) - set(schema.columns)))
         dates = tuple(c for c in required if np.dtype("datetime64[ns]") == schema.columns[c].dtype.type)
         assert DATE_COLUMNS[name] == dates, name
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_set_shortcuts_equal_pandas_isin_and_duplicated(seed):
+    """``_isin`` and ``_duplicated`` against pandas' own on seeded data: all allowed or not,
+    nulls, duplicated keys or none, strings, ints and timestamps."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    words = np.array(["raw", "optimised", "legacy", "other"])
+    allowed = ["raw", "optimised", "legacy"] if seed % 2 else ["raw", "optimised", "legacy", "other"]
+    strings = pd.Series(words[rng.integers(0, 4, n)], dtype="str")
+    if seed % 3 == 0:
+        strings[int(rng.integers(0, n))] = None
+    ints = pd.Series(rng.integers(-1, 2, n), dtype="int64")
+    for values, choices in ((strings, allowed), (ints, [-1, 0, 1]), (ints, [0, 1])):
+        np.testing.assert_array_equal(contract._isin(values, choices), values.isin(choices).to_numpy())
+    days = pd.Series(pd.Timestamp("2018-01-01") + pd.to_timedelta(rng.integers(0, 3 if seed % 2 else 400, n), "D"))
+    frame = pd.DataFrame({"date": days, "variant": strings.fillna("raw"), "horizon": ints})
+    key = ["date", "variant", "horizon"]
+    for nullable in (False, True):
+        np.testing.assert_array_equal(contract._duplicated(frame, key, nullable),
+                                      frame.duplicated(key, keep=False).to_numpy())
+    with_nan = frame.assign(horizon=frame["horizon"].astype("float64").where(rng.random(n) > 0.3))
+    np.testing.assert_array_equal(contract._duplicated(with_nan, key, True), with_nan.duplicated(key, keep=False).to_numpy())

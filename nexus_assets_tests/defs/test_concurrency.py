@@ -20,7 +20,7 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from nexus_assets.catalog import load_catalog
-from nexus_assets.defs.ingest import rows_sha256
+from nexus_assets.core.restatement import rows_sha256
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG, daily_run_request
 from nexus_assets.qml.faults import Fault
 from nexus_assets_tests.loopback import (

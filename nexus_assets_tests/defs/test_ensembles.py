@@ -5,8 +5,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from nexus_assets.core.ensembles import LOOKBACK
-from nexus_assets.defs.ensembles import ensemble_window_days, ensembles_with_combinations
+from nexus_assets.core.ensembles import LOOKBACK, ensembles_with_combinations
+from nexus_assets.defs.ensembles import ensemble_window_days
 from nexus_assets_tests.defs.conftest import Pipeline, sandbox_catalog_text
 
 pytestmark = pytest.mark.slow  # integration: Dagster runs, servers, subprocesses or a browser

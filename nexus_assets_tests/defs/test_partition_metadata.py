@@ -3,12 +3,12 @@ partition by partition (the obviously-correct references below), on seeded QDT-l
 
 import datetime as dt
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from nexus_assets.core.contract import coerce_qml_rows, empty_qml_rows
-from nexus_assets.defs.ingest import _day_facts, day_hashes, rows_sha256
+from nexus_assets.core.restatement import rows_sha256
+from nexus_assets.defs.ingest import _day_facts
 from nexus_assets.qml.sources import QMLPull
 from nexus_assets.qml.synthetic import SyntheticProject
 
@@ -41,28 +41,6 @@ def test_day_facts_equal_each_days_own_facts_on_qdt_like_rows():
     from nexus_assets.defs.ingest import _NO_ROWS
 
     assert tuple(_NO_ROWS) == empty
-
-
-def test_day_hashes_fall_back_for_nested_values_and_still_agree():
-    pull = _pull()
-    rows = pull.rows.copy()
-    rows["extra"] = pd.Series([{"k": i % 3} if i % 7 == 0 else None for i in range(len(rows))], dtype=object)
-    positions = {stamp.date(): pos for stamp, pos in rows.groupby("time", sort=True).indices.items()}
-    got = day_hashes(rows, positions)
-    for day, pos in positions.items():
-        assert got[day] == rows_sha256(rows.take(pos).reset_index(drop=True))
-
-
-def test_day_hashes_tell_a_changed_value_and_a_changed_order():
-    pull = _pull()
-    rows = pull.rows
-    positions = {stamp.date(): pos for stamp, pos in rows.groupby("time", sort=True).indices.items()}
-    day, pos = next(iter(positions.items()))
-    before = day_hashes(rows, positions)[day]
-    changed = rows.copy()
-    changed.loc[pos[0], "close_predict"] = np.nextafter(changed.loc[pos[0], "close_predict"], np.inf)
-    assert day_hashes(changed, positions)[day] != before
-    assert day_hashes(rows, {day: pos[::-1]})[day] != before
 
 
 # --- the later steps: references are the per-day implementations the assets used before ----------
@@ -151,12 +129,11 @@ def run_tables():
     """A QDT-like asset's tables for 230 days, through the core as the assets call it (the search
     has winners in the last ~80 days), plus 3 days past the data (no rows)."""
     from nexus_assets.core.contract import HORIZON_SLICES
-    from nexus_assets.core.ensembles import LOOKBACK
+    from nexus_assets.core.ensembles import LOOKBACK, ensembles_with_combinations
     from nexus_assets.core.metrics import record
     from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS, horizon_search
     from nexus_assets.core.signals import daily_signals
     from nexus_assets.core.slicing import slice_horizons
-    from nexus_assets.defs.ensembles import ensembles_with_combinations
 
     end = LONG_START + dt.timedelta(days=LONG_DAYS - 1)
     project = SyntheticProject(8101, horizons=(1, 3, 5, 8), models_per_horizon=30, seed=44, start=LONG_START, end=end)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from nexus_assets.core.contract import QML_KEY
-from nexus_assets.defs.ingest import rows_sha256
+from nexus_assets.core.restatement import rows_sha256
 from nexus_assets.qml.server import QMLServer
 from nexus_assets.qml.synthetic import SyntheticProject
 from nexus_assets_tests.loopback import API_KEY, COIN, ApiPipeline, api_catalog_text, secret_leaks

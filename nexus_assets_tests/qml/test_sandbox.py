@@ -217,3 +217,32 @@ def test_custom_horizons_use_position_parent_ids() -> None:
 def test_invalid_horizons(horizons: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="horizons"):
         ModelFarm(project_id=1, series="sp500", horizons=horizons)
+
+
+def _argsort_head(values: np.ndarray, count: int) -> np.ndarray:
+    """The slow reference of ``nearest_first``: sort every whole row, keep the head."""
+    return np.argsort(values, axis=1, kind="stable")[:, :count]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nearest_first_is_the_head_of_a_stable_argsort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows, width = int(rng.integers(1, 40)), int(rng.integers(1, 300))
+    # few distinct values (ties everywhere, also across the cut) and whole runs of inf (invalid candidates)
+    values = rng.integers(0, int(rng.integers(2, 12)), size=(rows, width)).astype(np.float64)
+    values[rng.random((rows, width)) < rng.random()] = np.inf
+    for count in sorted({1, 2, 5, 40, width - 1, width, width + 3}):
+        if count >= 1:
+            np.testing.assert_array_equal(sandbox.nearest_first(values, count), _argsort_head(values, count))
+    smooth = rng.normal(size=(rows, width))
+    np.testing.assert_array_equal(sandbox.nearest_first(smooth, 7), _argsort_head(smooth, 7))
+
+
+def test_analog_forecasts_with_the_partial_sort_equal_those_with_a_full_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The farm's rows, bit for bit, with ``nearest_first`` and with the whole-row stable argsort."""
+    start, end = dt.date(2018, 1, 1), dt.date(2018, 3, 31)
+    fast = ModelFarm(9004, "vix").rows(start, end)
+    monkeypatch.setattr(sandbox, "nearest_first", lambda values, count: np.argsort(values, axis=1, kind="stable"))
+    slow = ModelFarm(9004, "vix").rows(start, end)
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+    assert fast["close_predict"].to_numpy().tobytes() == slow["close_predict"].to_numpy().tobytes()

@@ -17,6 +17,8 @@ from nexus_assets.core.dashboard.inputs import (
     DaySummary,
     InputError,
     PageInputs,
+    data_status,
+    summary_json,
 )
 from nexus_assets.core.dashboard.page import PANELS, render_page
 from nexus_assets.core.dashboard.site import (
@@ -29,6 +31,7 @@ from nexus_assets.core.dashboard.site import (
 __all__ = [
     "PageInputs",
     "DataStatus",
+    "data_status",
     "DaySummary",
     "AssetSummary",
     "InputError",
@@ -38,6 +41,7 @@ __all__ = [
     "render_index",
     "render_history",
     "summarise",
+    "summary_json",
     "page_path",
     "history_path",
     "plotly_js_path",

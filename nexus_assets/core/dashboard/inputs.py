@@ -17,15 +17,20 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from nexus_assets.catalog import CatalogAsset
+from nexus_assets.core.freshness import freshness_status
+
 __all__ = [
     "REQUIRED_COLUMNS",
     "CHILD_MODEL_COLUMNS",
     "DATE_COLUMNS",
     "DataStatus",
+    "data_status",
     "PageInputs",
     "DaySummary",
     "AssetSummary",
     "InputError",
+    "summary_json",
 ]
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -85,6 +90,26 @@ class DataStatus:
     rows: int | None = None
     models: int | None = None
     day_status: str | None = None
+
+
+def data_status(entry: CatalogAsset, day: dt.date, meta: dict, partition_key: str) -> DataStatus:
+    """The day's ingestion record (``meta``: qml_models' metadata of the partition ``partition_key``)
+    and whether upstream had published the day by the morning after it: a page shows the day as it
+    was, not as of today."""
+    watermark = dt.date.fromisoformat(meta["upstream_watermark"]) if meta.get("upstream_watermark") else None
+    status = freshness_status(entry, day + dt.timedelta(days=1), day, watermark)
+    fresh = "unknown" if watermark is None else ("late" if status.upstream_late else "fresh")
+    return DataStatus(
+        partition_key=partition_key,
+        source=str(meta.get("source") or entry.source),
+        contract_version=meta.get("contract_version"),
+        upstream_watermark=watermark,
+        freshness=fresh,
+        freshness_detail=status.describe() if watermark is not None else "no upstream watermark recorded",
+        rows=meta.get("rows"),
+        models=meta.get("models"),
+        day_status=meta.get("status"),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,6 +213,21 @@ class DaySummary:
     optimised_signal: str | None
     optimised_net_prob: float | None
     day_status: str | None = None
+
+
+def summary_json(summary: DaySummary, watermark: dt.date | None) -> dict:
+    """The ``.json`` summary stored next to a page (what the site index is rebuilt from), with the
+    upstream watermark recorded for the page's day."""
+    return {
+        "upstream_watermark": watermark.isoformat() if watermark else None,
+        "date": summary.date.isoformat(),
+        "signal": summary.signal,
+        "net_prob": summary.net_prob,
+        "tier": summary.tier,
+        "optimised_signal": summary.optimised_signal,
+        "optimised_net_prob": summary.optimised_net_prob,
+        "day_status": summary.day_status,
+    }
 
 
 @dataclass(frozen=True)
