@@ -416,10 +416,15 @@ def _forecast_panel(tables: _Tables, figures_json: list[str]) -> str:
     table = _table([("h", True), ("forecast", True), ("p05", True), ("p25", True), ("p75", True), ("p95", True),
                     ("strategy / aggregator / quantile", False), ("selected", True), ("models", True)], lines,
                    class_="fan")
+    if set(rows["strategy"]) == {"upstream"}:  # ensemble_source = "upstream": no child models were selected here
+        note = ("Upstream's own forecast per horizon (ensemble_source = \"upstream\"); upstream publishes no spread "
+                "of child models, so there are no bands; the dotted line is the day's price.")
+    else:
+        note = ("The dynamic quantile ensemble's forecast per horizon, with the spread (p05\u2013p95, p25\u2013p75) "
+                "of the selected child models' forecasts; the dotted line is the day's price.")
     return _section(
         "forecast", "Forecast fan", chart + f"<details><summary>forecasts as a table</summary>{table}</details>",
-        note="The dynamic quantile ensemble's forecast per horizon, with the spread (p05\u2013p95, p25\u2013p75) "
-             "of the selected child models' forecasts; the dotted line is the day's price.",
+        note=note,
     )
 
 

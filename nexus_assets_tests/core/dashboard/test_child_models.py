@@ -64,3 +64,16 @@ def test_upstream_text_is_escaped(inputs):
 def test_a_metadata_table_without_its_columns_is_named(inputs):
     with pytest.raises(InputError, match="child_models: missing column.*code_version"):
         render_page(dataclasses.replace(inputs, child_models=described(inputs).drop(columns="code_version")))
+
+
+def fan_note(html: str) -> str:
+    return re.search(r'<section[^>]*data-panel="forecast".*?</section>', html, re.S).group(0)
+
+
+def test_the_fan_says_whose_forecast_it_shows(inputs):
+    ours = fan_note(render_page(inputs))
+    assert "dynamic quantile ensemble" in ours and "own forecast per horizon" not in ours
+    upstream_rows = inputs.ensembles.assign(strategy="upstream", aggregator=None, quantile=float("nan"), n_selected=0,
+                                            p05=float("nan"), p25=float("nan"), p75=float("nan"), p95=float("nan"))
+    theirs = fan_note(render_page(dataclasses.replace(inputs, ensembles=upstream_rows)))
+    assert "own forecast per horizon" in theirs and "dynamic quantile ensemble" not in theirs
