@@ -14,7 +14,7 @@ run or alone.
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, Failure, MetadataValue, RetryRequested, asset
+from dagster import AssetExecutionContext, AssetIn, Failure, MetadataValue, asset
 
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.combinations import VARIANCE_WINDOW, within_horizon_combinations
@@ -33,9 +33,8 @@ from nexus_assets.defs.partitions import (
     split_by_day,
 )
 from nexus_assets.defs.resources import QMLResource
-from nexus_assets.defs.steps import step_asset_args
+from nexus_assets.defs.steps import step_asset_args, upstream_errors
 from nexus_assets.defs.storage import PartitionFrames
-from nexus_assets.qml.client import QMLLimitError, QMLRequestError, QMLTransientError
 
 __all__ = [
     "HORIZON_ENSEMBLES",
@@ -140,13 +139,8 @@ def build_ensemble_assets(catalog: Catalog, partitions_def, lookback: int = LOOK
 def _upstream_result(context, qml: QMLResource, entry, slices: pd.DataFrame, days) -> pd.DataFrame:
     """The run's rows of an ``ensemble_source = "upstream"`` asset, or a clear failure."""
     where = "QML_API_BASE_URL" if entry.source == "api" else f"the embedded {entry.source} source"
-    try:
+    with upstream_errors(context, entry.key, "/get_qml_horizon_forecast", "upstream's horizon forecasts"):
         raw = qml.horizon_forecasts(entry, days, log=context.log)
-    except (QMLRequestError, QMLLimitError) as exc:
-        raise Failure(description=f"{entry.key}: upstream's horizon forecasts: {exc}", allow_retries=False) from None
-    except QMLTransientError as exc:
-        context.log.warning(f"{entry.key}: /get_qml_horizon_forecast still failing after the client's retries: {exc}")
-        raise RetryRequested(max_retries=3, seconds_to_wait=60) from None
     if raw is None:
         raise Failure(
             description=(

@@ -28,7 +28,6 @@ from dagster import (
     MetadataValue,
     Output,
     ResourceParam,
-    RetryRequested,
     asset,
 )
 
@@ -45,9 +44,8 @@ from nexus_assets.defs.ingest import QML_MODELS
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key
 from nexus_assets.defs.resources import QMLResource
-from nexus_assets.defs.steps import step_asset_args
+from nexus_assets.defs.steps import step_asset_args, upstream_errors
 from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
-from nexus_assets.qml.client import QMLLimitError, QMLRequestError, QMLTransientError
 
 __all__ = ["QML_MODEL_METADATA", "CHURN_CHECK", "build_model_metadata_assets"]
 
@@ -145,13 +143,8 @@ def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
 def _upstream(context, qml: QMLResource, entry, history: pd.DataFrame) -> tuple[pd.DataFrame | None, dt.date, str]:
     """Upstream's description now, the first date it may describe, and what a date it does not
     describe says about its source."""
-    try:
+    with upstream_errors(context, entry.key, "/get_qml_model_metadata", "upstream's model metadata"):
         snapshot = qml.model_metadata(entry, log=context.log)
-    except (QMLRequestError, QMLLimitError) as exc:
-        raise Failure(description=f"{entry.key}: upstream's model metadata: {exc}", allow_retries=False) from None
-    except QMLTransientError as exc:
-        context.log.warning(f"{entry.key}: /get_qml_model_metadata still failing after the client's retries: {exc}")
-        raise RetryRequested(max_retries=3, seconds_to_wait=60) from None
     if snapshot is None:
         return None, dt.date.max, "qml_models (upstream offers no model metadata endpoint)"
     raw, watermark = snapshot
