@@ -80,6 +80,12 @@ class CatalogAsset:
     # source "synthetic": scale and seed of the generator
     models_per_horizon: int | None = None
     seed: int | None = None
+    # the ML layer (docs/ml.md): the horizons (observations ahead) whose up/down direction the
+    # ML models predict, how many calendar days a trained model serves before the next training,
+    # and the confidence (|p - 0.5| x 2) from which the ML signal acts (BUY/SELL, else HOLD)
+    ml_horizons: tuple[int, ...] = (1, 5)
+    ml_retrain_days: int = 7
+    ml_signal_threshold: float = 0.6
 
     def is_trading_day(self, day: dt.date) -> bool:
         """Whether the asset's calendar expects a publication on ``day``."""
@@ -257,6 +263,17 @@ def _parse_asset(path: Path, position: int, entry: dict[str, Any]) -> CatalogAss
                 raise fail(name_, f"only used with source 'synthetic', not {source!r}")
     if source == "api" and horizons is not None:
         raise fail("horizons", "source 'api' discovers horizons from the data; remove this field")
+    ml_horizons = entry.get("ml_horizons", [1, 5])
+    if (
+        not isinstance(ml_horizons, list)
+        or not ml_horizons
+        or any(isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= 250 for h in ml_horizons)
+        or len(set(ml_horizons)) != len(ml_horizons)
+    ):
+        raise fail("ml_horizons", f"must be a non-empty list of distinct integers in [1, 250], got {ml_horizons!r}")
+    ml_retrain_days = entry.get("ml_retrain_days", 7)
+    if isinstance(ml_retrain_days, bool) or not isinstance(ml_retrain_days, int) or not 1 <= ml_retrain_days <= 366:
+        raise fail("ml_retrain_days", f"must be an integer in [1, 366], got {ml_retrain_days!r}")
 
     return CatalogAsset(
         key=key,
@@ -278,4 +295,7 @@ def _parse_asset(path: Path, position: int, entry: dict[str, Any]) -> CatalogAss
         horizons=horizons,
         models_per_horizon=models_per_horizon,
         seed=seed,
+        ml_horizons=tuple(sorted(ml_horizons)),
+        ml_retrain_days=ml_retrain_days,
+        ml_signal_threshold=number("ml_signal_threshold", 0.6, 0.0, 1.0),
     )

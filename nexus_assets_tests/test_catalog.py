@@ -50,6 +50,13 @@ def test_defaults(tmp_path):
     assert asset.end_date is None
     assert asset.ensemble_source == "child_models"  # our own ensemble unless the catalog says otherwise
     assert asset.model_loss_warn_share == 0.25
+    assert (asset.ml_horizons, asset.ml_retrain_days, asset.ml_signal_threshold) == ((1, 5), 7, 0.6)
+
+
+def test_ml_fields_are_read(tmp_path):
+    text = GOOD + "ml_horizons = [10, 1]\nml_retrain_days = 30\nml_signal_threshold = 0.4\n"
+    asset = load_catalog(write(tmp_path, text))["1860_Bitcoin"]
+    assert (asset.ml_horizons, asset.ml_retrain_days, asset.ml_signal_threshold) == ((1, 10), 30, 0.4)
 
 
 def test_ensemble_source_and_model_loss_share_are_read(tmp_path):
@@ -75,6 +82,10 @@ def test_ensemble_source_and_model_loss_share_are_read(tmp_path):
         (lambda t: t + 'selection_mode = "magic"\n', "selection_mode", "one of"),
         (lambda t: t + 'ensemble_source = "quantum_ml"\n', "ensemble_source", "one of child_models, upstream"),
         (lambda t: t + "model_loss_warn_share = 2\n", "model_loss_warn_share", "number in"),
+        (lambda t: t + "ml_horizons = [1, 1]\n", "ml_horizons", "distinct integers"),
+        (lambda t: t + "ml_horizons = []\n", "ml_horizons", "distinct integers"),
+        (lambda t: t + "ml_retrain_days = 0\n", "ml_retrain_days", "integer in"),
+        (lambda t: t + "ml_signal_threshold = 1.5\n", "ml_signal_threshold", "number in"),
         (lambda t: t.replace('display_name = "Bitcoin"\n', ""), "display_name", "missing"),
         (lambda t: t + GOOD, "key", "duplicate"),
         (lambda t: t + "end_date = 2024-01-01\n", "end_date", "before start_date"),
