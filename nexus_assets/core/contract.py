@@ -47,6 +47,9 @@ __all__ = [
     "TRADES",
     "DAILY",
     "MODEL_METADATA",
+    "ML_SIGNALS",
+    "ML_ACCURACY",
+    "ML_CALIBRATION",
     "UPSTREAM_HORIZON_FORECASTS",
     "STORED_TABLES",
     "columns",
@@ -340,6 +343,70 @@ MODEL_METADATA = _table(
     },
     unique=["date", "horizon", "symbol"],
 )
+_ML_KEY = {
+    "date": _col(_DATE),
+    "horizon": _col("int64", *_HORIZON),
+}
+ML_SIGNALS = _table(
+    "ml_signals", "The ML direction strategy per date and horizon: BUY / SELL / HOLD from ml_predictions' "
+    "probability of an up move, shaped like the slope signals so that metrics simulates it the same way",
+    {
+        "date": _col(_DATE),
+        "variant": _col(str, pa.Check.str_matches(r"^ml_h[0-9]+$"), description="ml_h<horizon>: the record's signal"),
+        "horizon": _col("int64", *_HORIZON),
+        "horizons": _col(str, description="the horizon as text, the slope signals' column (metrics' legacy h_min)"),
+        "model_version": _col(str, description="empty: no model serves on this date"),
+        "model_sha256": _col(str),
+        "probability_up": _col("float64", *_SHARE, nullable=True),
+        "confidence": _col("float64", *_SHARE, nullable=True),
+        "threshold": _col("float64", *_SHARE),
+        "net_prob": _col("float64", pa.Check.ge(-1), pa.Check.le(1), nullable=True,
+                         description="2 probability_up - 1: the signed confidence, the slope signals' net_prob"),
+        "signal": _col(str, pa.Check.isin(["BUY", "SELL", "HOLD"])),
+        "position": _col("int64", *_POSITION),
+        "reason": _col(str, pa.Check.isin(["confident_up", "confident_down", "below_threshold", "no_direction",
+                                           "no_model", "no_probability"])),
+        "price": _col("float64", nullable=True),
+    },
+    unique=["date", "horizon"],
+)
+_ML_SCOPE = {
+    "scope": _col(str, pa.Check.isin(["all", "version"]), description="all: every model version pooled"),
+    "model_version": _col(str, description="empty for scope all"),
+}
+ML_ACCURACY = _table(
+    "ml_accuracy", "The ML probabilities' accuracy as of a date, per horizon and model version, on outcomes "
+    "realised by then",
+    {
+        **_ML_KEY,
+        **_ML_SCOPE,
+        "first_date": _col(_DATE, description="the scope's first prediction with a probability"),
+        "predictions": _col("int64", *_COUNT, description="predictions with a probability, on or before the date"),
+        "scored": _col("int64", *_COUNT, description="those whose outcome is realised by the date"),
+        "hits": _col("int64", *_COUNT),
+        "hit_rate": _col("float64", *_SHARE, nullable=True),
+        "brier": _col("float64", *_SHARE, nullable=True),
+        "mean_predicted": _col("float64", *_SHARE, nullable=True),
+        "observed_frequency": _col("float64", *_SHARE, nullable=True, description="share of up moves (base rate)"),
+        "min_n": _col("int64", *_COUNT),
+        "sufficient": _col(bool),
+    },
+    unique=["date", "horizon", "scope", "model_version"],
+)
+ML_CALIBRATION = _table(
+    "ml_calibration", "The ML probabilities' calibration as of a date: scored predictions per probability bin",
+    {
+        **_ML_KEY,
+        **_ML_SCOPE,
+        "bin": _col("int64", pa.Check.ge(0)),
+        "bin_low": _col("float64", *_SHARE),
+        "bin_high": _col("float64", *_SHARE),
+        "count": _col("int64", pa.Check.ge(1)),
+        "mean_predicted": _col("float64", *_SHARE),
+        "observed_frequency": _col("float64", *_SHARE),
+    },
+    unique=["date", "horizon", "scope", "model_version", "bin"],
+)
 UPSTREAM_HORIZON_FORECASTS = pa.DataFrameSchema(
     {
         "time": pa.Column(_DATE),
@@ -362,6 +429,9 @@ STORED_TABLES: Mapping[str, pa.DataFrameSchema] = MappingProxyType({
     "trades": TRADES,
     "daily": DAILY,
     "qml_model_metadata": MODEL_METADATA,
+    "ml_signals": ML_SIGNALS,
+    "ml_accuracy": ML_ACCURACY,
+    "ml_calibration": ML_CALIBRATION,
 })
 """The schema of every table the IO manager stores, by table name (a single-table asset's name)."""
 HORIZON_SLICE_COLUMNS: tuple[str, ...] = tuple(HORIZON_SLICES.columns)

@@ -74,7 +74,8 @@ whether the trade statistics are trustworthy), :data:`MIN_SIGNALS` scored signal
 
 Tables
 ------
-Rows are ordered by signal (``raw``, ``optimised``), then basis (``point_in_time``, ``legacy``),
+Rows are ordered by signal (``raw``, ``optimised``, then the ML signals ``ml_h<h>`` by horizon
+when ``ml_signals`` rows are passed too), then basis (``point_in_time``, ``legacy``),
 then the declaration order of :func:`statistics` (statistics) or the trade number (trades); the
 daily rows by signal, then date. A signal without an observation by ``D`` has no rows; a date
 before every observation gets three empty, typed tables.
@@ -93,6 +94,7 @@ import pandas as pd
 
 from nexus_assets.core import trading
 from nexus_assets.core.contract import DAILY, DAILY_ROWS, STATISTICS, TRADE_ROWS, TRADES, columns, empty_frame
+from nexus_assets.core.ml_signals import variant_horizon
 from nexus_assets.core.periods import TRADING_DAYS, periods_per_year
 from nexus_assets.core.signals import parse_horizons
 
@@ -113,6 +115,7 @@ __all__ = [
     "statistics",
     "statistic_names",
     "record",
+    "record_signals",
     "days_by_horizon_set",
 ]
 
@@ -156,8 +159,8 @@ def record(
     ----------
     signals:
         The stored ``signals`` table of one asset (many dates), at least columns ``date, variant,
-        horizons, net_prob, position, price``; ``variant`` in :data:`SIGNALS`, one row per (date,
-        variant), prices finite and > 0, positions -1, 0 or +1, ``horizons`` like ``"1,3,5"``.
+        horizons, net_prob, position, price``; ``variant`` in :data:`SIGNALS` or an ML signal
+        ``ml_h<h>`` (``ml_signals`` rows, simulated the same way), one row per (date, variant), prices finite and > 0, positions -1, 0 or +1, ``horizons`` like ``"1,3,5"``.
         Rows dated after the last as-of date are ignored (not even checked).
     as_of:
         The as-of dates; ``None`` (default) means every date in ``signals``.
@@ -192,8 +195,7 @@ def record(
     frame = frame[frame["date"].to_numpy("datetime64[ns]") <= wanted[-1]]  # later rows can change nothing
     tracks = [
         _Track.build(signal, frame[frame["variant"] == signal], cost_bps=float(cost_bps), steps=steps)
-        for signal in SIGNALS
-        if (frame["variant"] == signal).any()
+        for signal in record_signals(frame["variant"])
     ]
     declared = {basis: statistics(basis, periods=periods, cost_bps=cost_bps, horizons=steps) for basis in BASES}
     labels, daily, trades = _Labels.of(tracks, declared), _daily_frame(tracks), _trades_frame(tracks)
@@ -639,10 +641,18 @@ def _checked(signals: pd.DataFrame) -> pd.DataFrame:
     if getattr(frame["date"].dt, "tz", None) is not None:
         raise ValueError("signal dates must be naive (no time zone)")
     frame["date"] = frame["date"].astype("datetime64[ns]")
-    unknown = sorted(set(frame["variant"].astype(str)) - set(SIGNALS))
+    unknown = sorted(v for v in set(frame["variant"].astype(str)) - set(SIGNALS) if variant_horizon(v) is None)
     if unknown:
-        raise ValueError(f"signals have unknown variant(s) {unknown}; expected {list(SIGNALS)}")
+        raise ValueError(f"signals have unknown variant(s) {unknown}; expected {list(SIGNALS)} or ml_h<horizon>")
     return frame
+
+
+def record_signals(variants: pd.Series) -> list[str]:
+    """The signals present in ``variants``, in table order: the slope signals (:data:`SIGNALS`), then
+    the ML signals ``ml_h<h>`` by horizon."""
+    present = set(variants.astype(str))
+    ml = sorted((h, v) for v in present if (h := variant_horizon(v)) is not None)
+    return [signal for signal in SIGNALS if signal in present] + [v for _, v in ml]
 
 
 def _day(date: dt.date | pd.Timestamp | str) -> np.datetime64:

@@ -1,0 +1,131 @@
+"""The ML signal: the direction classifier's probability turned into BUY / SELL / HOLD (``docs/ml-signals.md``).
+
+For each row of ``ml_predictions`` (a date ``D`` and a horizon ``h``) with probability ``p`` of an
+up move ``h`` observations ahead and ``confidence = |p - 0.5| x 2``:
+
+- BUY (position +1) if ``p > 0.5`` and ``confidence >= threshold`` (reason ``confident_up``);
+- SELL (position -1) if ``p < 0.5`` and ``confidence >= threshold`` (``confident_down``);
+- otherwise HOLD (position 0), with the reason: ``below_threshold``, ``no_direction`` (``p`` is
+  exactly 0.5), ``no_model`` (no model version serves on ``D``) or ``no_probability`` (a model
+  serves but gave no probability, e.g. while its features warm up).
+
+The table is shaped like the slope signals (``variant``, ``horizons``, ``net_prob``, ``position``,
+``price``) so that :func:`nexus_assets.core.metrics.record` simulates each horizon's signal as a
+signal of its own, variant ``ml_h<h>``, with the same simulation, costs and statistics;
+``net_prob = 2 p - 1`` is the signed confidence. A row reads only its own prediction, so the
+signal is point in time whenever the predictions are.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from nexus_assets.core.contract import ML_SIGNALS, columns, empty_frame
+
+__all__ = [
+    "ML_SIGNAL_COLUMNS",
+    "PREDICTION_COLUMNS",
+    "VARIANT_PATTERN",
+    "ml_signals",
+    "ml_variant",
+    "variant_horizon",
+]
+
+ML_SIGNAL_COLUMNS: tuple[str, ...] = columns(ML_SIGNALS)
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "date", "horizon", "model_version", "model_sha256", "probability_up", "confidence", "price",
+)
+VARIANT_PATTERN = re.compile(r"ml_h([0-9]+)")
+_CONFIDENCE_SLACK = 1e-9  # stored confidences are |p - 0.5| x 2 up to rounding
+
+
+def ml_variant(horizon: int) -> str:
+    """The record's signal name of the ML signal at ``horizon``: ``ml_h<horizon>``."""
+    return f"ml_h{int(horizon)}"
+
+
+def variant_horizon(variant: str) -> int | None:
+    """The horizon of an ML variant name (``"ml_h5"`` -> 5), ``None`` for any other name."""
+    match = VARIANT_PATTERN.fullmatch(str(variant))
+    return int(match.group(1)) if match else None
+
+
+def ml_signals(predictions: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
+    """The ML signal of every row of ``predictions``, sorted by date then horizon.
+
+    Parameters
+    ----------
+    predictions:
+        ``ml_predictions`` rows (any number of dates and horizons of one asset), at least
+        :data:`PREDICTION_COLUMNS`; ``probability_up`` in [0, 1] or NaN, ``confidence`` NaN exactly
+        where the probability is; ``model_version`` "" when no model serves.
+    threshold:
+        The catalog's ``ml_signal_threshold``: the confidence, in [0, 1], needed to act.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``ml_signals`` table (:data:`ML_SIGNAL_COLUMNS`, contract ``ML_SIGNALS``).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) or not (
+        0.0 <= threshold <= 1.0
+    ):
+        raise ValueError(f"threshold must be a confidence in [0, 1] (the catalog's ml_signal_threshold), got {threshold!r}")
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"ml_predictions lack column(s) {missing}; pass the stored ml_predictions table")
+    if predictions.empty:
+        return empty_frame(ML_SIGNALS)
+    frame = predictions[list(PREDICTION_COLUMNS)].sort_values(["date", "horizon"], kind="stable").reset_index(drop=True)
+    p = frame["probability_up"].to_numpy("float64", na_value=np.nan)
+    confidence = frame["confidence"].to_numpy("float64", na_value=np.nan)
+    version = frame["model_version"].fillna("").astype(str).to_numpy()
+    _check(frame, p, confidence)
+    known = ~np.isnan(p)
+    acts = known & (confidence >= threshold)
+    up, down = acts & (p > 0.5), acts & (p < 0.5)
+    position = np.where(up, 1, np.where(down, -1, 0)).astype("int64")
+    reason = np.select(
+        [version == "", ~known, up, down, p == 0.5],
+        ["no_model", "no_probability", "confident_up", "confident_down", "no_direction"],
+        default="below_threshold",
+    )
+    horizon = frame["horizon"].to_numpy("int64")
+    out = pd.DataFrame({
+        "date": frame["date"].to_numpy("datetime64[ns]"),
+        "variant": pd.array([ml_variant(h) for h in horizon], dtype="str"),
+        "horizon": horizon,
+        "horizons": pd.array([str(h) for h in horizon], dtype="str"),
+        "model_version": pd.array(version, dtype="str"),
+        "model_sha256": pd.array(frame["model_sha256"].fillna("").astype(str), dtype="str"),
+        "probability_up": p,
+        "confidence": confidence,
+        "threshold": np.full(len(frame), float(threshold)),
+        "net_prob": 2.0 * p - 1.0,
+        "signal": pd.array(np.select([position == 1, position == -1], ["BUY", "SELL"], default="HOLD"), dtype="str"),
+        "position": position,
+        "reason": pd.array(reason, dtype="str"),
+        "price": frame["price"].to_numpy("float64", na_value=np.nan),
+    })
+    return out[list(ML_SIGNAL_COLUMNS)]
+
+
+def _check(frame: pd.DataFrame, p: np.ndarray, confidence: np.ndarray) -> None:
+    """Refuse predictions the strategy would misread, naming the first offending row."""
+    problems = [
+        (~np.isnan(p) & ((p < 0) | (p > 1)), "probability_up outside [0, 1]"),
+        (np.isnan(p) != np.isnan(confidence), "confidence must be NaN exactly where probability_up is"),
+        (np.abs(confidence - np.abs(p - 0.5) * 2.0) > _CONFIDENCE_SLACK, "confidence is not |probability_up - 0.5| x 2"),
+    ]
+    for bad, what in problems:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"ml_predictions row {pd.Timestamp(frame['date'].iloc[i]).date()} h{int(frame['horizon'].iloc[i])}: "
+                f"{what} (probability_up {p[i]!r}, confidence {confidence[i]!r})"
+            )
+    if frame.duplicated(["date", "horizon"]).any():
+        raise ValueError("ml_predictions have more than one row per (date, horizon)")
