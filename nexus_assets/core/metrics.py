@@ -160,7 +160,8 @@ def record(
     signals:
         The stored ``signals`` table of one asset (many dates), at least columns ``date, variant,
         horizons, net_prob, position, price``; ``variant`` in :data:`SIGNALS` or an ML signal
-        ``ml_h<h>`` (``ml_signals`` rows, simulated the same way), one row per (date, variant), prices finite and > 0, positions -1, 0 or +1, ``horizons`` like ``"1,3,5"``.
+        ``ml_h<h>`` (``ml_signals`` rows, simulated the same way), one row per (date, variant),
+        prices finite and > 0, positions -1, 0 or +1, ``horizons`` like ``"1,3,5"``.
         Rows dated after the last as-of date are ignored (not even checked).
     as_of:
         The as-of dates; ``None`` (default) means every date in ``signals``.
