@@ -357,11 +357,12 @@ UPSTREAM_HORIZON_FORECASTS = pa.DataFrameSchema(
 
 _MAYBE = {"nullable": True}
 FEATURE_COLUMNS: tuple[str, ...] = (
-    "return_1", "return_5", "sma_10", "sma_20", "ema_12", "ema_26", "rsi_14", "macd", "macd_signal", "macd_hist",
-    "bb_position", "bb_width", "volume", "volume_sma_10", "volume_oscillator",
+    "return_1", "return_5", "close_sma_10", "close_sma_20", "close_ema_12", "close_ema_26", "rsi_14",
+    "macd", "macd_signal", "macd_hist", "bb_position", "bb_width", "volume_sma_10", "volume_oscillator",
 )
-"""The indicator columns of ``features`` (definitions: docs/ml.md); NaN while warming up, and the
-volume ones NaN for a series without volume."""
+"""The indicator columns of ``features``, all scale-free (close/SMA - 1, MACD over the close, ...;
+definitions in nexus_assets/core/features.py and docs/ml.md); NaN while warming up, and the volume
+ones NaN for a series without volume."""
 FEATURES = _table(
     "features", "Technical indicators of the asset's closes up to the date, one row per day with a price",
     {
