@@ -51,6 +51,10 @@ __all__ = [
     "ML_ACCURACY",
     "ML_CALIBRATION",
     "UPSTREAM_HORIZON_FORECASTS",
+    "FEATURES",
+    "FEATURE_COLUMNS",
+    "ML_MODELS",
+    "ML_PREDICTIONS",
     "STORED_TABLES",
     "columns",
     "dtypes",
@@ -418,6 +422,60 @@ UPSTREAM_HORIZON_FORECASTS = pa.DataFrameSchema(
     "n_models, target_var_price and other fields optional",
 )
 
+_MAYBE = {"nullable": True}
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "return_1", "return_5", "close_sma_10", "close_sma_20", "close_ema_12", "close_ema_26", "rsi_14",
+    "macd", "macd_signal", "macd_hist", "bb_position", "bb_width", "volume_sma_10", "volume_oscillator",
+)
+"""The indicator columns of ``features``, all scale-free (close/SMA - 1, MACD over the close, ...;
+definitions in nexus_assets/core/features.py and docs/ml.md); NaN while warming up, and the volume
+ones NaN for a series without volume."""
+FEATURES = _table(
+    "features", "Technical indicators of the asset's closes up to the date, one row per day with a price",
+    {
+        "date": _col(_DATE),
+        "price": _col("float64", pa.Check.gt(0), description="the day's close"),
+        "observations": _col("int64", *_COUNT, description="closes up to and including the date"),
+        **{name: _col("float64", **_MAYBE) for name in FEATURE_COLUMNS},
+        "day_of_week": _col("int64", pa.Check.ge(0), pa.Check.le(6), description="of the bar's date, Monday 0"),
+        "month": _col("int64", pa.Check.ge(1), pa.Check.le(12), description="of the bar's date"),
+    },
+    unique=["date"],
+)
+ML_MODELS = _table(
+    "ml_models", "The direction model serving each ML horizon as of the date (from the registry), per horizon",
+    {
+        "date": _col(_DATE),
+        "horizon": _col("int64", *_HORIZON),
+        "model_version": _col(str, description="empty: no model serves this horizon yet"),
+        "model_sha256": _col(str, description="the model file's SHA-256 (empty with no model)"),
+        "source": _col(str, pa.Check.isin(["", "trained", "registered"])),
+        "valid_from": _col(_DATE, nullable=True, description="the first date the model may serve"),
+        "trained_on_date": _col(bool, description="the serving model was trained with this date's data"),
+        "train_rows": _col("int64", *_COUNT, description="training pairs behind the model (0: none or registered)"),
+        "mlp_val_accuracy": _col("float64", *_SHARE, nullable=True, description="the MLP on the last 20% of the window"),
+        "mlp_val_brier": _col("float64", *_SHARE, nullable=True),
+        "baseline_val_accuracy": _col("float64", *_SHARE, nullable=True, description="logistic regression, same rows"),
+        "baseline_val_brier": _col("float64", *_SHARE, nullable=True),
+    },
+    unique=["date", "horizon"],
+)
+ML_PREDICTIONS = _table(
+    "ml_predictions", "The registry's current model's probability of an up move, per date and ML horizon",
+    {
+        "date": _col(_DATE, description="the as-of day D"),
+        "horizon": _col("int64", *_HORIZON, description="observations ahead"),
+        "model_version": _col(str, description="empty when no model serves yet"),
+        "model_sha256": _col(str, description="empty when no model serves yet"),
+        "probability_up": _col("float64", *_SHARE, nullable=True,
+                               description="P(close h observations after D > close of D); NaN: no model or features "
+                               "still warming up"),
+        "confidence": _col("float64", *_SHARE, nullable=True, description="|p - 0.5| x 2, NaN with p"),
+        "price": _col("float64", pa.Check.gt(0), description="the close of D"),
+    },
+    unique=["date", "horizon"],
+)
+
 STORED_TABLES: Mapping[str, pa.DataFrameSchema] = MappingProxyType({
     "qml_models": QML_ROWS,
     "horizon_slices": HORIZON_SLICES,
@@ -429,6 +487,9 @@ STORED_TABLES: Mapping[str, pa.DataFrameSchema] = MappingProxyType({
     "trades": TRADES,
     "daily": DAILY,
     "qml_model_metadata": MODEL_METADATA,
+    "features": FEATURES,
+    "ml_models": ML_MODELS,
+    "ml_predictions": ML_PREDICTIONS,
     "ml_signals": ML_SIGNALS,
     "ml_accuracy": ML_ACCURACY,
     "ml_calibration": ML_CALIBRATION,
