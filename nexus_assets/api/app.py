@@ -56,6 +56,7 @@ from nexus_assets.api.queries import (
     QueryError,
     answer,
     assets_answer,
+    models_answer,
     parse_day,
     shown,
 )
@@ -238,8 +239,8 @@ def _params(request: Request, endpoint: Endpoint | None, name: str, allowed: fro
         value = _one(request, column)
         if value is not None:
             filters[column] = value
-    dates = ("as_of", "start", "end") if endpoint is not None else ()
-    parsed = {name: parse_day(_one(request, name), name) for name in dates}
+    dates = {"as_of": endpoint.date_parameter, "start": "start", "end": "end"} if endpoint is not None else {}
+    parsed = {field: parse_day(_one(request, name), name) for field, name in dates.items()}
     return Params(**parsed, limit=_count(_one(request, "limit"), "limit", 1000, 1, MAX_LIMIT),
                   offset=_count(_one(request, "offset"), "offset", 0, 0, 10**9), filters=filters)
 
@@ -337,6 +338,14 @@ def create_app(*, catalog: Catalog, store: Store, keys: KeyStore, clock: Callabl
         params, fmt = _params(request, None, "assets", assets_names), _format(request, table=True)
         request_key = ("assets", record.assets, params.limit, params.offset, fmt)
         return await respond(request, request_key, lambda: assets_answer(store, catalog, record.may_see, params), fmt)
+
+    @app.get(f"{API_PREFIX}/models", **describe(None, "models"))
+    async def models(request: Request) -> Response:
+        record = await authorise(request)
+        _params(request, None, "models", frozenset())
+        _format(request, table=False)
+        request_key = ("models", record.assets)
+        return await respond(request, request_key, lambda: models_answer(store, catalog, record.may_see), "json")
 
     def route(endpoint: Endpoint) -> None:
         names = query_names(endpoint, endpoint.name)

@@ -145,17 +145,38 @@ _HEALTH = {
 }
 
 
+_MODELS = {
+    "type": "object", "required": ["endpoint", "total", "models"],
+    "properties": {
+        "endpoint": {"type": "string", "enum": ["models"]},
+        "total": {"type": "integer"},
+        "models": {"type": "array", "description": "the registry's manifests of the assets this key may read, by "
+                   "asset, horizon, valid_from and version (docs/ml.md)", "items": {
+                       "type": "object", "required": ["version", "asset", "horizon", "valid_from", "sha256"],
+                       "properties": {
+                           "version": {"type": "string"}, "asset": {"type": "string"}, "horizon": {"type": "integer"},
+                           "valid_from": {"type": "string", "format": "date",
+                                          "description": "the first date the model may serve"},
+                           "sha256": {"type": "string", "description": "SHA-256 of the model file"},
+                           "source": {"type": "string", "description": "trained by the pipeline, or registered"},
+                           "features": {"type": "array", "items": {"type": "string"}},
+                       }}},
+    },
+}
+
+
 def _query(name: str, description: str, schema: dict) -> dict:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
 def _parameters(endpoint: Endpoint | None, name: str) -> list[dict]:
-    if name == "health":
+    if name in ("health", "models"):
         return []
     out = []
     if endpoint is not None:
         day = {"type": "string", "pattern": _DATE_PATTERN}
-        out.append(_query("as_of", "the date whose partitions answer, YYYY-MM-DD (default: the latest materialised)", day))
+        out.append(_query(endpoint.date_parameter,
+                          "the date whose partitions answer, YYYY-MM-DD (default: the latest materialised)", day))
         if endpoint.takes_range:
             what = ("the partitions' dates" if endpoint.kind == "day" else f"the rows' {endpoint.range_column}")
             out.append(_query("start", f"first date of {what}, YYYY-MM-DD", day))
@@ -184,6 +205,10 @@ def describe(endpoint: Endpoint | None, name: str) -> dict[str, Any]:
     if name == "health":
         ok = {"description": "the server is up (no key needed)", "content": {"application/json": {"schema": _HEALTH}}}
         summary = "Is the server up"
+    elif name == "models":
+        summary = "The ML model registry's manifests of the assets this key may read"
+        ok = {"description": summary, "content": {"application/json": {"schema": _MODELS}},
+              "headers": {"ETag": {"schema": {"type": "string"}}}}
     elif endpoint is not None and not endpoint.is_table:
         ok = {"description": endpoint.summary, "content": {"application/json": {"schema": _STATUS}},
               "headers": {"ETag": {"schema": {"type": "string"}}}}
@@ -218,7 +243,7 @@ def describe(endpoint: Endpoint | None, name: str) -> dict[str, Any]:
     description = endpoint.summary if endpoint is not None else summary
     if endpoint is not None and endpoint.is_table:
         description += (". Large answers are paged (limit, offset; the page object says what follows). "
-                        "as_of: " + ("the rows of the partitions dated start..end, never after as_of"
+                        f"{endpoint.date_parameter}: " + ("the rows of the partitions dated start..end, never after as_of"
                                      if endpoint.kind == "day" else "the partition of that date"))
     return {"summary": summary, "description": description, "responses": responses, "openapi_extra": extra,
             "response_class": Response}

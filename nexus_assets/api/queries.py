@@ -6,17 +6,21 @@ date say*.
 - **Day tables** (``horizon_ensembles``, ``signals``, ``slopes``, ``leaderboard``): a partition
   holds its own date's rows. ``as_of`` alone answers that day; ``start``/``end`` answer the
   partitions dated ``start .. end``, never after ``as_of``.
-- **Record tables** (``statistics``, ``trades``, ``daily``): the partition of ``as_of`` holds the
+- **Record tables** (``statistics``, ``trades``, ``daily``, ``ml_accuracy``): the partition of ``as_of`` holds the
   whole record as of that date (a later partition may differ: an open trade closes, a statistic
   gains a sample). The answer reads that one partition; ``start``/``end`` filter its rows by date.
 
 ``as_of`` defaults to the latest date the endpoint's table is stored for; a date that is not
-materialised is a 404, never the nearest one.
+materialised is a 404, never the nearest one. (``predict`` names it ``date``.)
+
+``models`` lists the ML registry's manifests (:mod:`nexus_assets.ml_registry`) of the assets a key
+may read; registering a model stays a command-line action for operators.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -34,6 +38,7 @@ from nexus_assets.core.dashboard.site import page_path
 from nexus_assets.core.ensembles import LOOKBACK
 from nexus_assets.core.freshness import freshness_status
 from nexus_assets.core.signals import parse_horizons
+from nexus_assets.ml_registry import REGISTRY_FOLDER, list_manifests
 
 __all__ = [
     "ASSET_ENDPOINTS",
@@ -43,6 +48,7 @@ __all__ = [
     "QueryError",
     "answer",
     "assets_answer",
+    "models_answer",
     "parse_day",
     "MAX_LIMIT",
     "DEFAULT_LIMIT",
@@ -122,6 +128,7 @@ class Endpoint:
     range_column: str | None = None  # record tables: the row date that start/end filter
     history_by_default: bool = False  # day tables: no start means the first stored date, not as_of
     build: Callable[..., Answer] | None = None
+    date_parameter: str = "as_of"  # the query parameter that names the date
 
     @property
     def is_table(self) -> bool:
@@ -320,6 +327,27 @@ def _watermark(store: Store, asset: str, day: dt.date, seen: list) -> dt.date | 
         return None
 
 
+PREDICTION_COLUMNS = ("date", "horizon", "model_version", "model_sha256", "probability_up", "confidence", "price")
+PREDICT_COLUMNS = (*PREDICTION_COLUMNS, "threshold", "signal", "position", "reason")
+
+
+def _predict(store: Store, entry: CatalogAsset, endpoint: Endpoint, out: Answer, today) -> Answer:
+    """The day's stored ML prediction per horizon (``ml_predictions``) beside the ML signal it gave
+    (``ml_signals``); both partitions must be stored."""
+    if out.as_of not in store.days("ml_predictions", entry.key, out.seen):
+        raise QueryError(404, "DATE_NOT_MATERIALISED", f"{entry.key} ml_predictions is not materialised for {out.as_of}")
+    predictions = _read(store, "ml_predictions", entry.key, out.as_of, out)
+    signals = _read(store, "ml_signals", entry.key, out.as_of, out)
+    decisions = signals[["date", "horizon", "threshold", "signal", "position", "reason"]]
+    frame = predictions[list(PREDICTION_COLUMNS)].merge(decisions, on=["date", "horizon"], how="left", validate="1:1")
+    if len(predictions) and frame["signal"].isna().any():  # the two steps disagree: a stale ml_signals partition
+        raise QueryError(404, "INSUFFICIENT_DATA", f"{entry.key} ml_signals of {out.as_of} does not cover every "
+                         "stored prediction: materialise ml_signals for that date again")
+    if len(frame):
+        frame["position"] = frame["position"].astype("int64")
+    return _page(out, frame.sort_values("horizon", kind="stable"), PREDICT_COLUMNS)
+
+
 FAN_COLUMNS = ("date", "horizon", "price", "forecast", "p05", "p25", "p75", "p95")
 
 ASSET_ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
@@ -344,6 +372,12 @@ ASSET_ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("ensemble-config", "The catalog's ensemble settings and the configuration chosen per horizon that day",
              "horizon_ensembles", "derived", build=_ensemble_config, columns=ENSEMBLE_CONFIG_COLUMNS),
     Endpoint("status", "Freshness, upstream watermark and contract version", "daily", "document", build=_status),
+    Endpoint("predict", "The ML model's stored prediction per horizon on the date (probability of an up move, "
+             "confidence, model version and hash) and the ML signal it gave (BUY, SELL or HOLD with its reason)",
+             "ml_signals", "derived", build=_predict, columns=PREDICT_COLUMNS, date_parameter="date"),
+    Endpoint("ml-accuracy", "The ML probabilities' accuracy as of the date per horizon and model version: hit rate, "
+             "Brier score, mean predicted and observed frequency, on outcomes realised by then", "ml_accuracy",
+             "record", filters={"scope": ("all", "version")}),
 )}
 
 
@@ -374,3 +408,23 @@ def assets_answer(store: Store, catalog: Catalog, allowed: Callable[[str], bool]
     out.files.append(("assets", dt.date.min, str(int(pd.util.hash_pandas_object(frame, index=False).sum()))))
     return _page(out, frame, ASSET_COLUMNS)
 
+
+
+def models_answer(store: Store, catalog: Catalog, allowed: Callable[[str], bool]) -> Answer:
+    """The registry's manifests of the catalog assets a key may read, in the registry's order."""
+    seen: list = []
+    known = {entry.key for entry in catalog.assets}
+    manifests = [m for m in list_manifests(store.data_dir) if m.get("asset") in known and allowed(m["asset"])]
+    if store.local:  # a new version or a rewritten manifest changes one of these identities
+        root = UPath(store.data_dir) / REGISTRY_FOLDER
+        folders = [root] + [root / m["asset"] for m in manifests] + [root / m["asset"] / m["version"] for m in manifests]
+        for folder in dict.fromkeys(str(f.path if hasattr(f, "path") else f) for f in folders):
+            seen.append((folder, identity_of(folder)))
+        for asset in {entry.key for entry in catalog.assets if allowed(entry.key)}:
+            name = str(root / asset)
+            seen.append((name, identity_of(name)))
+    out = Answer(endpoint="models", asset=None, as_of=None, seen=seen)
+    body = json.dumps(manifests, sort_keys=True, allow_nan=False)
+    out.files.append(("models", dt.date.min, hashlib.sha256(body.encode()).hexdigest()))
+    out.document = {"endpoint": "models", "total": len(manifests), "models": manifests}
+    return out

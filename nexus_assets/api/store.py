@@ -28,6 +28,7 @@ from upath import UPath
 from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.metrics import METRIC_TABLES, METRICS
+from nexus_assets.defs.ml_signals import ML_PREDICTIONS, ML_SIGNALS
 from nexus_assets.defs.partitions import partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH, SEARCH_TABLES
 from nexus_assets.defs.signals import SIGNAL_TABLES, SIGNALS
@@ -40,6 +41,8 @@ TABLE_LOCATIONS: dict[str, tuple[str, ...]] = {
     **{table: (SIGNALS, table) for table in SIGNAL_TABLES},
     **{table: (HORIZON_SEARCH, table) for table in SEARCH_TABLES},
     **{table: (METRICS, table) for table in METRIC_TABLES},
+    "ml_predictions": (ML_PREDICTIONS,),
+    "ml_signals": (ML_SIGNALS,),
 }
 """Every table the API serves, by table name: its asset key path under the data directory."""
 

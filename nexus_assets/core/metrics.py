@@ -100,6 +100,7 @@ from nexus_assets.core.signals import parse_horizons
 
 __all__ = [
     "SIGNALS",
+    "RECORD_INPUT_COLUMNS",
     "BASES",
     "TABLES",
     "STATISTICS_COLUMNS",
@@ -136,6 +137,8 @@ MIN_LEGACY_TRADES = 3
 VAR_CUTOFF = 0.05
 
 _SIGNAL_COLUMNS = ("date", "variant", "horizons", "net_prob", "position", "price")
+RECORD_INPUT_COLUMNS: tuple[str, ...] = _SIGNAL_COLUMNS
+"""The columns :func:`record` reads, of the slope signals' and the ML signals' tables alike."""
 _NO_ROWS = np.zeros(0, dtype="int64")
 _EXACT = 1  # min_n of figures that are exact for any sample (total return, exposure, buy and hold)
 
