@@ -18,7 +18,7 @@ def ml_predictions(days: int = 90, *, seed: int = 0, horizons=(1, 5), freq: str 
     dates = dates[(dates < "2025-02-10") | (dates > "2025-02-14")][:days]  # a week without trading
     price = 60 * np.exp(np.cumsum(rng.normal(0, 0.02, len(dates))))
     price = np.round(price, 1)  # rounding makes some days' moves exactly zero
-    price[10:13] = price[9]  # ... and a flat stretch
+    price[10:13] = price[9] if len(price) > 13 else price[10:13]  # ... and a flat stretch
     frames = []
     for h in horizons:
         p = np.clip(rng.normal(0.5, 0.2, len(dates)), 0, 1)

@@ -122,7 +122,9 @@ class PageInputs:
     ``ensemble_window``: ``horizon_ensembles`` rows of a trailing window ending at D (e.g. the
     last 30 observations), for the child models selected most often. ``child_models``: the
     ``qml_model_metadata`` partition of D (``horizon``, ``symbol``, ``algorithm``,
-    ``code_version``), shown beside those symbols; None or empty shows none. ``previous_date`` and
+    ``code_version``), shown beside those symbols; None or empty shows none. ``ml_signals``: the
+    ``ml_signals`` partition of D; ``ml_accuracy`` / ``ml_calibration``: those tables of the
+    ``metrics`` partition of D (None: the ML panel says the ML steps have not run). ``previous_date`` and
     ``next_date`` are the dates of the neighbouring pages to link to (None: no link; when
     ``previous_date`` is not given, the last ``daily`` date before D is used).
     """
@@ -144,6 +146,9 @@ class PageInputs:
     previous_date: dt.date | None = None
     next_date: dt.date | None = None
     child_models: pd.DataFrame | None = None
+    ml_signals: pd.DataFrame | None = None
+    ml_accuracy: pd.DataFrame | None = None
+    ml_calibration: pd.DataFrame | None = None
 
     @classmethod
     def from_partitions(
@@ -163,14 +168,18 @@ class PageInputs:
         previous_date: dt.date | None = None,
         next_date: dt.date | None = None,
         child_models: pd.DataFrame | None = None,
+        ml_signals: pd.DataFrame | None = None,
     ) -> PageInputs:
-        """Build the inputs from the stored partition values (dicts of tables) of D."""
+        """Build the inputs from the stored partition values (dicts of tables) of D (a ``metrics``
+        partition stored before the ML layer has no ``ml_accuracy``: the ML panel says so)."""
         return cls(
             asset=asset, display_name=display_name, category=category, calendar=calendar, date=date,
             signals=signals["signals"], slopes=signals["slopes"],
             statistics=metrics["statistics"], trades=metrics["trades"], daily=metrics["daily"],
             leaderboard=horizon_search["leaderboard"], ensembles=ensembles, ensemble_window=ensemble_window,
             status=status, previous_date=previous_date, next_date=next_date, child_models=child_models,
+            ml_signals=ml_signals, ml_accuracy=metrics["ml_accuracy"] if "ml_accuracy" in metrics else None,
+            ml_calibration=metrics["ml_calibration"] if "ml_calibration" in metrics else None,
         )
 
     def check(self) -> None:

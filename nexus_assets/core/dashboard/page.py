@@ -1,10 +1,11 @@
 """One dashboard page: one asset as of one date D, rendered from the stored tables of D.
 
 Panels (each a ``<section data-panel="...">``, in page order): ``signal`` (raw and optimised
-cards), ``forecast`` (the fan), ``price`` (the snake with trades), ``equity`` (against buy and
-hold, with drawdown), ``slopes`` (horizon-pair heatmap, raw variant), ``models`` (the child models
-selected most often), ``metrics`` (point in time and legacy side by side), ``trades`` (the last 30),
-``search`` (the horizon-search leaderboard) and ``status`` (where the data came from). A day without
+cards), ``ml`` (the ML signal, its record and accuracy: :mod:`.ml`), ``forecast`` (the fan),
+``price`` (the snake with trades), ``equity`` (against buy and hold, with drawdown), ``slopes``
+(horizon-pair heatmap, raw variant), ``models`` (the child models selected most often),
+``metrics`` (point in time and legacy side by side), ``trades`` (the last 30), ``search`` (the
+horizon-search leaderboard) and ``status`` (where the data came from). A day without
 data (no session, a holiday, not yet published: :mod:`.days`) opens with a note that says what the
 day is and links the last day with data up to D; its empty panels give the same reason.
 
@@ -42,13 +43,14 @@ from nexus_assets.core.dashboard import formatting as fmt
 from nexus_assets.core.dashboard.days import DAY_REASON, DAY_TEXT, day_status, describe_day, has_data
 from nexus_assets.core.dashboard.inputs import REQUIRED_COLUMNS, PageInputs
 from nexus_assets.core.dashboard.markup import BOOTSTRAP_JS, attrs, document, json_script, text
+from nexus_assets.core.dashboard.ml import ml_panel
 from nexus_assets.core.dashboard.site import INDEX, page_path, plotly_js_path, url
 from nexus_assets.core.freshness import DayStatus
 
 __all__ = ["render_page", "PANELS", "MODEL_WINDOW", "TOP_MODELS", "LAST_TRADES", "VARIANTS", "BASES"]
 
 PANELS: tuple[str, ...] = (
-    "signal", "forecast", "price", "equity", "slopes", "models", "metrics", "trades", "search", "status",
+    "signal", "ml", "forecast", "price", "equity", "slopes", "models", "metrics", "trades", "search", "status",
 )
 MODEL_WINDOW = 30
 TOP_MODELS = 3
@@ -74,6 +76,7 @@ def render_page(inputs: PageInputs) -> str:
     figures_json: list[str] = []
     sections = [
         _signal_panel(inputs, tables),
+        ml_panel(tables.day, inputs.ml_signals, inputs.statistics, inputs.ml_accuracy, inputs.ml_calibration),
         _forecast_panel(tables, figures_json),
         _price_panel(tables, figures_json),
         _equity_panel(tables, figures_json),
