@@ -4,7 +4,8 @@
   one Dagster run per asset, side by side over the cores (:mod:`nexus_assets.demo`), recorded in
   the local instance (the README's first command);
 - ``nexus-assets qml-server``: a QML-compatible HTTP server on loopback (sandbox and synthetic projects);
-- ``nexus-assets site``: the dashboard's files over HTTP on loopback.
+- ``nexus-assets site``: the dashboard's files over HTTP on loopback;
+- ``nexus-assets models list|show|verify|register``: the ML model registry (docs/ml.md#the-registry).
 """
 
 from __future__ import annotations
@@ -192,6 +193,79 @@ def _site(args: argparse.Namespace) -> int:
     return _serve(httpd)
 
 
+def _models_settings():
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+    from nexus_assets.settings import Settings
+
+    return Settings.from_env()
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from nexus_assets.ml_registry import list_manifests
+
+    manifests = list_manifests(_models_settings().data_dir, args.asset)
+    if not manifests:
+        print("no models in the registry" + (f" for {args.asset}" if args.asset else ""))
+        return 0
+    print("asset  version  horizon  valid_from  source  sha256  mlp_val_accuracy/brier  baseline_val_accuracy/brier")
+    for m in manifests:
+        val = m.get("validation") or {}
+
+        def scores(name, val=val):
+            s = val.get(name)
+            return f"{s['accuracy']:.3f}/{s['brier']:.3f}" if s else "-"
+
+        print(f"{m['asset']}  {m['version']}  {m['horizon']}  {m['valid_from']}  {m['source']}  {m['sha256'][:12]}  "
+              f"{scores('mlp')}  {scores('baseline_logistic')}")
+    return 0
+
+
+def _models_show(args: argparse.Namespace) -> int:
+    import json
+
+    from nexus_assets.ml_registry import read_manifest
+
+    print(json.dumps(read_manifest(_models_settings().data_dir, args.asset, args.version), indent=2, sort_keys=True))
+    return 0
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from nexus_assets.ml_registry import verify
+
+    results = verify(_models_settings().data_dir, args.asset, args.version)
+    for result in results:
+        print(result.line())
+    if not results:
+        print("no models in the registry" + (f" for {args.asset}" if args.asset else ""))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _models_register(args: argparse.Namespace) -> int:
+    from nexus_assets.core.contract import FEATURE_COLUMNS
+    from nexus_assets.core.features import CALENDAR_FEATURES
+    from nexus_assets.core.ml_training import library_versions
+    from nexus_assets.ml_registry import RegistryError, register_model
+
+    settings = _models_settings()
+    catalog = settings.catalog()
+    if args.asset not in catalog.keys:
+        raise RegistryError(f"asset {args.asset!r} is not in the catalog {catalog.path} ({', '.join(catalog.keys)})")
+    features = args.features.split(",")
+    known = (*FEATURE_COLUMNS, *CALENDAR_FEATURES)
+    unknown = [f for f in features if f.strip() not in known]
+    if unknown:
+        raise RegistryError(f"--features: unknown feature(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    valid_from = args.valid_from or dt.datetime.now(dt.UTC).date()
+    manifest = register_model(settings.data_dir, asset=args.asset, horizon=args.horizon, model_file=args.file,
+                              features=features, valid_from=valid_from, version=args.version,
+                              libraries=library_versions())
+    print(f"registered {manifest['asset']} {manifest['version']} (horizon {manifest['horizon']}, valid from "
+          f"{manifest['valid_from']}, sha256 {manifest['sha256']})")
+    return 0
+
+
 def _iso_date(text: str) -> dt.date:
     """An argparse type: a calendar date as YYYY-MM-DD (argparse turns the error into one usage line)."""
     try:
@@ -250,6 +324,33 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787; 0 picks a free one)")
     site.set_defaults(run=_site)
 
+    models = commands.add_parser("models", help="the ML model registry: list, show, verify, register (NEXUS_DATA_DIR)",
+                                 description="The ML model registry under $NEXUS_DATA_DIR/ml_registry (docs/ml.md).")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
+    listing = model_commands.add_parser("list", help="every model's manifest, one line each")
+    listing.add_argument("--asset", help="only this catalog asset's models")
+    listing.set_defaults(run=_models_list)
+    show = model_commands.add_parser("show", help="one model's manifest as JSON")
+    show.add_argument("asset", help="catalog asset key")
+    show.add_argument("version", help="model version")
+    show.set_defaults(run=_models_show)
+    check = model_commands.add_parser("verify", help="check model files against their manifests' SHA-256 (exit 1 on any mismatch)")
+    check.add_argument("asset", nargs="?", help="only this asset's models")
+    check.add_argument("version", nargs="?", help="only this version")
+    check.set_defaults(run=_models_verify)
+    register = model_commands.add_parser("register", help="add an externally trained ONNX model with its feature list",
+                                         description="Add an externally trained ONNX model: it must load, take one "
+                                         "input of width = the feature count, and give a probability of an up move.")
+    register.add_argument("--asset", required=True, help="catalog asset key")
+    register.add_argument("--horizon", required=True, type=_positive_int, help="observations ahead the model predicts")
+    register.add_argument("--file", required=True, metavar="MODEL.onnx", help="the ONNX model file")
+    register.add_argument("--features", required=True, metavar="f1,f2,...",
+                          help="the features table's columns the model reads, in input order")
+    register.add_argument("--valid-from", type=_iso_date, metavar="YYYY-MM-DD",
+                          help="first date the model may serve (default: today, UTC)")
+    register.add_argument("--version", help="version name (default: registered-<valid_from>-h<horizon>-<sha256[:8]>)")
+    register.set_defaults(run=_models_register)
+
     from nexus_assets.api.commands import add_commands  # `api` and `keys`: the serving API (issue 12)
 
     add_commands(commands)
@@ -258,13 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from nexus_assets.catalog import CatalogError
+    from nexus_assets.ml_registry import RegistryError
     from nexus_assets.settings import SettingsError
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CatalogError, SettingsError) as exc:  # the operator's input: one line that names it, no traceback
-        print(f"nexus-assets {args.command}: {exc}", file=sys.stderr)
+    except (CatalogError, SettingsError, RegistryError) as exc:  # the operator's input: one line that names it
+        command = " ".join(filter(None, [args.command, getattr(args, "models_command", None)]))
+        print(f"nexus-assets {command}: {exc}", file=sys.stderr)
         return 2
 
 

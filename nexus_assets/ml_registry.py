@@ -236,7 +236,7 @@ def _probability_up(session, rows: np.ndarray) -> np.ndarray:
 
 def check_onnx(data: bytes, n_features: int, *, where: str) -> None:
     """Refuse an ONNX model that does not load, whose input width is not ``n_features`` or whose
-    output is not a probability in [0, 1] (tried on a few zero and unit rows)."""
+    output is not a probability in [0, 1] (tried on zero and unit rows and a few seeded random ones)."""
     session = _session(data, where)
     inputs = session.get_inputs()
     if len(inputs) != 1:
@@ -245,7 +245,8 @@ def check_onnx(data: bytes, n_features: int, *, where: str) -> None:
     width = shape[-1] if shape else None
     if not isinstance(width, int) or width != n_features:
         raise RegistryError(f"{where}: the model's input width is {width!r}, the feature list has {n_features} names")
-    probe = np.vstack([np.zeros(n_features), np.ones(n_features), -np.ones(n_features)]).astype(np.float32)
+    probe = np.vstack([np.zeros(n_features), np.ones(n_features), -np.ones(n_features),
+                       np.random.default_rng(0).normal(0.0, 3.0, (8, n_features))]).astype(np.float32)
     try:
         p = _probability_up(session, probe)
     except RegistryError as exc:

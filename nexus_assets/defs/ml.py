@@ -1,0 +1,263 @@
+"""The ML layer's steps: ``features``, ``ml_models`` and ``ml_predictions`` (docs/ml.md).
+
+- ``features``: the technical indicators of the asset's closes up to each date
+  (:func:`nexus_assets.core.features.feature_frame`), one row on a day with a price;
+- ``ml_models``: makes sure the model of each date's training day (the catalog's
+  ``ml_retrain_days`` cadence, :func:`~nexus_assets.core.ml_training.training_anchor`) is in the
+  registry, training it when missing, and stores which version serves each ``ml_horizons``
+  horizon as of the date (:func:`nexus_assets.ml_registry.current_manifest`);
+- ``ml_predictions``: that version's probability of an up move from the date's features, after
+  its file's hash was checked against its manifest; a tampered or unknown model fails the step
+  before anything is written.
+
+Price history: a ``sandbox`` asset's bundled daily closes (with the history before the catalog's
+``start_date``, so models train from the first day; volume for the two equity indices); an
+``api`` or ``synthetic`` asset's per-day ``target_var_price`` from the stored ``qml_models``
+partitions, two columns of each file (there is no volume there). Every feature of a date is
+computed from closes up to that date, so computing the whole history and keeping a date's row is
+the same as computing it on the prefix (tested in core).
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
+import datetime as dt
+import functools
+import importlib
+
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, Failure, ResourceParam, asset
+
+from nexus_assets.catalog import Catalog, CatalogAsset
+from nexus_assets.core import contract
+from nexus_assets.core.contract import typed_frame
+from nexus_assets.core.features import feature_frame, model_features
+from nexus_assets.core.ml_training import train_direction_model, trained_version, training_anchor
+from nexus_assets.defs.ingest import QML_MODELS
+from nexus_assets.defs.metadata import attach_partition_metadata
+from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
+from nexus_assets.defs.steps import step_asset_args
+from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
+from nexus_assets.ml_registry import (
+    RegistryError,
+    current_manifest,
+    list_manifests,
+    load_model,
+    write_model,
+)
+from nexus_assets.qml.sandbox import load_prices
+
+__all__ = ["FEATURES", "ML_MODELS", "ML_PREDICTIONS", "build_ml_assets", "price_history"]
+
+FEATURES = "features"
+ML_MODELS = "ml_models"
+ML_PREDICTIONS = "ml_predictions"
+# sandbox series with a volume column in their bundled data (arch module, column)
+_SANDBOX_VOLUME = {"sp500": ("sp500", "Volume"), "nasdaq": ("nasdaq", "Volume")}
+
+
+@functools.cache
+def _sandbox_volume(series: str) -> pd.Series | None:
+    if series not in _SANDBOX_VOLUME:
+        return None
+    module, column = _SANDBOX_VOLUME[series]
+    raw = importlib.import_module(f"arch.data.{module}").load()[column]
+    index = pd.DatetimeIndex(raw.index)
+    index = (index.tz_localize(None) if index.tz is not None else index).normalize().as_unit("ns")
+    volume = pd.Series(np.asarray(raw, dtype=np.float64), index=index)
+    return volume[~volume.index.duplicated(keep="last")].sort_index()
+
+
+def price_history(entry: CatalogAsset, qml_models: PartitionFrames, last_day: dt.date) -> tuple[pd.Series, pd.Series | None]:
+    """``(close, volume or None)`` of ``entry`` up to ``last_day``: one close per day with a price."""
+    cutoff = pd.Timestamp(last_day)
+    if entry.source == "sandbox":
+        close = load_prices(entry.series)
+        volume = _sandbox_volume(entry.series)
+        close = close[close.index <= cutoff]
+        return close, (None if volume is None else volume[volume.index <= cutoff])
+    rows = qml_models.everything(entry.key, ["time", "target_var_price"])
+    if rows is None:
+        return pd.Series([], dtype="float64", index=pd.DatetimeIndex([], dtype="datetime64[ns]")), None
+    rows = rows[rows["target_var_price"].notna() & (rows["time"] <= cutoff)]
+    # one price per day (the contract checks a day's rows agree); the first row's
+    close = rows.groupby("time", sort=True)["target_var_price"].first().astype("float64")
+    close.index = pd.DatetimeIndex(close.index).as_unit("ns")
+    return close[close > 0], None
+
+
+def build_ml_assets(catalog: Catalog, partitions_def) -> list:
+    qml_input = {"qml_models": AssetIn(key=QML_MODELS, metadata={"allow_missing_partitions": True})}
+
+    @asset(
+        name=FEATURES,
+        **step_asset_args(partitions_def),
+        ins=qml_input,
+        description=(
+            "Technical features of the asset's closes up to the date (docs/ml.md#features), one row on a day with a "
+            "price: returns 1/5, close over SMA 10/20 and EMA 12/26, RSI 14, MACD line/signal/histogram over the "
+            "close, Bollinger position and width, volume over its SMA 10 and the volume oscillator (NaN without a "
+            "volume series), day of week and month of the bar's date. Sandbox: the bundled closes; api/synthetic: "
+            "qml_models' target_var_price."
+        ),
+    )
+    def features(context: AssetExecutionContext, qml_models: PartitionFrames) -> dict:
+        outputs, metadata = {}, {}
+        for key, days in days_by_asset(context.partition_keys).items():
+            close, volume = price_history(catalog[key], qml_models, days[-1])
+            frame = feature_frame(close, volume)
+            per_day = split_by_day(frame, days)
+            for day in days:
+                pk = partition_key(key, day)
+                outputs[pk] = per_day[day]
+                row = per_day[day]
+                metadata[pk] = ({"price": float(row["price"].iloc[0]), "observations": int(row["observations"].iloc[0]),
+                                 "rsi_14": _number(row["rsi_14"].iloc[0]), "volume": volume is not None}
+                                if len(row) else {"price": None, "note": "no price on this date"})
+        attach_partition_metadata(context, metadata)
+        return outputs
+
+    @asset(
+        name=ML_MODELS,
+        **step_asset_args(partitions_def),
+        ins=qml_input,
+        deps=[FEATURES],
+        description=(
+            "The direction model serving each ML horizon (catalog ml_horizons) as of the date, from the registry "
+            "(docs/ml.md#the-registry). Trains the model of the date's training day (every ml_retrain_days days, "
+            "anchored on the calendar) when the registry lacks it: scikit-learn's MLP 64-32-16 ReLU with a logistic "
+            "regression baseline, walk-forward on pairs known by that day, exported as ONNX with a manifest. "
+            "Columns: version, SHA-256, source, valid_from, whether trained on the date, training rows, both "
+            "models' validation accuracy and Brier score."
+        ),
+    )
+    def ml_models(context: AssetExecutionContext, parquet_io_manager: ResourceParam[ParquetPartitionIOManager],
+                  qml_models: PartitionFrames) -> dict:
+        data_dir = parquet_io_manager.base_dir
+        outputs, metadata = {}, {}
+        for key, days in days_by_asset(context.partition_keys).items():
+            entry = catalog[key]
+            anchors = sorted({training_anchor(day, entry.ml_retrain_days) for day in days})
+            have = {m["version"] for m in list_manifests(data_dir, key)}
+            missing = [(a, h) for a in anchors for h in entry.ml_horizons if trained_version(a, h) not in have]
+            trained = []
+            if missing:
+                close, volume = price_history(entry, qml_models, max(a for a, _ in missing))
+                frame = feature_frame(close, volume)
+                names = model_features(volume is not None)
+                for anchor, horizon in missing:
+                    model = train_direction_model(frame, names, asset=key, horizon=horizon, as_of=anchor)
+                    if model is not None:
+                        write_model(data_dir, model.manifest, model.onnx)
+                        trained.append(model.manifest["version"])
+            manifests = list_manifests(data_dir, key)
+            for day in days:
+                pk = partition_key(key, day)
+                table = serving_table(manifests, key, entry.ml_horizons, day)
+                outputs[pk] = table
+                metadata[pk] = {
+                    **{f"h{h}_version": v or "none" for h, v in zip(table["horizon"], table["model_version"])},
+                    "trained_on_date": [int(h) for h in table.loc[table["trained_on_date"], "horizon"]],
+                }
+            if trained:
+                context.log.info(f"{key}: trained {len(trained)} model(s): {', '.join(trained)}")
+        attach_partition_metadata(context, metadata)
+        return outputs
+
+    @asset(
+        name=ML_PREDICTIONS,
+        **step_asset_args(partitions_def),
+        ins={"features": AssetIn(key=FEATURES), "ml_models": AssetIn(key=ML_MODELS)},
+        description=(
+            "Probability of an up move (close h observations after the date above the date's close) per ML "
+            "horizon, from the version ml_models names for the date, after checking the model file's SHA-256 "
+            "against its manifest (a tampered or unknown file fails the step; nothing is written). confidence = "
+            "|p - 0.5| x 2. NaN (and an empty version) while no model serves or the features are warming up; "
+            "no rows on a day without a price."
+        ),
+    )
+    def ml_predictions(context: AssetExecutionContext, parquet_io_manager: ResourceParam[ParquetPartitionIOManager],
+                       features: PartitionFrames, ml_models: PartitionFrames) -> dict:
+        data_dir = parquet_io_manager.base_dir
+        outputs, metadata = {}, {}
+        for key, days in days_by_asset(context.partition_keys).items():
+            rows = features.concat(key)
+            serving = ml_models.concat(key)
+            try:
+                table = predictions_table(rows, serving, functools.partial(load_model, data_dir, key))
+            except RegistryError as exc:
+                raise Failure(description=f"{key}: {exc}; no ml_predictions partition was written",
+                              allow_retries=False) from None
+            per_day = split_by_day(table, days)
+            for day in days:
+                pk = partition_key(key, day)
+                outputs[pk] = per_day[day]
+                metadata[pk] = {f"h{h}_probability_up": _number(p)
+                                for h, p in zip(per_day[day]["horizon"], per_day[day]["probability_up"])}
+        attach_partition_metadata(context, metadata)
+        return outputs
+
+    return [features, ml_models, ml_predictions]
+
+
+def _number(value) -> float | None:
+    return None if pd.isna(value) else float(value)
+
+
+def serving_table(manifests: list[dict], asset: str, horizons, day: dt.date) -> pd.DataFrame:
+    """``ml_models``' rows for ``day``: the serving manifest of each horizon, or an empty version."""
+    records = []
+    for horizon in horizons:
+        m = current_manifest(manifests, asset, horizon, day)
+        validation = (m or {}).get("validation") or {}
+        mlp, base = validation.get("mlp") or {}, validation.get("baseline_logistic") or {}
+        records.append({
+            "date": pd.Timestamp(day),
+            "horizon": horizon,
+            "model_version": m["version"] if m else "",
+            "model_sha256": m["sha256"] if m else "",
+            "source": m["source"] if m else "",
+            "valid_from": pd.Timestamp(m["valid_from"]) if m else pd.NaT,
+            "trained_on_date": bool(m and m.get("trained_on") == day.isoformat()),
+            "train_rows": int(((m or {}).get("training_window") or {}).get("rows", 0)),
+            "mlp_val_accuracy": mlp.get("accuracy", np.nan),
+            "mlp_val_brier": mlp.get("brier", np.nan),
+            "baseline_val_accuracy": base.get("accuracy", np.nan),
+            "baseline_val_brier": base.get("brier", np.nan),
+        })
+    return typed_frame(records, contract.ML_MODELS)
+
+
+def predictions_table(features: pd.DataFrame | None, serving: pd.DataFrame | None, load) -> pd.DataFrame:
+    """``ml_predictions`` for every day of ``features`` (the run's feature rows) and every horizon
+    ``serving`` (the run's ``ml_models`` rows) lists; ``load(version)`` gives a verified model.
+    Each version is loaded once and predicts all its rows in one call."""
+    if features is None or serving is None or not len(features):
+        return typed_frame(None, contract.ML_PREDICTIONS)
+    plan = serving[["date", "horizon", "model_version", "model_sha256"]].merge(
+        features, on="date", how="inner").sort_values(["date", "horizon"], kind="stable").reset_index(drop=True)
+    probability = np.full(len(plan), np.nan)
+    for version, where in plan.groupby("model_version", sort=True).indices.items():
+        if not version:
+            continue
+        model = load(version)
+        expected_sha = set(plan["model_sha256"].iloc[where])
+        if expected_sha != {model.manifest["sha256"]}:
+            raise RegistryError(f"model {version!r}: ml_models recorded SHA-256 {sorted(expected_sha)}, the registry now "
+                                f"holds {model.manifest['sha256']}: re-materialise ml_models first")
+        names = model.manifest["features"]
+        unknown = [n for n in names if n not in plan.columns]
+        if unknown:
+            raise RegistryError(f"model {version!r} expects feature(s) {unknown} that the features table lacks")
+        x = plan[names].to_numpy(dtype=np.float64)[where]
+        ready = ~np.isnan(x).any(axis=1)
+        if ready.any():
+            probability[where[ready]] = np.clip(model.probability_up(x[ready]), 0.0, 1.0)
+    return typed_frame({
+        "date": plan["date"],
+        "horizon": plan["horizon"],
+        "model_version": plan["model_version"],
+        "model_sha256": plan["model_sha256"],
+        "probability_up": probability,
+        "confidence": np.abs(probability - 0.5) * 2.0,
+        "price": plan["price"],
+    }, contract.ML_PREDICTIONS)
