@@ -13,6 +13,7 @@ from nexus_assets.defs.ensembles import build_ensemble_assets
 from nexus_assets.defs.ingest import build_ingest_assets
 from nexus_assets.defs.metrics import build_metric_assets
 from nexus_assets.defs.ml import build_ml_assets
+from nexus_assets.defs.ml_signals import build_ml_signal_assets
 from nexus_assets.defs.model_metadata import build_model_metadata_assets
 from nexus_assets.defs.partitions import asset_date_partitions
 from nexus_assets.defs.resources import QMLResource
@@ -53,6 +54,7 @@ def build_definitions(settings: Settings) -> Definitions:
         build_ingest_assets(catalog, partitions, settings)
         + build_model_metadata_assets(catalog, partitions)
         + build_ml_assets(catalog, partitions)
+        + build_ml_signal_assets(catalog, partitions)
         + build_ensemble_assets(catalog, partitions)
         + build_search_assets(catalog, partitions)
         + build_signal_assets(catalog, partitions)

@@ -28,7 +28,8 @@ from upath import UPath
 from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.metrics import METRIC_TABLES, METRICS
-from nexus_assets.defs.ml_signals import ML_PREDICTIONS, ML_SIGNALS
+from nexus_assets.defs.ml import ML_PREDICTIONS
+from nexus_assets.defs.ml_signals import ML_SIGNALS
 from nexus_assets.defs.partitions import partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH, SEARCH_TABLES
 from nexus_assets.defs.signals import SIGNAL_TABLES, SIGNALS

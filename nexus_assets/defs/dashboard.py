@@ -54,6 +54,7 @@ from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
 from nexus_assets.defs.ingest import QML_MODELS
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.metrics import METRICS
+from nexus_assets.defs.ml_signals import ML_SIGNALS
 from nexus_assets.defs.model_metadata import QML_MODEL_METADATA
 from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
@@ -88,6 +89,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
             "metrics": AssetIn(key=METRICS),
             "horizon_search": AssetIn(key=HORIZON_SEARCH),
             "qml_model_metadata": AssetIn(key=QML_MODEL_METADATA),
+            "ml_signals": AssetIn(key=ML_SIGNALS, metadata={"allow_missing_partitions": True}),
             "horizon_ensembles": AssetIn(
                 key=HORIZON_ENSEMBLES,
                 partition_mapping=date_window_mapping(window),
@@ -97,7 +99,8 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
         description=(
             "One self-contained HTML page per asset and date (signal card, price 'snake', forecast fan, slope "
             "heatmap, equity vs buy and hold, metrics point in time and legacy, last 30 trades, most selected "
-            "child models, data status), under $NEXUS_DATA_DIR/dashboard/asset=<asset>/date=<day>.html, plus "
+            "child models, the ML signal with its record and accuracy, data status), under "
+            "$NEXUS_DATA_DIR/dashboard/asset=<asset>/date=<day>.html, plus "
             "the site index (dashboard/index.html) and each asset's history, rebuilt after each run. Offline: "
             "one shared plotly.js, no CDN; a strict Content-Security-Policy. The page link is in each "
             "partition's metadata."
@@ -109,6 +112,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
         metrics: PartitionFrames,
         horizon_search: PartitionFrames,
         qml_model_metadata: PartitionFrames,
+        ml_signals: PartitionFrames,
         horizon_ensembles: PartitionFrames,
     ) -> MaterializeResult:
         write_site_assets(root)
@@ -141,6 +145,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                     previous_date=day - dt.timedelta(days=1) if day > entry.start_date else None,
                     next_date=day + dt.timedelta(days=1) if entry.end_date is None or day < entry.end_date else None,
                     child_models=qml_model_metadata[pk],
+                    ml_signals=ml_signals[pk] if pk in ml_signals else None,
                 )
                 path = write_site_file(root, page_path(key, day), render_page(inputs))
                 summary = summarise(inputs)

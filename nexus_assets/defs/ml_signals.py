@@ -14,14 +14,14 @@ from nexus_assets.core.contract import ML_SIGNALS as ML_SIGNALS_TABLE
 from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.ml_signals import ml_signals as ml_signal_table
 from nexus_assets.defs.metadata import attach_partition_metadata
+from nexus_assets.defs.ml import ML_PREDICTIONS
 from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
 from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import PartitionFrames
 
-__all__ = ["ML_SIGNALS", "ML_PREDICTIONS", "build_ml_signal_assets", "day_metadata"]
+__all__ = ["ML_SIGNALS", "build_ml_signal_assets", "day_metadata"]
 
 ML_SIGNALS = "ml_signals"
-ML_PREDICTIONS = "ml_predictions"
 
 
 def build_ml_signal_assets(catalog: Catalog, partitions_def) -> list:
