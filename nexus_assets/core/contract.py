@@ -356,7 +356,7 @@ ML_SIGNALS = _table(
     "probability of an up move, shaped like the slope signals so that metrics simulates it the same way",
     {
         "date": _col(_DATE),
-        "variant": _col(str, pa.Check.str_matches(r"^ml_h[0-9]+$"), description="ml_h<horizon>: the record's signal"),
+        "variant": _col(str, description="ml_h<horizon>: the record's signal name"),
         "horizon": _col("int64", *_HORIZON),
         "horizons": _col(str, description="the horizon as text, the slope signals' column (metrics' legacy h_min)"),
         "model_version": _col(str, description="empty: no model serves on this date"),

@@ -28,7 +28,7 @@ def test_the_document_describes_every_route_parameter_and_error(served):
 
     document = TestClient(served.app()).get("/api/v1/openapi.json").json()
     expected = {"health", "assets", "forecast", "signals", "signal", "horizons", "forecast-fan", "heatmap", "metrics",
-                "trades", "equity", "leaderboard", "ensemble-config", "status"}
+                "trades", "equity", "leaderboard", "ensemble-config", "status", "models", "predict", "ml-accuracy"}
     routes = {path.split("/")[3] for path in document["paths"]}
     assert routes == expected
     assert document["components"]["securitySchemes"]["ApiKey"] == {
@@ -44,6 +44,6 @@ def test_the_document_describes_every_route_parameter_and_error(served):
         if "{asset}" in path:
             assert {"403", "404"} <= statuses
             names = {p["name"] for p in operation["parameters"]}
-            assert {"asset", "as_of"} <= names, path
+            assert {"asset", "date" if "/predict/" in path else "as_of"} <= names, path
         for parameter in operation["parameters"]:
             assert parameter.get("description"), (path, parameter)

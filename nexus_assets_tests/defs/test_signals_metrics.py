@@ -10,7 +10,9 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter
 
 from nexus_assets.core.dashboard import PANELS, DataStatus, PageInputs
-from nexus_assets.core.metrics import record
+from nexus_assets.core.metrics import RECORD_INPUT_COLUMNS, record
+from nexus_assets.core.ml_accuracy import accuracy
+from nexus_assets.core.ml_signals import ml_signals
 from nexus_assets.core.search import horizon_search
 from nexus_assets.core.signals import daily_signals
 from nexus_assets.defs.search import FOLD_LENGTH, N_FOLDS
@@ -27,7 +29,8 @@ DAYS = [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]
 def table(pipe, asset_key, name, days=DAYS):
     frames = []
     for d in days:
-        path = pipe.data_dir / asset_key / name / f"asset={ASSET}" / f"date={d}.parquet"
+        folder = pipe.data_dir / asset_key / name if name else pipe.data_dir / asset_key
+        path = folder / f"asset={ASSET}" / f"date={d}.parquet"
         frames.append(pd.read_parquet(path))
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True)
@@ -61,12 +64,18 @@ def test_search_signals_metrics_equal_the_core_on_the_whole_history(backfill):
     assert set(sig["config_source"]) == {"catalog", "not_significant", "fallback"}
     assert (board.loc[board["rank"] == 1, "deflated_sharpe"] < 0.95).all()
     as_of = LAST
-    want = record(sig, as_of=[as_of], calendar="exchange", cost_bps=5.0, horizons=[1, 3, 5, 8, 13])[as_of]
+    slopes_only = record(sig, as_of=[as_of], calendar="exchange", cost_bps=5.0, horizons=[1, 3, 5, 8, 13])[as_of]
+    ml = table(pipe, "ml_signals", None)
+    both = pd.concat([sig[list(RECORD_INPUT_COLUMNS)], ml[list(RECORD_INPUT_COLUMNS)]], ignore_index=True)
+    want = record(both, as_of=[as_of], calendar="exchange", cost_bps=5.0, horizons=[1, 3, 5, 8, 13])[as_of]
     for name in ("statistics", "trades", "daily"):
         got = pd.read_parquet(pipe.data_dir / "metrics" / name / f"asset={ASSET}" / f"date={as_of}.parquet")
         pd.testing.assert_frame_equal(got, want[name])
+        slope_rows = got[got["signal"].isin(["raw", "optimised"])].reset_index(drop=True)
+        pd.testing.assert_frame_equal(slope_rows, slopes_only[name], check_exact=True)  # the ML rows change none
     stats = want["statistics"]
-    assert {"point_in_time", "legacy"} == set(stats["basis"]) and {"raw", "optimised"} == set(stats["signal"])
+    assert {"point_in_time", "legacy"} == set(stats["basis"])
+    assert ["raw", "optimised", "ml_h1", "ml_h5"] == list(dict.fromkeys(stats["signal"]))
 
 
 def test_a_daily_run_reproduces_the_backfill_byte_for_byte(backfill):
@@ -74,13 +83,29 @@ def test_a_daily_run_reproduces_the_backfill_byte_for_byte(backfill):
     day = LAST
     outputs = [f"{asset_key}/{name}/asset={ASSET}/date={day}.parquet" for asset_key, names in
                (("horizon_search", ["leaderboard"]), ("signals", ["signals", "slopes"]),
-                ("metrics", ["statistics", "trades", "daily"])) for name in names]
+                ("metrics", ["statistics", "trades", "daily", "ml_accuracy", "ml_calibration"])) for name in names]
+    outputs.append(f"ml_signals/asset={ASSET}/date={day}.parquet")
     outputs.append(f"dashboard/asset={ASSET}/date={day}.html")  # a page is a pure function of its partitions
     before = {path: (pipe.data_dir / path).read_bytes() for path in outputs}
     result = pipe.run(f"{ASSET}|{day}", f"{ASSET}|{day}")  # what the daily schedule runs
     assert result.success
     for path in outputs:
         assert (pipe.data_dir / path).read_bytes() == before[path], path
+
+
+def test_ml_signals_and_accuracy_equal_the_core_on_the_whole_history(backfill):
+    pipe, _ = backfill
+    predictions = table(pipe, "ml_predictions", None)
+    signals = ml_signals(predictions, threshold=0.6)  # the catalog's default ml_signal_threshold
+    pd.testing.assert_frame_equal(table(pipe, "ml_signals", None), signals)
+    assert {"BUY", "HOLD"} <= set(signals["signal"]) and (signals["reason"] != "no_model").any()
+    for day in (DAYS[40], LAST):
+        want = accuracy(signals[signals["date"] <= pd.Timestamp(day)], as_of=[day])[day]
+        for name in ("ml_accuracy", "ml_calibration"):
+            got = pd.read_parquet(pipe.data_dir / "metrics" / name / f"asset={ASSET}" / f"date={day}.parquet")
+            pd.testing.assert_frame_equal(got, want[name])
+    meta = pipe.instance.fetch_materializations(AssetKey("metrics"), limit=1).records[0].asset_materialization.metadata
+    assert "ml_h5_sharpe_ratio" in meta and "ml_h1_brier" in meta
 
 
 def test_metadata_names_the_signal_and_the_record(backfill):
