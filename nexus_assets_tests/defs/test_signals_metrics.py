@@ -98,7 +98,7 @@ def test_ml_signals_and_accuracy_equal_the_core_on_the_whole_history(backfill):
     predictions = table(pipe, "ml_predictions", None)
     signals = ml_signals(predictions, threshold=0.6)  # the catalog's default ml_signal_threshold
     pd.testing.assert_frame_equal(table(pipe, "ml_signals", None), signals)
-    assert {"BUY", "HOLD"} <= set(signals["signal"]) and (signals["reason"] != "no_model").any()
+    assert set(signals["signal"]) - {"HOLD"} and (signals["reason"] != "no_model").any()  # it acts, with models
     for day in (DAYS[40], LAST):
         want = accuracy(signals[signals["date"] <= pd.Timestamp(day)], as_of=[day])[day]
         for name in ("ml_accuracy", "ml_calibration"):
