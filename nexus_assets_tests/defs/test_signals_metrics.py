@@ -138,11 +138,12 @@ def test_dashboard_page_shows_the_stored_numbers_and_the_site_is_built(backfill)
     inputs = PageInputs.from_partitions(
         asset=ASSET, display_name="x", category="x", calendar="exchange", date=day,
         signals=stored_tables(pipe, "signals", ["signals", "slopes"], day),
-        metrics=stored_tables(pipe, "metrics", ["statistics", "trades", "daily"], day),
+        metrics=stored_tables(pipe, "metrics", ["statistics", "trades", "daily", "ml_accuracy", "ml_calibration"], day),
         horizon_search=stored_tables(pipe, "horizon_search", ["leaderboard"], day),
         ensembles=ensembles[ensembles["date"] == pd.Timestamp(day)].reset_index(drop=True),
         ensemble_window=ensembles[ensembles["date"].isin(dates)].reset_index(drop=True),
         status=DataStatus(partition_key=f"{ASSET}|{day}", source="sandbox"),
+        ml_signals=pd.read_parquet(pipe.data_dir / "ml_signals" / f"asset={ASSET}" / f"date={day}.parquet"),
     )
     # every number of every panel but the data status equals the stored tables, and nothing else is shown
     found = [f for f in html_values(html) if f["panel"] != "status"]

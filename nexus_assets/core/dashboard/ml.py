@@ -100,7 +100,7 @@ def _card(row: dict) -> str:
         ("probability up", _value(row["probability_up"], fmt.prob, "probability_up", **keys)),
         ("confidence", _value(row["confidence"], fmt.prob, "confidence", **keys)),
         ("threshold", _value(row["threshold"], fmt.prob, "threshold", **keys)),
-        ("why", f'<span{attrs(data_field="reason", data_value=row["reason"])}>'
+        ("why", f'<span{attrs(data_field="reason", data_value=row["reason"], **keys)}>'
                 f'{text(REASON_TEXT.get(row["reason"], row["reason"]))}</span>'),
         ("model version", f'<span{attrs(data_field="model_version", title=row["model_sha256"] or None)}>'
                           f"{text(version)}</span>"),

@@ -17,6 +17,9 @@ import pandas as pd
 
 from nexus_assets.core.dashboard import PageInputs
 from nexus_assets.core.dashboard import formatting as fmt
+from nexus_assets.core.dashboard.ml import REASON_TEXT as ML_REASONS
+from nexus_assets.core.dashboard.ml import RECORD_SHOWN as ML_RECORD_SHOWN
+from nexus_assets.core.dashboard.ml import VERSIONS_SHOWN as ML_VERSIONS
 
 MARKS = {"BULLISH": "\u25b2", "BEARISH": "\u25bc", "NEUTRAL": "\u25cf"}
 
@@ -100,13 +103,14 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
             out.append(_shown("models", "count", int(count), fmt.integer, **keys))
             out.append(_shown("models", "share", count / len(rows), fmt.share, **keys))
 
-    stats = inputs.statistics[inputs.statistics["date"] == day]
+    stats = inputs.statistics[(inputs.statistics["date"] == day)
+                              & inputs.statistics["signal"].isin(["raw", "optimised"])]  # ML rows: the ML panel
     for _, row in stats.iterrows():
         keys = {"signal": row["signal"], "basis": row["basis"], "statistic": row["statistic"]}
         out.append(_shown("metrics", "value", float(row["value"]), fmt.stat, **keys))
         out.append(_shown("metrics", "n", int(row["n"]), fmt.integer, **keys))
 
-    trades = inputs.trades[inputs.trades["entry_date"] <= day]
+    trades = inputs.trades[(inputs.trades["entry_date"] <= day) & inputs.trades["signal"].isin(["raw", "optimised"])]
     for (signal, basis), rows in trades.groupby(["signal", "basis"]):
         rows = rows.sort_values(["entry_date", "trade"]).iloc[::-1].head(30)
         for _, row in rows.iterrows():
@@ -146,6 +150,8 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
         out.append(_shown("search", "deflated_sharpe", float(row["deflated_sharpe"]), fmt.prob, rank=rank))
         out.append(_shown("search", "trades", int(row["trades"]), fmt.integer, rank=rank))
 
+    out += _ml_expected(inputs, day)
+
     status = inputs.status
     out.append(Shown("status", (), "freshness", status.freshness, status.freshness))
     out.append(_shown("status", "rows", status.rows, fmt.integer))
@@ -159,8 +165,52 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
     return out
 
 
+def _ml_expected(inputs: PageInputs, day: pd.Timestamp) -> list[Shown]:
+    """The ML panel: each horizon's card, the record rows it shows, the accuracy of the pooled and the
+    most recent versions, the pooled calibration; nothing without the day's ml_signals rows."""
+    if inputs.ml_signals is None or not (inputs.ml_signals["date"] == day).any():
+        return []
+    out = []
+    rows = inputs.ml_signals[inputs.ml_signals["date"] == day].sort_values("horizon")
+    marks = {"BUY": "\u25b2", "SELL": "\u25bc", "HOLD": "\u25cf"}
+    for _, row in rows.iterrows():
+        keys = {"horizon": int(row["horizon"]), "variant": f"ml_h{int(row['horizon'])}"}
+        out.append(Shown("ml", _keys(keys), "signal", row["signal"], f"{marks[row['signal']]} {row['signal']}"))
+        for field in ("probability_up", "confidence", "threshold"):
+            out.append(_shown("ml", field, row[field], fmt.prob, **keys))
+        out.append(Shown("ml", _keys(keys), "reason", row["reason"], ML_REASONS[row["reason"]]))
+    stats = inputs.statistics[(inputs.statistics["date"] == day) & (inputs.statistics["basis"] == "point_in_time")]
+    for h in rows["horizon"]:
+        signal = f"ml_h{int(h)}"
+        for name in ML_RECORD_SHOWN:
+            row = stats[(stats["signal"] == signal) & (stats["statistic"] == name)]
+            if len(row):
+                out.append(_shown("ml", "value", float(row["value"].iloc[0]), fmt.stat, signal=signal, statistic=name))
+    accuracy = inputs.ml_accuracy if inputs.ml_accuracy is not None else pd.DataFrame(columns=["horizon", "scope"])
+    for h in rows["horizon"]:
+        of_h = accuracy[accuracy["horizon"] == h]
+        shown = pd.concat([of_h[of_h["scope"] == "all"], of_h[of_h["scope"] == "version"].iloc[::-1].head(ML_VERSIONS)])
+        for _, row in shown.iterrows():
+            keys = {"horizon": int(h), "scope": row["scope"], "version": row["model_version"]}
+            out.append(_shown("ml", "predictions", int(row["predictions"]), fmt.integer, **keys))
+            out.append(_shown("ml", "scored", int(row["scored"]), fmt.integer, **keys))
+            out.append(_shown("ml", "hit_rate", float(row["hit_rate"]), fmt.share, **keys))
+            out.append(_shown("ml", "brier", float(row["brier"]), fmt.prob, **keys))
+            out.append(_shown("ml", "observed_frequency", float(row["observed_frequency"]), fmt.share, **keys))
+    calibration = inputs.ml_calibration
+    if calibration is not None:
+        pooled = calibration[(calibration["scope"] == "all") & (calibration["date"] == day)]
+        for h in rows["horizon"]:
+            for _, row in pooled[pooled["horizon"] == h].iterrows():
+                keys = {"horizon": int(h), "bin": int(row["bin"])}
+                out.append(_shown("ml", "count", int(row["count"]), fmt.integer, **keys))
+                out.append(_shown("ml", "mean_predicted", float(row["mean_predicted"]), fmt.prob, **keys))
+                out.append(_shown("ml", "observed_frequency", float(row["observed_frequency"]), fmt.prob, **keys))
+    return out
+
+
 # Row keys an element inherits from itself and its ancestors (the nearest wins).
-KEYS = ("variant", "signal", "basis", "statistic", "trade", "horizon", "place", "pair", "rank")
+KEYS = ("variant", "signal", "basis", "statistic", "trade", "horizon", "place", "pair", "rank", "scope", "version", "bin")
 
 
 class _Collector(HTMLParser):

@@ -11,6 +11,7 @@ from nexus_assets.core.dashboard import render_page
 from nexus_assets.core.metrics import RECORD_INPUT_COLUMNS, record
 from nexus_assets.core.ml_accuracy import accuracy
 from nexus_assets.core.ml_signals import ml_signals
+from nexus_assets_tests.core.dashboard.reference import assert_page_shows, expected_values, html_values
 from nexus_assets_tests.core.dashboard.tables import HOSTILE
 from nexus_assets_tests.core.ml_data import ml_predictions
 
@@ -56,6 +57,14 @@ def test_the_panel_shows_the_stored_signal_record_and_accuracy(inputs):
     pooled = page_inputs.ml_accuracy[page_inputs.ml_accuracy["scope"] == "all"]
     assert values(section, "hit_rate")[0] == repr(float(pooled["hit_rate"].iloc[0]))
     assert "Calibration" in section and 'data-table="ml_calibration"' in section
+
+
+def test_every_number_on_the_page_is_the_stored_one(inputs):
+    """The page-wide reference (every panel, ML included): each stored value once, nothing else."""
+    page_inputs, _, _ = with_ml(inputs)
+    html = render_page(page_inputs)
+    assert_page_shows(html_values(html), expected_values(page_inputs))
+    assert any(e.panel == "ml" and e.field == "hit_rate" for e in expected_values(page_inputs))
 
 
 def test_a_day_without_a_model_says_so(inputs):
