@@ -34,7 +34,7 @@ from nexus_assets.core.features import feature_frame, model_features
 from nexus_assets.core.ml_training import train_direction_model, trained_version, training_anchor
 from nexus_assets.defs.ingest import QML_MODELS
 from nexus_assets.defs.metadata import attach_partition_metadata
-from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
+from nexus_assets.defs.partitions import days_by_asset, partition_key
 from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
 from nexus_assets.ml_registry import (
@@ -105,7 +105,7 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
         for key, days in days_by_asset(context.partition_keys).items():
             close, volume = price_history(catalog[key], qml_models, days[-1])
             frame = feature_frame(close, volume)
-            per_day = split_by_day(frame, days)
+            per_day = _by_day(frame, days)
             for day in days:
                 pk = partition_key(key, day)
                 outputs[pk] = per_day[day]
@@ -149,10 +149,10 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
                     if model is not None:
                         write_model(data_dir, model.manifest, model.onnx)
                         trained.append(model.manifest["version"])
-            manifests = list_manifests(data_dir, key)
+            per_day = _by_day(serving_table(list_manifests(data_dir, key), key, entry.ml_horizons, days), days)
             for day in days:
                 pk = partition_key(key, day)
-                table = serving_table(manifests, key, entry.ml_horizons, day)
+                table = per_day[day]
                 outputs[pk] = table
                 metadata[pk] = {
                     **{f"h{h}_version": v or "none" for h, v in zip(table["horizon"], table["model_version"])},
@@ -187,7 +187,7 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
             except RegistryError as exc:
                 raise Failure(description=f"{key}: {exc}; no ml_predictions partition was written",
                               allow_retries=False) from None
-            per_day = split_by_day(table, days)
+            per_day = _by_day(table, days)
             for day in days:
                 pk = partition_key(key, day)
                 outputs[pk] = per_day[day]
@@ -203,28 +203,43 @@ def _number(value) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
-def serving_table(manifests: list[dict], asset: str, horizons, day: dt.date) -> pd.DataFrame:
-    """``ml_models``' rows for ``day``: the serving manifest of each horizon, or an empty version."""
+def serving_table(manifests: list[dict], asset: str, horizons, days) -> pd.DataFrame:
+    """``ml_models``' rows for each of ``days`` (sorted): the serving manifest of each horizon
+    (:func:`~nexus_assets.ml_registry.current_manifest`), or an empty version. Built in one frame
+    (a typed frame per day cost ~30 ms); equal to resolving each day alone (tested)."""
     records = []
-    for horizon in horizons:
-        m = current_manifest(manifests, asset, horizon, day)
-        validation = (m or {}).get("validation") or {}
-        mlp, base = validation.get("mlp") or {}, validation.get("baseline_logistic") or {}
-        records.append({
-            "date": pd.Timestamp(day),
-            "horizon": horizon,
-            "model_version": m["version"] if m else "",
-            "model_sha256": m["sha256"] if m else "",
-            "source": m["source"] if m else "",
-            "valid_from": pd.Timestamp(m["valid_from"]) if m else pd.NaT,
-            "trained_on_date": bool(m and m.get("trained_on") == day.isoformat()),
-            "train_rows": int(((m or {}).get("training_window") or {}).get("rows", 0)),
-            "mlp_val_accuracy": mlp.get("accuracy", np.nan),
-            "mlp_val_brier": mlp.get("brier", np.nan),
-            "baseline_val_accuracy": base.get("accuracy", np.nan),
-            "baseline_val_brier": base.get("brier", np.nan),
-        })
+    for day in days:
+        for horizon in horizons:
+            m = current_manifest(manifests, asset, horizon, day)
+            validation = (m or {}).get("validation") or {}
+            mlp, base = validation.get("mlp") or {}, validation.get("baseline_logistic") or {}
+            records.append({
+                "date": pd.Timestamp(day),
+                "horizon": horizon,
+                "model_version": m["version"] if m else "",
+                "model_sha256": m["sha256"] if m else "",
+                "source": m["source"] if m else "",
+                "valid_from": pd.Timestamp(m["valid_from"]) if m else pd.NaT,
+                "trained_on_date": bool(m and m.get("trained_on") == day.isoformat()),
+                "train_rows": int(((m or {}).get("training_window") or {}).get("rows", 0)),
+                "mlp_val_accuracy": mlp.get("accuracy", np.nan),
+                "mlp_val_brier": mlp.get("brier", np.nan),
+                "baseline_val_accuracy": base.get("accuracy", np.nan),
+                "baseline_val_brier": base.get("brier", np.nan),
+            })
     return typed_frame(records, contract.ML_MODELS)
+
+
+def _by_day(frame: pd.DataFrame, days) -> dict:
+    """:func:`~nexus_assets.defs.partitions.split_by_day` for a frame sorted by ``date``: slices
+    found by binary search (the groupby there cost ~15 ms a day here)."""
+    stamps = frame["date"].to_numpy()
+    out = {}
+    for day in days:
+        stamp = np.datetime64(day, "ns")
+        first, last = np.searchsorted(stamps, stamp, "left"), np.searchsorted(stamps, stamp, "right")
+        out[day] = frame.iloc[first:last].reset_index(drop=True)
+    return out
 
 
 def predictions_table(features: pd.DataFrame | None, serving: pd.DataFrame | None, load) -> pd.DataFrame:

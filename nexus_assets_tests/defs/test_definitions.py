@@ -9,8 +9,8 @@ from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets.settings import Settings
 
 # in pipeline order; a rename is a decision
-ASSET_KEYS = ["qml_models", "horizon_slices", "qml_model_metadata", "horizon_ensembles", "horizon_search", "signals",
-              "metrics", "dashboard"]
+ASSET_KEYS = ["qml_models", "features", "horizon_slices", "qml_model_metadata", "horizon_ensembles", "ml_models",
+              "horizon_search", "ml_predictions", "signals", "metrics", "dashboard"]
 
 
 def test_module_definitions_load_with_bundled_catalog():
