@@ -112,3 +112,30 @@ def test_files_do_not_depend_on_how_dates_are_grouped_into_runs(ranged, tmp_path
     assert sorted(got) == sorted(want)
     assert [p for p in want if got[p] != want[p]] == []
     assert np.any(["model.onnx" in p for p in want])
+
+
+def test_an_api_asset_reads_its_closes_from_qml_models_up_to_the_date(tmp_path):
+    """One close per day from target_var_price (a day without a price has none), nothing after
+    the date, no volume; stored partitions outside the run's window count too."""
+    from upath import UPath
+
+    from nexus_assets.catalog import load_catalog
+    from nexus_assets.defs.ml import price_history
+    from nexus_assets.defs.storage import PartitionFrames
+
+    text = sandbox_catalog_text((ASSET,), source="api")
+    (tmp_path / "c.toml").write_text(text)
+    entry = load_catalog(str(tmp_path / "c.toml"))[ASSET]
+    paths = {}
+    prices = {dt.date(2018, 1, 2): 10.0, dt.date(2018, 1, 3): None, dt.date(2018, 1, 4): 11.0, dt.date(2018, 1, 5): 12.0}
+    for day, price in prices.items():
+        rows = pd.DataFrame({"symbol": ["a", "b"], "time": [pd.Timestamp(day)] * 2, "n_predict": [1, 5],
+                             "close_predict": [1.0, 1.0], "target_var_price": [price, price]}).astype({"target_var_price": "float64"})
+        path = UPath(tmp_path / f"{day}.parquet")
+        rows.to_parquet(path)
+        paths[day] = path
+    frames = PartitionFrames({f"{ASSET}|{dt.date(2018, 1, 5)}": paths[dt.date(2018, 1, 5)]},
+                             listing=lambda asset: {d: p for d, p in paths.items()})
+    close, volume = price_history(entry, frames, dt.date(2018, 1, 4))
+    assert volume is None
+    assert close.to_dict() == {pd.Timestamp("2018-01-02"): 10.0, pd.Timestamp("2018-01-04"): 11.0}
