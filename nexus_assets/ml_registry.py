@@ -25,7 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 from upath import UPath
 
 from nexus_assets.atomic import write_bytes_atomic
+from nexus_assets.core.ml_serving import current_manifest, manifest_order
 
 __all__ = [
     "REGISTRY_FOLDER",
@@ -93,11 +94,6 @@ def _model_dir(data_dir: str, asset: str, version: str) -> UPath:
     return registry_root(data_dir) / _check_name("asset", asset) / _check_name("version", version)
 
 
-def _sort_key(manifest: Mapping[str, Any]) -> tuple:
-    return (manifest["asset"], int(manifest["horizon"]), manifest["valid_from"],
-            manifest.get("source") == "registered", manifest["version"])
-
-
 def _read_json(path: UPath) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -123,7 +119,7 @@ def list_manifests(data_dir: str, asset: str | None = None) -> list[dict]:
             path = version_dir / MANIFEST_FILE
             if version_dir.is_dir() and path.is_file():
                 manifests.append(_read_json(path))
-    return sorted(manifests, key=_sort_key)
+    return sorted(manifests, key=manifest_order)
 
 
 def read_manifest(data_dir: str, asset: str, version: str) -> dict:
@@ -133,14 +129,6 @@ def read_manifest(data_dir: str, asset: str, version: str) -> dict:
         return _read_json(path)
     except FileNotFoundError:
         raise UnknownModelError(f"{path}: no model {version!r} of asset {asset!r} in the registry") from None
-
-
-def current_manifest(manifests: Iterable[Mapping[str, Any]], asset: str, horizon: int, day: dt.date) -> dict | None:
-    """The manifest serving ``asset``'s ``horizon`` on ``day``: the latest ``valid_from`` on or
-    before ``day``; ties go to a registered model, then to the greater version string."""
-    cutoff = day.isoformat()
-    eligible = [m for m in manifests if m["asset"] == asset and int(m["horizon"]) == horizon and m["valid_from"] <= cutoff]
-    return dict(max(eligible, key=_sort_key)) if eligible else None
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,11 @@ def test_demo_command(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "9004_VIX" in result.stdout and "success" in result.stdout and "horizon_slices: 5 files" in result.stdout
-    assert "metrics: 15 files" in result.stdout  # 3 tables x 5 days
+    assert "metrics: 25 files" in result.stdout  # 5 tables (the record's 3, ml_accuracy, ml_calibration) x 5 days
     # progress as it goes, in plain lines (stdout is no terminal here): one per finished step
     steps = [line for line in result.stdout.splitlines() if line.startswith("step      ")]
-    assert len(steps) == 9 and steps[0].startswith("step      9004_VIX 1/9 qml_models: 5 partitions in ")
-    assert steps[-1].startswith("step      9004_VIX 9/9 dashboard: 5 partitions in ") and "40/40 partitions, " in steps[-1]
+    assert len(steps) == 13 and steps[0].startswith("step      9004_VIX 1/13 qml_models: 5 partitions in ")
+    assert steps[-1].startswith("step      9004_VIX 13/13 dashboard: 5 partitions in ") and "60/60 partitions, " in steps[-1]
     assert "\x1b" not in result.stdout and "\r" not in result.stdout
     index = tmp_path / "data" / "dashboard" / "index.html"
     assert f"site      {index.resolve()}" in result.stdout and index.is_file()

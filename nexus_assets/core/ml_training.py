@@ -53,7 +53,7 @@ class TrainingConfig:
     max_iter: int = 20  # Adam epochs over the training rows; a fixed budget (no early stop on a shuffled split)
     learning_rate_init: float = 1e-3
     alpha: float = 1e-4  # L2 penalty
-    batch_size: int = 64
+    batch_size: int = 128
     seed: int = 13
     window: int = 750  # the latest pairs (about three years of sessions)
     min_pairs: int = 150

@@ -28,8 +28,9 @@ NO_PRICE = (dt.date(2025, 5, 20), dt.date(2025, 6, 7))  # target_var_price null 
 RETIRES, APPEARS = dt.date(2025, 2, 15), D  # per horizon: one model long gone by D's window, one new on D
 TABLES = {
     "qml_models": [None], "horizon_slices": [None], "qml_model_metadata": [None], "horizon_ensembles": [None],
+    "features": [None], "ml_models": [None], "ml_predictions": [None], "ml_signals": [None],
     "horizon_search": ["leaderboard"],
-    "signals": ["signals", "slopes"], "metrics": ["statistics", "trades", "daily"],
+    "signals": ["signals", "slopes"], "metrics": ["statistics", "trades", "daily", "ml_accuracy", "ml_calibration"],
 }
 
 

@@ -1,0 +1,141 @@
+"""The ML steps in Dagster: a few sandbox days of features, ml_models and ml_predictions equal the
+core's results, a tampered model fails the step before anything is written, and the files do
+not depend on how dates are grouped into runs."""
+
+import datetime as dt
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey
+
+from nexus_assets.core.contract import ML_MODELS, ML_PREDICTIONS, table_problems
+from nexus_assets.core.features import feature_frame, model_features
+from nexus_assets.definitions import MAIN_JOB
+from nexus_assets.defs.ml import _sandbox_volume
+from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
+from nexus_assets.ml_registry import MODEL_FILE, load_model, registry_root
+from nexus_assets.qml.sandbox import load_prices
+from nexus_assets_tests.defs.conftest import Pipeline, sandbox_catalog_text
+
+ASSET = "9001_SP500"
+ML_ASSETS = ["features", "ml_models", "ml_predictions"]
+FIRST, LAST = dt.date(2018, 1, 1), dt.date(2018, 1, 10)  # Mondays 1 and 8 train (weekly cadence here)
+
+
+def _text() -> str:
+    return re.sub(r"ml_retrain_days = \d+", "ml_retrain_days = 7", sandbox_catalog_text((ASSET,)))
+
+
+def _run(pipe: Pipeline, first: dt.date, last: dt.date, assets=ML_ASSETS):
+    return pipe.defs.resolve_job_def(MAIN_JOB).execute_in_process(
+        instance=pipe.instance, raise_on_error=False, asset_selection=[AssetKey(a) for a in assets],
+        tags={RANGE_START_TAG: f"{ASSET}|{first}", RANGE_END_TAG: f"{ASSET}|{last}"})
+
+
+def _files(pipe: Pipeline) -> dict[str, bytes]:
+    out = {}
+    for folder in [*(pipe.data_dir / a for a in ML_ASSETS), pipe.data_dir / "ml_registry"]:
+        out.update({str(p.relative_to(pipe.data_dir)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory):
+    pipe = Pipeline(tmp_path_factory.mktemp("ml_range"), _text())
+    result = _run(pipe, FIRST, LAST)
+    assert result.success
+    return pipe
+
+
+def _read(pipe: Pipeline, asset: str, day: dt.date) -> pd.DataFrame:
+    return pd.read_parquet(pipe.file(asset, f"{ASSET}|{day}"))
+
+
+def test_the_steps_store_what_the_core_computes(ranged):
+    close = load_prices("sp500")
+    core = feature_frame(close, _sandbox_volume("sp500"))
+    names = model_features(True)
+    for day in (FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)):
+        stored = _read(ranged, "features", day)
+        expected = core[core["date"] == pd.Timestamp(day)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(stored, expected)
+        models = _read(ranged, "ml_models", day)
+        assert table_problems(ML_MODELS, models) == [] and models["horizon"].tolist() == [1, 5]
+        monday = day - dt.timedelta(days=day.weekday())
+        assert models["model_version"].tolist() == [f"trained-{monday}-h1", f"trained-{monday}-h5"]
+        assert models["trained_on_date"].tolist() == [day == monday] * 2
+        predictions = _read(ranged, "ml_predictions", day)
+        assert table_problems(ML_PREDICTIONS, predictions) == []
+        if expected.empty:  # a weekend or New Year's Day: no session, no rows
+            assert predictions.empty
+            continue
+        assert predictions["price"].tolist() == [expected["price"].iloc[0]] * 2
+        for row in predictions.itertuples():
+            model = load_model(str(ranged.data_dir), ASSET, row.model_version, features=names)
+            want = model.probability_up(expected[names].to_numpy())[0]
+            assert row.probability_up == pytest.approx(want, abs=1e-12)
+            assert row.confidence == pytest.approx(abs(want - 0.5) * 2)
+            assert row.model_sha256 == model.manifest["sha256"]
+    assert _read(ranged, "ml_predictions", dt.date(2018, 1, 2))["probability_up"].notna().all()
+
+
+def test_a_tampered_model_fails_the_step_and_writes_nothing(ranged):
+    day = dt.date(2018, 1, 9)
+    target = ranged.file("ml_predictions", f"{ASSET}|{day}")
+    before = target.read_bytes()
+    path = registry_root(str(ranged.data_dir)) / ASSET / "trained-2018-01-08-h5" / MODEL_FILE
+    original = path.read_bytes()
+    path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    target.unlink()
+    try:
+        result = _run(ranged, day, day, ["ml_predictions"])
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        message = failure.event_specific_data.error.message
+        assert str(path) in message and "does not match the manifest" in message
+        assert not target.exists()  # nothing of the run was written
+    finally:
+        path.write_bytes(original)
+        target.write_bytes(before)
+
+
+@pytest.mark.slow
+def test_files_do_not_depend_on_how_dates_are_grouped_into_runs(ranged, tmp_path):
+    """Day by day in reverse order (so later models exist before earlier days run), the same bytes:
+    tables, model files and manifests."""
+    daily = Pipeline(tmp_path, _text())
+    for day in sorted((FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)), reverse=True):
+        assert _run(daily, day, day).success
+    got, want = _files(daily), _files(ranged)
+    assert sorted(got) == sorted(want)
+    assert [p for p in want if got[p] != want[p]] == []
+    assert np.any(["model.onnx" in p for p in want])
+
+
+def test_an_api_asset_reads_its_closes_from_qml_models_up_to_the_date(tmp_path):
+    """One close per day from target_var_price (a day without a price has none), nothing after
+    the date, no volume; stored partitions outside the run's window count too."""
+    from upath import UPath
+
+    from nexus_assets.catalog import load_catalog
+    from nexus_assets.defs.ml import price_history
+    from nexus_assets.defs.storage import PartitionFrames
+
+    text = sandbox_catalog_text((ASSET,), source="api")
+    (tmp_path / "c.toml").write_text(text)
+    entry = load_catalog(str(tmp_path / "c.toml"))[ASSET]
+    paths = {}
+    prices = {dt.date(2018, 1, 2): 10.0, dt.date(2018, 1, 3): None, dt.date(2018, 1, 4): 11.0, dt.date(2018, 1, 5): 12.0}
+    for day, price in prices.items():
+        rows = pd.DataFrame({"symbol": ["a", "b"], "time": [pd.Timestamp(day)] * 2, "n_predict": [1, 5],
+                             "close_predict": [1.0, 1.0], "target_var_price": [price, price]}).astype({"target_var_price": "float64"})
+        path = UPath(tmp_path / f"{day}.parquet")
+        rows.to_parquet(path)
+        paths[day] = path
+    frames = PartitionFrames({f"{ASSET}|{dt.date(2018, 1, 5)}": paths[dt.date(2018, 1, 5)]},
+                             listing=lambda asset: {d: p for d, p in paths.items()})
+    close, volume = price_history(entry, frames, dt.date(2018, 1, 4))
+    assert volume is None
+    assert close.to_dict() == {pd.Timestamp("2018-01-02"): 10.0, pd.Timestamp("2018-01-04"): 11.0}
