@@ -96,6 +96,11 @@ def test_unknown_versions_and_feature_mismatches_are_refused(registry):
         load_model(data_dir, ASSET, stored["version"], features=NAMES[:-1])
     with pytest.raises(RegistryError, match="not a valid name"):
         read_manifest(data_dir, ASSET, "../../etc")
+    copied = registry_root(data_dir) / ASSET / "v-copy" / MANIFEST_FILE
+    copied.parent.mkdir()
+    copied.write_text(json.dumps(stored))  # a manifest copied into another version's folder
+    with pytest.raises(RegistryError, match="not its folder's"):
+        read_manifest(data_dir, ASSET, "v-copy")
 
 
 def test_register_round_trip_and_checks(tmp_path):

@@ -35,7 +35,11 @@ def valid_frame(schema: pa.DataFrameSchema, n: int = 4, seed: int = 0) -> pd.Dat
         elif dtype == np.dtype("int64") or isinstance(dtype, pd.Int64Dtype):
             values = np.full(n, 1 if lowest is None else int(np.ceil(lowest)) + 1)
         elif dtype == np.dtype("float64"):
-            values = rng.uniform(1.0, 2.0, n)
+            highest = next((c.statistics["max_value"] for c in column.checks if "max_value" in c.statistics), None)
+            if highest is not None and highest < 2.0:  # a share or a probability: inside its range
+                values = rng.uniform(highest - 1.0 if lowest is None else lowest, highest, n)
+            else:
+                values = rng.uniform(1.0, 2.0, n)
         elif dtype == np.dtype("bool"):
             values = np.ones(n, dtype=bool)
         else:
