@@ -95,12 +95,18 @@ def _model_dir(data_dir: str, asset: str, version: str) -> UPath:
 
 
 def _read_json(path: UPath) -> dict:
+    """The manifest at ``<asset>/<version>/manifest.json``; one whose own asset or version is not
+    its folder's (copied or edited by hand) is refused, so it cannot vouch for another file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as exc:
         raise RegistryError(f"{path}: unreadable manifest: {exc}") from None
+    folder_asset, folder_version = path.parent.parent.name, path.parent.name
+    if not isinstance(manifest, dict) or (manifest.get("asset"), manifest.get("version")) != (folder_asset, folder_version):
+        raise RegistryError(f"{path}: the manifest's asset/version is not its folder's ({folder_asset}/{folder_version})")
+    return manifest
 
 
 def list_manifests(data_dir: str, asset: str | None = None) -> list[dict]:

@@ -96,6 +96,11 @@ def test_unknown_versions_and_feature_mismatches_are_refused(registry):
         load_model(data_dir, ASSET, stored["version"], features=NAMES[:-1])
     with pytest.raises(RegistryError, match="not a valid name"):
         read_manifest(data_dir, ASSET, "../../etc")
+    copied = registry_root(data_dir) / ASSET / "v-copy" / MANIFEST_FILE
+    copied.parent.mkdir()
+    copied.write_text(json.dumps(stored))  # a manifest copied into another version's folder
+    with pytest.raises(RegistryError, match="not its folder's"):
+        read_manifest(data_dir, ASSET, "v-copy")
 
 
 def test_register_round_trip_and_checks(tmp_path):
@@ -191,3 +196,21 @@ def test_models_cli_register(cli_env, capsys, tmp_path):
     manifest = json.loads((registry_root(data_dir) / ASSET / "team-v1" / MANIFEST_FILE).read_text())
     assert manifest["valid_from"] == "2018-06-01" and manifest["features"] == ["rsi_14", "macd"]
     assert "scikit-learn" in manifest["libraries"]
+
+
+def test_a_scikit_learn_export_with_its_probability_map_registers_and_predicts(tmp_path):
+    """skl2onnx's default export of a classifier gives probabilities as a list of {class: p} maps."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 3))
+    model = LogisticRegression().fit(x, (x[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int))
+    path = tmp_path / "zipmap.onnx"
+    path.write_bytes(convert_sklearn(model, initial_types=[("x", FloatTensorType([None, 3]))]).SerializeToString())
+    data_dir = str(tmp_path / "data")
+    manifest = register_model(data_dir, asset=ASSET, horizon=1, model_file=str(path), features=["rsi_14", "macd", "month"],
+                              valid_from=dt.date(2018, 1, 1))
+    loaded = load_model(data_dir, ASSET, manifest["version"])
+    np.testing.assert_allclose(loaded.probability_up(x[:5]), model.predict_proba(x[:5])[:, 1], atol=1e-5)

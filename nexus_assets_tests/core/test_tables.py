@@ -28,15 +28,18 @@ def valid_frame(schema: pa.DataFrameSchema, n: int = 4, seed: int = 0) -> pd.Dat
         dtype = dtypes(schema)[name]
         allowed = next((c.statistics["allowed_values"] for c in column.checks if c.name == "isin"), None)
         lowest = next((c.statistics["min_value"] for c in column.checks if "min_value" in c.statistics), None)
-        highest = next((c.statistics["max_value"] for c in column.checks if "max_value" in c.statistics), None)
         if allowed is not None:
             values = [sorted(allowed)[0]] * n
         elif np.dtype("datetime64[ns]") == dtype:
             values = pd.date_range("2018-01-02", periods=n, freq="D")
         elif dtype == np.dtype("int64") or isinstance(dtype, pd.Int64Dtype):
             values = np.full(n, 1 if lowest is None else int(np.ceil(lowest)) + 1)
-        elif dtype == np.dtype("float64"):  # inside both bounds (shares and probabilities are at most 1)
-            values = rng.uniform(0.25, 0.75, n) if highest is not None and highest <= 1 else rng.uniform(1.0, 2.0, n)
+        elif dtype == np.dtype("float64"):
+            highest = next((c.statistics["max_value"] for c in column.checks if "max_value" in c.statistics), None)
+            if highest is not None and highest < 2.0:  # a share or a probability: inside its range
+                values = rng.uniform(highest - 1.0 if lowest is None else lowest, highest, n)
+            else:
+                values = rng.uniform(1.0, 2.0, n)
         elif dtype == np.dtype("bool"):
             values = np.ones(n, dtype=bool)
         else:
