@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, in_process_executor, multiprocess_executor
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
 from nexus_assets.defs.checks import build_freshness_checks
 from nexus_assets.defs.dashboard import build_dashboard_assets
@@ -22,6 +22,7 @@ from nexus_assets.defs.search import build_search_assets
 from nexus_assets.defs.signals import build_signal_assets
 from nexus_assets.defs.steps import GROUP
 from nexus_assets.defs.storage import ParquetPartitionIOManager
+from nexus_assets.executors import executor_from_env
 from nexus_assets.settings import Settings
 
 __all__ = ["MAIN_JOB", "build_definitions", "defs"]
@@ -32,19 +33,6 @@ MAIN_JOB = "nexus_main"
 def _env(name: str):
     # An EnvVar shows its name, never its value, in the UI; unset means "not configured".
     return EnvVar(name) if os.environ.get(name) else None
-
-
-EXECUTORS = {"in_process": in_process_executor, "multiprocess": multiprocess_executor}
-"""``NEXUS_EXECUTOR``: in-process by default (a multiprocess step re-imports the code location,
-~1.5 s a step, and a range run's steps are sequential anyway); ``multiprocess`` runs independent
-steps of one run side by side, each in its own process."""
-
-
-def _executor():
-    name = os.environ.get("NEXUS_EXECUTOR", "in_process").strip() or "in_process"
-    if name not in EXECUTORS:
-        raise ValueError(f"NEXUS_EXECUTOR must be one of {sorted(EXECUTORS)}, got {name!r}")
-    return EXECUTORS[name]
 
 
 def build_definitions(settings: Settings) -> Definitions:
@@ -81,7 +69,7 @@ def build_definitions(settings: Settings) -> Definitions:
             ),
             "parquet_io_manager": ParquetPartitionIOManager(base_dir=settings.data_dir),
         },
-        executor=_executor(),
+        executor=executor_from_env(),  # NEXUS_EXECUTOR (nexus_assets/executors.py)
     )
 
 

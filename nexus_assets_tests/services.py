@@ -1,9 +1,10 @@
 """Real servers for the `services` tests, started on loopback in a temporary folder and stopped
-after: PostgreSQL (Debian's ``postgresql`` package: ``initdb`` / ``pg_ctl``) and an S3-compatible
-store (moto's standalone server, ``moto[server]``).
+after: PostgreSQL (Debian's ``postgresql`` package: ``initdb`` / ``pg_ctl``), Redis (Debian's
+``redis-server``), Celery workers of the project's app, and an S3-compatible store (moto's
+standalone server, ``moto[server]``).
 
-Without the PostgreSQL binaries a test is skipped, except under ``CI=true`` (``.ci/run`` installs
-them), where it fails.
+Without the PostgreSQL or Redis binaries a test is skipped, except under ``CI=true`` (``.ci/run``
+installs them), where it fails.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +27,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-__all__ = ["PostgresServer", "S3Server", "free_port", "moto_server", "postgres_server"]
+__all__ = ["CeleryWorker", "PostgresServer", "RedisServer", "S3Server", "celery_worker", "free_port", "moto_server",
+           "postgres_server", "redis_server"]
 
 
 def free_port() -> int:
@@ -170,3 +173,99 @@ def moto_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    host: str
+    port: int
+    password: str
+
+    def url(self, db: int) -> str:
+        return f"redis://:{self.password}@{self.host}:{self.port}/{db}"
+
+    def env(self) -> dict[str, str]:
+        """Broker and result store, in the variables ``deploy/celery/celery.yaml`` reads."""
+        return {"NEXUS_CELERY_BROKER_URL": self.url(0), "NEXUS_CELERY_BACKEND_URL": self.url(1)}
+
+
+def _stop(process: subprocess.Popen, group: bool = False) -> None:
+    """SIGTERM (to the whole process group if it has its own), then SIGKILL after 60 s."""
+    if process.poll() is None:
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait()
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's ``redis-server`` on 127.0.0.1 (a free port), password-protected, in memory only
+    (no snapshot, no append-only file), in a temporary folder removed when done."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _missing("Redis is not installed (apt-get install -y redis-server)")
+    try:
+        import redis
+    except ImportError:
+        _missing("the redis client is not installed (pip install -e '.[deploy]')")
+    folder = tempfile.mkdtemp(prefix="nexus-redis-")
+    password, port = secrets.token_hex(16), free_port()
+    config = os.path.join(folder, "redis.conf")  # the password in a private file, not on a command line
+    with open(os.open(config, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
+        handle.write(f"bind 127.0.0.1\nport {port}\nrequirepass {password}\nsave \"\"\nappendonly no\n"
+                     f"dir {folder}\nprotected-mode yes\n")
+    process = subprocess.Popen([binary, config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=2)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start on 127.0.0.1:{port}") from None
+                time.sleep(0.1)
+        client.close()
+        yield RedisServer("127.0.0.1", port, password)
+    finally:
+        _stop(process)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class CeleryWorker:
+    name: str
+    process: subprocess.Popen
+    log: str
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and the process running its step at once, as when its machine is lost."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@contextmanager
+def celery_worker(name: str, env: dict[str, str], folder: str) -> Iterator[CeleryWorker]:
+    """One Celery worker of the project's app (``nexus_assets.celery_worker``) on the ``dagster``
+    queue, one step at a time, in its own process group; stopped (warm: its step finishes) when done."""
+    log = os.path.join(folder, f"worker-{name}.log")
+    with open(log, "w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "nexus_assets.celery_worker", "worker", "-Q", "dagster",
+             "-c", "1", "--prefetch-multiplier=1", "-n", f"{name}@%h", "-l", "INFO",
+             "--without-gossip", "--without-mingle"],
+            env=env, cwd=folder, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield CeleryWorker(name, process, log)
+    finally:
+        _stop(process, group=True)
