@@ -21,10 +21,12 @@ equal date by date to :func:`metadata_table` and :func:`churn` (tested).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -245,18 +247,44 @@ class Churn:
     ``per_horizon``: one row per horizon of either day: ``live_before``, ``live``, ``added``,
     ``retired`` and ``lost_share`` (retired / live_before, 0 without a day before). ``changes``:
     one row per model that was added, retired or changed (``change``), with its code version
-    before and after; ``changed`` means upstream described the model on both days, differently."""
+    before and after; ``changed`` means upstream described the model on both days, differently.
 
-    per_horizon: pd.DataFrame
-    changes: pd.DataFrame
+    Held as plain rows, the frames built when asked for: a run over a year makes one churn per
+    date, and most dates only need the counts and a few records for the partition's metadata."""
+
+    per_horizon_rows: tuple[tuple, ...]
+    change_rows: tuple[tuple, ...]
+
+    PER_HORIZON_COLUMNS: ClassVar[tuple[str, ...]] = ("horizon", "live_before", "live", "added", "retired", "lost_share")
+    CHANGE_COLUMNS: ClassVar[tuple[str, ...]] = ("horizon", "symbol", "change", "code_version_before", "code_version")
+
+    @functools.cached_property
+    def per_horizon(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(list(self.per_horizon_rows), columns=list(self.PER_HORIZON_COLUMNS))
+
+    @functools.cached_property
+    def changes(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(list(self.change_rows), columns=list(self.CHANGE_COLUMNS))
 
     def count(self, change: str) -> int:
-        return int((self.changes["change"] == change).sum())
+        return sum(1 for row in self.change_rows if row[2] == change)
 
     @property
     def code_version_changes(self) -> pd.DataFrame:
         rows = self.changes[self.changes["change"] == "changed"]
         return rows[rows["code_version_before"] != rows["code_version"]]
+
+    def code_version_change_count(self) -> int:
+        """``len(code_version_changes)``, without building a frame on a date where nothing changed."""
+        return len(self.code_version_changes) if self.count("changed") else 0
+
+    def per_horizon_records(self) -> list[dict]:
+        """``per_horizon`` as records (what ``per_horizon.to_dict(orient="records")`` gives)."""
+        return [dict(zip(self.PER_HORIZON_COLUMNS, row)) for row in self.per_horizon_rows]
+
+    def change_records(self, limit: int) -> list[dict]:
+        """The first ``limit`` rows of ``changes`` as records (a missing code version is None)."""
+        return [dict(zip(self.CHANGE_COLUMNS, row)) for row in self.change_rows[:limit]]
 
 
 def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
@@ -281,8 +309,6 @@ def _churn(old: _Keyed, new: _Keyed) -> Churn:
     for change, keys in (("added", added), ("retired", retired), ("changed", changed)):
         for k in keys:
             records.append((int(k[0]), k[1], change, _plain(old.versions.get(k)), _plain(new.versions.get(k))))
-    changes = pd.DataFrame.from_records(
-        records, columns=["horizon", "symbol", "change", "code_version_before", "code_version"])
     horizons = sorted({h for h, _ in old.live | new.live} | set(new.horizons))
     count = {name: Counter(h for h, _ in keys) for name, keys in
              (("live_before", old.live), ("live", new.live), ("added", added), ("retired", retired))}
@@ -290,9 +316,7 @@ def _churn(old: _Keyed, new: _Keyed) -> Churn:
     for h in horizons:
         then, lost = count["live_before"][h], count["retired"][h]
         rows.append((int(h), then, count["live"][h], count["added"][h], lost, lost / then if then else 0.0))
-    per_horizon = pd.DataFrame.from_records(
-        rows, columns=["horizon", "live_before", "live", "added", "retired", "lost_share"])
-    return Churn(per_horizon, changes)
+    return Churn(tuple(rows), tuple(records))
 
 
 @dataclass(frozen=True)
@@ -325,12 +349,11 @@ def churn_alerts(result: Churn, max_lost_share: float) -> list[str]:
     """What the churn check warns about: a horizon that lost more than ``max_lost_share`` of its
     live models, and every code-version change; one line each, empty when nothing is wrong."""
     alerts = []
-    per_horizon = result.per_horizon
-    over = per_horizon[per_horizon["lost_share"].to_numpy() > max_lost_share] if len(per_horizon) else per_horizon
-    for row in over.itertuples(index=False):
-        alerts.append(f"horizon {row.horizon} lost {row.retired} of {row.live_before} live models "
-                      f"({row.lost_share:.0%} > {max_lost_share:.0%})")
-    if not (result.changes["change"].to_numpy() == "changed").any():
+    for horizon, live_before, _live, _added, retired, lost_share in result.per_horizon_rows:
+        if lost_share > max_lost_share:
+            alerts.append(f"horizon {horizon} lost {retired} of {live_before} live models "
+                          f"({lost_share:.0%} > {max_lost_share:.0%})")
+    if not result.count("changed"):
         return alerts  # most days: nothing described changed
     for row in result.code_version_changes.itertuples(index=False):
         alerts.append(f"{row.symbol} (h{row.horizon}): code_version {row.code_version_before} -> {row.code_version}")

@@ -130,9 +130,9 @@ def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
                     "models_added": change.count("added"),
                     "models_retired": change.count("retired"),
                     "models_changed": change.count("changed"),
-                    "code_version_changes": len(change.code_version_changes),
-                    "per_horizon": MetadataValue.json(change.per_horizon.to_dict(orient="records")),
-                    "changes": MetadataValue.json(_records(change.changes.head(_SHOWN))),
+                    "code_version_changes": change.code_version_change_count(),
+                    "per_horizon": MetadataValue.json(change.per_horizon_records()),
+                    "changes": MetadataValue.json(change.change_records(_SHOWN)),
                 }
         attach_partition_metadata(context, metadata)
         yield Output(outputs)

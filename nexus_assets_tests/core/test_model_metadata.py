@@ -221,7 +221,15 @@ def test_tables_and_churns_of_many_dates_equal_the_date_by_date_functions():
         pd.testing.assert_frame_equal(fast.per_horizon, want.per_horizon)
         pd.testing.assert_frame_equal(fast.changes, want.changes)
         assert churn_alerts(fast, 0.1) == churn_alerts(want, 0.1)
+        # the records the partition metadata shows are the frames' rows
+        assert fast.per_horizon_records() == want.per_horizon.to_dict(orient="records")
+        assert fast.change_records(5) == [{k: None if pd.isna(v) else v for k, v in row.items()}
+                                          for row in want.changes.head(5).to_dict(orient="records")]
+        assert fast.code_version_change_count() == len(want.code_version_changes)
+        assert [fast.count(c) for c in ("added", "retired", "changed")] == [
+            int((want.changes["change"] == c).sum()) for c in ("added", "retired", "changed")]
     assert sum(c.count("changed") for c in got) > 0 and sum(c.count("retired") for c in got) > 0
+    assert sum(c.code_version_change_count() for c in got) > 0
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
