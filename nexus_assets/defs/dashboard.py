@@ -48,6 +48,7 @@ from nexus_assets.core.dashboard import (
     summary_json,
 )
 from nexus_assets.core.dashboard import formatting as fmt
+from nexus_assets.core.dashboard.inputs import CHILD_MODEL_COLUMNS
 from nexus_assets.core.freshness import freshness_status
 from nexus_assets.core.periods import calendar_days
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
@@ -124,6 +125,10 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
             ensembles = empty_frame(contract.HORIZON_ENSEMBLES) if ensembles is None else ensembles
             ingested = _ingestion_metadata(context.instance, [partition_key(key, day) for day in days])
             ensembles_of = _ensembles_by_day(ensembles)
+            # the child-model panel's four columns of every date at once: the whole table per page
+            # (340 models, text columns) cost about as much to read as the rest of the page's tables
+            child_models_of = _rows_by_day(
+                qml_model_metadata.history(key, days, columns=("date", *CHILD_MODEL_COLUMNS)))
             for day in days:
                 pk = partition_key(key, day)
                 status = data_status(entry, day, ingested.get(pk, {}), pk)
@@ -142,7 +147,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                     status=status,
                     previous_date=day - dt.timedelta(days=1) if day > entry.start_date else None,
                     next_date=day + dt.timedelta(days=1) if entry.end_date is None or day < entry.end_date else None,
-                    child_models=qml_model_metadata[pk],
+                    child_models=child_models_of(day),
                 )
                 summary = summarise(inputs)
                 pending.append((pk, page_path(key, day), render_page(inputs)))
@@ -233,6 +238,21 @@ def _ensembles_by_day(ensembles: pd.DataFrame):
         start = np.searchsorted(dates, observed[count - MODEL_WINDOW], side="left") if count > MODEL_WINDOW else 0
         return (ensembles.iloc[first:last].reset_index(drop=True),
                 ensembles.iloc[start:last].reset_index(drop=True))
+
+    return of
+
+
+def _rows_by_day(frame: pd.DataFrame | None):
+    """A function of a date: the rows of ``frame`` (in date order, as read) of that date; None
+    when there is no frame (no stored row on any date of the run)."""
+    if frame is None:
+        return lambda _day: None
+    dates = frame["date"].to_numpy(dtype="datetime64[ns]")
+
+    def of(day: dt.date) -> pd.DataFrame:
+        stamp = np.datetime64(day, "ns")
+        first, last = np.searchsorted(dates, stamp, side="left"), np.searchsorted(dates, stamp, side="right")
+        return frame.iloc[first:last].reset_index(drop=True)
 
     return of
 
