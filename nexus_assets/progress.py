@@ -6,6 +6,10 @@ queries nothing, and a materialization costs it one counter increment. A step's 
 its asset materializations, which Dagster emits when the step has stored them, so progress moves
 step by step (a step computes all its partitions at once).
 
+Each finished step also says the CPU time it took (user + system of the process running it, all
+its threads): on a shared machine a step's wall time mostly measures the other processes, its CPU
+time does not, so the demo's closing breakdown (:meth:`DemoProgress.cpu_by_step`) is in CPU seconds.
+
 The demo runs instruments side by side (one worker process per core), so :class:`DemoProgress`
 keeps one set of counters per instrument (its ``label``); a worker's events reach it through
 :class:`EventQueue`. Two forms: a progress bar redrawn in place when stdout is a terminal (one
@@ -44,6 +48,7 @@ class _Run:
     done: int = 0
     running: str = ""
     step_started: dict[str, float] = field(default_factory=dict)
+    step_cpu_started: dict[str, float] = field(default_factory=dict)
     step_partitions: dict[str, int] = field(default_factory=dict)
 
 
@@ -54,8 +59,9 @@ class DemoProgress:
     flight (the single-run calls of a sequential demo).
     """
 
-    def __init__(self, stream: TextIO, *, interactive: bool, clock=time.monotonic) -> None:
-        self.stream, self.interactive, self.clock = stream, interactive, clock
+    def __init__(self, stream: TextIO, *, interactive: bool, clock=time.monotonic, cpu_clock=time.process_time) -> None:
+        self.stream, self.interactive, self.clock, self.cpu_clock = stream, interactive, clock, cpu_clock
+        self._cpu_by_step: dict[str, float] = {}
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
         self._ticker: threading.Thread | None = None
@@ -113,10 +119,12 @@ class DemoProgress:
         with self._lock:
             return sum(run.done for run in self._runs.values())
 
-    def step_started(self, step: str, label: str | None = None) -> None:
+    def step_started(self, step: str, label: str | None = None, cpu: float | None = None) -> None:
+        """``cpu``: the CPU clock of the process running the step (a worker's); default this process's."""
         with self._lock:
             run = self._runs[self._label(label)]
             run.step_started[step] = self.clock()
+            run.step_cpu_started[step] = self.cpu_clock() if cpu is None else cpu
             run.running = step
         if self.interactive:
             self._draw()
@@ -127,17 +135,20 @@ class DemoProgress:
             run.step_partitions[step] = run.step_partitions.get(step, 0) + count
             run.done += count
 
-    def step_finished(self, step: str, *, failed: bool = False, label: str | None = None) -> None:
-        now = self.clock()
+    def step_finished(self, step: str, *, failed: bool = False, label: str | None = None,
+                      cpu: float | None = None) -> None:
+        now, cpu_now = self.clock(), self.cpu_clock() if cpu is None else cpu
         with self._lock:
             name = self._label(label)
             run = self._runs[name]
             run.steps_done += 1
             seconds = now - run.step_started.get(step, now)
+            cpu_seconds = cpu_now - run.step_cpu_started.get(step, cpu_now)
+            self._cpu_by_step[step] = self._cpu_by_step.get(step, 0.0) + cpu_seconds
             count = run.step_partitions.get(step, 0)
             line = (f"step      {name} {run.steps_done}/{run.steps} {step}: "
                     + ("FAILED" if failed else f"{count:,} partitions" if count else "done")
-                    + f" in {seconds:.1f}s" + (f" ({_rate(count, seconds)})" if count else "")
+                    + f" in {seconds:.1f}s, {cpu_seconds:.1f}s CPU" + (f" ({_rate(count, seconds)})" if count else "")
                     + f"; {run.done:,}/{run.partitions:,} partitions, {now - run.started:.1f}s elapsed,"
                     f" {_rate(run.done, now - run.started)}")
             if run.running == step:
@@ -148,6 +159,12 @@ class DemoProgress:
             with self._lock:
                 self.stream.write(line + "\n")
                 self.stream.flush()
+
+    def cpu_by_step(self) -> dict[str, float]:
+        """CPU seconds per step name, summed over every instrument's finished runs, in the order
+        the steps first finished."""
+        with self._lock:
+            return dict(self._cpu_by_step)
 
     # -- the bar --------------------------------------------------------------------------------
 
@@ -179,10 +196,11 @@ class DemoProgress:
 
 class EventQueue:
     """A worker process's side of the progress: the same calls as :class:`DemoProgress`, put on a
-    multiprocessing queue as ``(method, args, kwargs)`` for the parent to replay on its own."""
+    multiprocessing queue as ``(method, args, kwargs)`` for the parent to replay on its own; a
+    step's start and end carry the worker's own CPU clock (the parent's would not move)."""
 
-    def __init__(self, queue: Any, label: str) -> None:
-        self.queue, self.label = queue, label
+    def __init__(self, queue: Any, label: str, cpu_clock=time.process_time) -> None:
+        self.queue, self.label, self.cpu_clock = queue, label, cpu_clock
         self._pending: tuple[str, int] | None = None  # materializations of one step, sent as one message
 
     def _flush(self) -> None:
@@ -193,7 +211,7 @@ class EventQueue:
 
     def step_started(self, step: str) -> None:
         self._flush()
-        self.queue.put(("step_started", (step,), {"label": self.label}))
+        self.queue.put(("step_started", (step,), {"label": self.label, "cpu": self.cpu_clock()}))
 
     def materialized(self, step: str) -> None:
         if self._pending is not None and self._pending[0] != step:
@@ -202,7 +220,7 @@ class EventQueue:
 
     def step_finished(self, step: str, *, failed: bool = False) -> None:
         self._flush()
-        self.queue.put(("step_finished", (step,), {"failed": failed, "label": self.label}))
+        self.queue.put(("step_finished", (step,), {"failed": failed, "label": self.label, "cpu": self.cpu_clock()}))
 
 
 class _ProgressHandler(logging.Handler):

@@ -60,6 +60,9 @@ def test_demo_command(tmp_path):
     assert len(steps) == 13 and steps[0].startswith("step      9004_VIX 1/13 qml_models: 5 partitions in ")
     assert steps[-1].startswith("step      9004_VIX 13/13 dashboard: 5 partitions in ") and "60/60 partitions, " in steps[-1]
     assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    # the closing CPU breakdown names every step that computed partitions
+    cpu = next(line for line in result.stdout.splitlines() if line.startswith("cpu       "))
+    assert "s in all; steps: " in cpu and all(f"{step} " in cpu for step in ("qml_models", "metrics", "dashboard"))
     index = tmp_path / "data" / "dashboard" / "index.html"
     assert f"site      {index.resolve()}" in result.stdout and index.is_file()
     assert f"instance  {(tmp_path / '.dagster_home').resolve()}" in result.stdout

@@ -8,7 +8,7 @@ from upath import UPath
 
 from nexus_assets.core.dashboard import plotly_js_path
 from nexus_assets.core.dashboard.site import plotly_js_version
-from nexus_assets.site_files import write_site_assets, write_site_file
+from nexus_assets.site_files import write_site_assets, write_site_file, write_site_files
 
 
 def test_plotly_js_is_the_installed_packages_copy_written_once(tmp_path):
@@ -62,3 +62,27 @@ def test_object_store_roots_get_one_put():
     path = write_site_file(root, "index.html", "<!DOCTYPE html>")
     assert path.read_text() == "<!DOCTYPE html>"
     assert UPath(root).joinpath(*plotly_js_path().split("/")).exists()
+
+
+def test_many_files_are_written_together_each_atomically_and_equal_one_by_one(tmp_path, monkeypatch):
+    files = [(f"asset=A/date=2018-01-0{d}.html", f"page {d} \u2713") for d in range(1, 4)] + [
+        ("asset=A/date=2018-01-01.json", b'{"signal": "BUY"}'), ("index.html", "index")]
+    write_site_file(tmp_path / "one", "asset=A/date=2018-01-02.html", "old")
+    write_site_file(tmp_path / "many", "asset=A/date=2018-01-02.html", "old")
+    seen = []
+    real_replace = os.replace
+
+    def replace(source, target):  # readers see the old file until its rename
+        seen.append((os.path.basename(target), open(target, "rb").read() if os.path.exists(target) else None))
+        real_replace(source, target)
+
+    for relative, data in files:
+        write_site_file(tmp_path / "one", relative, data)
+    monkeypatch.setattr(os, "replace", replace)
+    paths = write_site_files(tmp_path / "many", files)
+    assert [UPath(tmp_path / "many" / relative) for relative, _ in files] == paths
+    assert ("date=2018-01-02.html", b"old") in seen
+    one, many = (sorted(p.relative_to(tmp_path / side) for p in (tmp_path / side).rglob("*")) for side in ("one", "many"))
+    assert one == many and all(not p.name.startswith(".") for p in many)  # no temporary file left
+    assert all((tmp_path / "one" / p).read_bytes() == (tmp_path / "many" / p).read_bytes() for p in many
+               if (tmp_path / "many" / p).is_file())

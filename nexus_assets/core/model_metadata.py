@@ -12,15 +12,21 @@ What upstream describes today describes today; which date may carry it is the ca
 :func:`churn` compares two consecutive tables: models added and retired per horizon (live sets),
 models whose upstream description changed, and code-version changes; :func:`churn_alerts` says
 which of those the ``qml_model_churn`` check warns about.
+
+A run over a year builds a table and a churn per date: :func:`metadata_tables` and :func:`churns`
+do that for many dates at once (the undescribed dates typed as one frame, each table keyed once),
+equal date by date to :func:`metadata_table` and :func:`churn` (tested).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,7 +38,9 @@ __all__ = [
     "Churn",
     "churn",
     "churn_alerts",
+    "churns",
     "metadata_table",
+    "metadata_tables",
     "model_rosters",
     "normalise_upstream",
     "upstream_fields_of",
@@ -166,7 +174,7 @@ def metadata_table(roster: pd.DataFrame, day: dt.date, described: pd.DataFrame |
     Models upstream describes but ``qml_models`` never had up to ``day`` are listed too (null
     ``first_seen``/``last_seen``, not live), when upstream says their horizon. A description
     without a horizon applies to the symbol on every horizon it publishes on."""
-    if described is None or not len(described):  # most days: one frame built at once
+    if _undescribed(described):  # most days: one frame built at once
         n = len(roster)
         return pd.DataFrame({
             **{name: roster[name].to_numpy() for name in ("date", "horizon", "first_seen", "last_seen")},
@@ -213,6 +221,25 @@ def metadata_table(roster: pd.DataFrame, day: dt.date, described: pd.DataFrame |
     return table[list(columns(MODEL_METADATA))].astype(_TYPED)
 
 
+def metadata_tables(rosters: Mapping[dt.date, pd.DataFrame],
+                    described: Mapping[dt.date, pd.DataFrame | None]) -> dict[dt.date, pd.DataFrame]:
+    """:func:`metadata_table` of every date of ``rosters`` (with ``described.get(date)``), in the
+    order of ``rosters``. The dates without a description (most of a run) are typed as one frame
+    and split by date: typing the columns cost more than building them, once per date."""
+    plain = [day for day in rosters if _undescribed(described.get(day))]
+    out = {day: metadata_table(rosters[day], day, described[day]) for day in rosters if day not in set(plain)}
+    if plain:
+        table = metadata_table(pd.concat([rosters[day] for day in plain], ignore_index=True), plain[0], None)
+        bounds = np.cumsum([0, *(len(rosters[day]) for day in plain)])
+        for day, first, last in zip(plain, bounds[:-1].tolist(), bounds[1:].tolist()):
+            out[day] = table.iloc[first:last].reset_index(drop=True)
+    return {day: out[day] for day in rosters}
+
+
+def _undescribed(described: pd.DataFrame | None) -> bool:
+    return described is None or not len(described)
+
+
 @dataclass(frozen=True)
 class Churn:
     """What changed between two consecutive days' tables.
@@ -220,18 +247,44 @@ class Churn:
     ``per_horizon``: one row per horizon of either day: ``live_before``, ``live``, ``added``,
     ``retired`` and ``lost_share`` (retired / live_before, 0 without a day before). ``changes``:
     one row per model that was added, retired or changed (``change``), with its code version
-    before and after; ``changed`` means upstream described the model on both days, differently."""
+    before and after; ``changed`` means upstream described the model on both days, differently.
 
-    per_horizon: pd.DataFrame
-    changes: pd.DataFrame
+    Held as plain rows, the frames built when asked for: a run over a year makes one churn per
+    date, and most dates only need the counts and a few records for the partition's metadata."""
+
+    per_horizon_rows: tuple[tuple, ...]
+    change_rows: tuple[tuple, ...]
+
+    PER_HORIZON_COLUMNS: ClassVar[tuple[str, ...]] = ("horizon", "live_before", "live", "added", "retired", "lost_share")
+    CHANGE_COLUMNS: ClassVar[tuple[str, ...]] = ("horizon", "symbol", "change", "code_version_before", "code_version")
+
+    @functools.cached_property
+    def per_horizon(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(list(self.per_horizon_rows), columns=list(self.PER_HORIZON_COLUMNS))
+
+    @functools.cached_property
+    def changes(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(list(self.change_rows), columns=list(self.CHANGE_COLUMNS))
 
     def count(self, change: str) -> int:
-        return int((self.changes["change"] == change).sum())
+        return sum(1 for row in self.change_rows if row[2] == change)
 
     @property
     def code_version_changes(self) -> pd.DataFrame:
         rows = self.changes[self.changes["change"] == "changed"]
         return rows[rows["code_version_before"] != rows["code_version"]]
+
+    def code_version_change_count(self) -> int:
+        """``len(code_version_changes)``, without building a frame on a date where nothing changed."""
+        return len(self.code_version_changes) if self.count("changed") else 0
+
+    def per_horizon_records(self) -> list[dict]:
+        """``per_horizon`` as records (what ``per_horizon.to_dict(orient="records")`` gives)."""
+        return [dict(zip(self.PER_HORIZON_COLUMNS, row)) for row in self.per_horizon_rows]
+
+    def change_records(self, limit: int) -> list[dict]:
+        """The first ``limit`` rows of ``changes`` as records (a missing code version is None)."""
+        return [dict(zip(self.CHANGE_COLUMNS, row)) for row in self.change_rows[:limit]]
 
 
 def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
@@ -239,15 +292,23 @@ def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
 
     Sets of ``(horizon, symbol)`` keys built from whole columns: linear in the models, without a
     pandas operation per model (a daily run over a year calls this once per date)."""
-    old, new = _keyed(before), _keyed(after)
+    return _churn(_keyed(before), _keyed(after))
+
+
+def churns(tables: Sequence[pd.DataFrame | None]) -> list[Churn]:
+    """:func:`churn` of each pair of consecutive ``tables`` (the first is the day before the
+    first date: None when there is none); each table is keyed once, not twice."""
+    keyed = [_keyed(table) for table in tables]
+    return [_churn(old, new) for old, new in zip(keyed, keyed[1:])]
+
+
+def _churn(old: _Keyed, new: _Keyed) -> Churn:
     added, retired = sorted(new.live - old.live), sorted(old.live - new.live)
     changed = sorted(k for k in old.described.keys() & new.described.keys() if old.described[k] != new.described[k])
     records = []
     for change, keys in (("added", added), ("retired", retired), ("changed", changed)):
         for k in keys:
-            records.append((int(k[0]), k[1], change, old.versions.get(k), new.versions.get(k)))
-    changes = pd.DataFrame.from_records(
-        records, columns=["horizon", "symbol", "change", "code_version_before", "code_version"])
+            records.append((int(k[0]), k[1], change, _plain(old.versions.get(k)), _plain(new.versions.get(k))))
     horizons = sorted({h for h, _ in old.live | new.live} | set(new.horizons))
     count = {name: Counter(h for h, _ in keys) for name, keys in
              (("live_before", old.live), ("live", new.live), ("added", added), ("retired", retired))}
@@ -255,16 +316,14 @@ def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
     for h in horizons:
         then, lost = count["live_before"][h], count["retired"][h]
         rows.append((int(h), then, count["live"][h], count["added"][h], lost, lost / then if then else 0.0))
-    per_horizon = pd.DataFrame.from_records(
-        rows, columns=["horizon", "live_before", "live", "added", "retired", "lost_share"])
-    return Churn(per_horizon, changes)
+    return Churn(tuple(rows), tuple(records))
 
 
 @dataclass(frozen=True)
 class _Keyed:
     live: set
     described: dict  # key -> the described fields (missing values as None)
-    versions: dict  # key -> code_version, for every model
+    versions: dict  # key -> code_version as stored, for every model (read through _plain)
     horizons: list
 
 
@@ -272,11 +331,13 @@ def _keyed(table: pd.DataFrame | None) -> _Keyed:
     if table is None or not len(table):
         return _Keyed(set(), {}, {}, [])
     keys = list(zip(table["horizon"].tolist(), table["symbol"].tolist()))
-    live = {k for k, alive in zip(keys, table["live"].tolist()) if alive}
-    fields = list(zip(*(map(_plain, table[name].tolist()) for name in DESCRIBED)))
-    upstream = (table["metadata_source"] == "upstream").tolist()
-    described = {k: f for k, f, u in zip(keys, fields, upstream) if u}
-    versions = dict(zip(keys, map(_plain, table["code_version"].tolist())))
+    live = {keys[i] for i in np.flatnonzero(table["live"].to_numpy(dtype=bool)).tolist()}
+    upstream = np.flatnonzero((table["metadata_source"] == "upstream").to_numpy(dtype=bool)).tolist()
+    described = {}
+    if upstream:  # only described models have fields to compare (none on a derived day)
+        fields = list(zip(*(map(_plain, table[name].take(upstream).tolist()) for name in DESCRIBED)))
+        described = {keys[i]: f for i, f in zip(upstream, fields)}
+    versions = dict(zip(keys, table["code_version"].tolist()))
     return _Keyed(live, described, versions, table["horizon"].tolist())
 
 
@@ -288,10 +349,12 @@ def churn_alerts(result: Churn, max_lost_share: float) -> list[str]:
     """What the churn check warns about: a horizon that lost more than ``max_lost_share`` of its
     live models, and every code-version change; one line each, empty when nothing is wrong."""
     alerts = []
-    for row in result.per_horizon.itertuples(index=False):
-        if row.lost_share > max_lost_share:
-            alerts.append(f"horizon {row.horizon} lost {row.retired} of {row.live_before} live models "
-                          f"({row.lost_share:.0%} > {max_lost_share:.0%})")
+    for horizon, live_before, _live, _added, retired, lost_share in result.per_horizon_rows:
+        if lost_share > max_lost_share:
+            alerts.append(f"horizon {horizon} lost {retired} of {live_before} live models "
+                          f"({lost_share:.0%} > {max_lost_share:.0%})")
+    if not result.count("changed"):
+        return alerts  # most days: nothing described changed
     for row in result.code_version_changes.itertuples(index=False):
         alerts.append(f"{row.symbol} (h{row.horizon}): code_version {row.code_version_before} -> {row.code_version}")
     return alerts

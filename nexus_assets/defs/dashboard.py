@@ -48,6 +48,7 @@ from nexus_assets.core.dashboard import (
     summary_json,
 )
 from nexus_assets.core.dashboard import formatting as fmt
+from nexus_assets.core.dashboard.inputs import CHILD_MODEL_COLUMNS
 from nexus_assets.core.freshness import freshness_status
 from nexus_assets.core.periods import calendar_days
 from nexus_assets.defs.ensembles import HORIZON_ENSEMBLES
@@ -62,12 +63,13 @@ from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.steps import GROUP
 from nexus_assets.defs.storage import PartitionFrames
 from nexus_assets.settings import Settings
-from nexus_assets.site_files import write_site_assets, write_site_file
+from nexus_assets.site_files import write_site_assets, write_site_file, write_site_files
 
 __all__ = ["DASHBOARD", "MODEL_WINDOW", "build_dashboard_assets", "site_root"]
 
 DASHBOARD = "dashboard"
 MODEL_WINDOW = 30  # observations of ensembles behind "the child models selected most often"
+_PAGES_PER_WRITE = 64  # pages (and their summaries) held in memory, then written together
 
 
 def site_root(settings: Settings) -> UPath:
@@ -118,6 +120,7 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
         write_site_assets(root)
         touched = []
         metadata: dict[str, dict] = {}
+        pending: list[tuple[str | None, str, str]] = []  # (partition of a page, file, text) not yet written
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             touched.append(entry)
@@ -126,6 +129,10 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
             ensembles = empty_frame(contract.HORIZON_ENSEMBLES) if ensembles is None else ensembles
             ingested = _ingestion_metadata(context.instance, [partition_key(key, day) for day in days])
             ensembles_of = _ensembles_by_day(ensembles)
+            # the child-model panel's four columns of every date at once: the whole table per page
+            # (340 models, text columns) cost about as much to read as the rest of the page's tables
+            child_models_of = _rows_by_day(
+                qml_model_metadata.history(key, days, columns=("date", *CHILD_MODEL_COLUMNS)))
             for day in days:
                 pk = partition_key(key, day)
                 status = data_status(entry, day, ingested.get(pk, {}), pk)
@@ -144,25 +151,38 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                     status=status,
                     previous_date=day - dt.timedelta(days=1) if day > entry.start_date else None,
                     next_date=day + dt.timedelta(days=1) if entry.end_date is None or day < entry.end_date else None,
-                    child_models=qml_model_metadata[pk],
+                    child_models=child_models_of(day),
                     ml_signals=ml_signals[pk] if pk in ml_signals else None,
                 )
-                path = write_site_file(root, page_path(key, day), render_page(inputs))
                 summary = summarise(inputs)
-                write_site_file(root, _summary_path(key, day),
-                                json.dumps(summary_json(summary, status.upstream_watermark), sort_keys=True))
+                pending.append((pk, page_path(key, day), render_page(inputs)))
+                pending.append((None, _summary_path(key, day),
+                                json.dumps(summary_json(summary, status.upstream_watermark), sort_keys=True)))
                 metadata[pk] = {
-                    "page": MetadataValue.url(_link(settings, path, page_path(key, day))),
-                    "page_path": MetadataValue.path(str(path)),
                     "signal": summary.signal or "none",
                     "optimised_signal": summary.optimised_signal or "none",
                 }
+                if len(pending) >= 2 * _PAGES_PER_WRITE:
+                    _write_pages(root, settings, pending, metadata)
+            _write_pages(root, settings, pending, metadata)
         attach_partition_metadata(context, metadata)
         index = rebuild_site(root, catalog, [e.key for e in touched])
         context.log.info(f"dashboard: {fmt.count(len(context.partition_keys), 'page')}; site index at {index}")
         return MaterializeResult(metadata={"site_index": MetadataValue.url(_link(settings, index, INDEX))})
 
     return [dashboard]
+
+
+def _write_pages(root: UPath, settings: Settings, files: list[tuple[str | None, str, str]],
+                 metadata: dict[str, dict]) -> None:
+    """Write ``files`` (``(partition of a page or None, relative path, text)``) together, each
+    atomically and all with one sync (one ``fsync`` per page was most of the step's waiting), put
+    each page's link first in its partition's metadata, and empty ``files``."""
+    for (pk, relative, _), path in zip(files, write_site_files(root, [(r, t) for _, r, t in files])):
+        if pk is not None:
+            metadata[pk] = {"page": MetadataValue.url(_link(settings, path, relative)),
+                            "page_path": MetadataValue.path(str(path)), **metadata[pk]}
+    files.clear()
 
 
 def rebuild_site(root: UPath, catalog: Catalog, assets: list[str] | None = None, today: dt.date | None = None) -> UPath:
@@ -223,6 +243,21 @@ def _ensembles_by_day(ensembles: pd.DataFrame):
         start = np.searchsorted(dates, observed[count - MODEL_WINDOW], side="left") if count > MODEL_WINDOW else 0
         return (ensembles.iloc[first:last].reset_index(drop=True),
                 ensembles.iloc[start:last].reset_index(drop=True))
+
+    return of
+
+
+def _rows_by_day(frame: pd.DataFrame | None):
+    """A function of a date: the rows of ``frame`` (in date order, as read) of that date; None
+    when there is no frame (no stored row on any date of the run)."""
+    if frame is None:
+        return lambda _day: None
+    dates = frame["date"].to_numpy(dtype="datetime64[ns]")
+
+    def of(day: dt.date) -> pd.DataFrame:
+        stamp = np.datetime64(day, "ns")
+        first, last = np.searchsorted(dates, stamp, side="left"), np.searchsorted(dates, stamp, side="right")
+        return frame.iloc[first:last].reset_index(drop=True)
 
     return of
 

@@ -148,11 +148,15 @@ def _restatement_result(compared: int, restated: dict[str, Restatement]) -> Asse
 
 def build_ingest_assets(catalog: Catalog, partitions_def, settings: Settings) -> list:
     """The two ingestion assets for ``catalog`` on ``partitions_def``."""
+    # The pool protects the real upstream API (one pull at a time across runs). The embedded
+    # sources (sandbox, synthetic) compute in-process: with none of the catalog's assets on the
+    # API the pool would only serialise independent runs' pulls (the demo's workers) for nothing.
+    calls_upstream = any(a.source == "api" for a in catalog.assets)
 
     @asset(
         name=QML_MODELS,
         **step_asset_args(partitions_def),
-        pool="qml_api",
+        **({"pool": "qml_api"} if calls_upstream else {}),
         check_specs=[
             AssetCheckSpec(
                 CONTRACT_CHECK,

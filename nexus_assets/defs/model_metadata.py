@@ -34,9 +34,9 @@ from dagster import (
 from nexus_assets.catalog import Catalog
 from nexus_assets.core.model_metadata import (
     DESCRIBED,
-    churn,
     churn_alerts,
-    metadata_table,
+    churns,
+    metadata_tables,
     model_rosters,
     normalise_upstream,
 )
@@ -101,22 +101,23 @@ def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
             entry = catalog[key]
             history = qml_models.history(key, days, before=_all_earlier, after=_first_later, columns=_ROW_COLUMNS)
             history = pd.DataFrame(columns=_ROW_COLUMNS) if history is None else history
-            before = days[0] - dt.timedelta(days=1)
-            rosters = model_rosters(history, [before, *days])
+            # every date of the run and the day before each (churn compares a date with the day before)
+            dates = sorted({*days, *(day - dt.timedelta(days=1) for day in days)})
+            rosters = model_rosters(history, dates)
             described_now, as_of, why = _upstream(context, qml, entry, history)
-            tables = {}
-            for day in [before, *days]:
-                recorded = None
+            described, sources = {}, {}
+            for day in dates:
                 if described_now is not None and day >= as_of:
-                    described, source = described_now, "upstream"
+                    described[day], sources[day] = described_now, "upstream"
                 else:
-                    recorded = _recorded(parquet_io_manager, key_path, partition_key(key, day))
-                    described = recorded
-                    source = "upstream (recorded when the date was upstream's latest)" if recorded is not None else why
-                tables[day] = (metadata_table(rosters[day], day, described), source)
+                    described[day] = _recorded(parquet_io_manager, key_path, partition_key(key, day))
+                    sources[day] = ("upstream (recorded when the date was upstream's latest)"
+                                    if described[day] is not None else why)
+            tables = metadata_tables(rosters, described)
+            # in date order each date of the run follows the day before it
+            changes = dict(zip(dates[1:], churns([tables[day] for day in dates])))
             for day in days:
-                table, source = tables[day]
-                change = churn(tables[day - dt.timedelta(days=1)][0], table)
+                table, source, change = tables[day], sources[day], changes[day]
                 pk = partition_key(key, day)
                 outputs[pk] = table
                 found = churn_alerts(change, entry.model_loss_warn_share)
@@ -129,9 +130,9 @@ def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
                     "models_added": change.count("added"),
                     "models_retired": change.count("retired"),
                     "models_changed": change.count("changed"),
-                    "code_version_changes": len(change.code_version_changes),
-                    "per_horizon": MetadataValue.json(change.per_horizon.to_dict(orient="records")),
-                    "changes": MetadataValue.json(_records(change.changes.head(_SHOWN))),
+                    "code_version_changes": change.code_version_change_count(),
+                    "per_horizon": MetadataValue.json(change.per_horizon_records()),
+                    "changes": MetadataValue.json(change.change_records(_SHOWN)),
                 }
         attach_partition_metadata(context, metadata)
         yield Output(outputs)

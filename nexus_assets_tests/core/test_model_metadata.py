@@ -11,7 +11,9 @@ from nexus_assets.core.contract import MODEL_METADATA, table_problems
 from nexus_assets.core.model_metadata import (
     churn,
     churn_alerts,
+    churns,
     metadata_table,
+    metadata_tables,
     model_rosters,
     normalise_upstream,
 )
@@ -181,3 +183,61 @@ def test_a_description_without_a_horizon_applies_on_every_horizon_of_the_symbol(
     roster = model_rosters(pd.DataFrame({"symbol": ["a", "a"], "time": pd.Timestamp(on), "n_predict": [1, 3]}), [on])[on]
     table = metadata_table(roster, on, normalise_upstream(pd.DataFrame([{"symbol": "a", "code_version": "v1"}])))
     assert table["code_version"].tolist() == ["v1", "v1"] and (table["metadata_source"] == "upstream").all()
+
+
+def _described_days(roster_of: dict) -> dict:
+    """Upstream descriptions on some days, with code versions that change from day to day, and
+    none (derived from qml_models alone) on the others."""
+    rng = np.random.default_rng(11)
+    described = {}
+    for on, roster in roster_of.items():
+        if len(roster) and rng.random() < 0.4:
+            picked = roster.sample(n=min(len(roster), 6), random_state=int(rng.integers(1000)))
+            described[on] = normalise_upstream(pd.DataFrame([
+                {"symbol": s, "horizon": int(h), "algorithm": "ridge", "code_version": f"v{int(rng.integers(2))}"}
+                for h, s in zip(picked["horizon"], picked["symbol"])]))
+        else:
+            described[on] = None if rng.random() < 0.5 else normalise_upstream(pd.DataFrame(columns=["symbol"]))
+    return described
+
+
+def test_tables_and_churns_of_many_dates_equal_the_date_by_date_functions():
+    rows = churning_history()
+    dates = [day(n) for n in range(-2, 42)]
+    rosters = model_rosters(rows, dates)
+    described = _described_days(rosters)
+    assert any(d is not None and len(d) for d in described.values()) and any(d is None for d in described.values())
+    tables = metadata_tables(rosters, described)
+    assert list(tables) == dates
+    for on in dates:  # the same frame, and the same Parquet bytes
+        want = metadata_table(rosters[on], on, described[on])
+        pd.testing.assert_frame_equal(tables[on], want)
+        assert _parquet(tables[on]) == _parquet(want)
+    sequence = [None, *(tables[on] for on in dates)]
+    got = churns(sequence)
+    assert len(got) == len(dates)
+    for (old, new), fast in zip(zip(sequence, sequence[1:]), got):
+        want = churn(old, new)
+        pd.testing.assert_frame_equal(fast.per_horizon, want.per_horizon)
+        pd.testing.assert_frame_equal(fast.changes, want.changes)
+        assert churn_alerts(fast, 0.1) == churn_alerts(want, 0.1)
+        # the records the partition metadata shows are the frames' rows
+        assert fast.per_horizon_records() == want.per_horizon.to_dict(orient="records")
+        assert fast.change_records(5) == [{k: None if pd.isna(v) else v for k, v in row.items()}
+                                          for row in want.changes.head(5).to_dict(orient="records")]
+        assert fast.code_version_change_count() == len(want.code_version_changes)
+        assert [fast.count(c) for c in ("added", "retired", "changed")] == [
+            int((want.changes["change"] == c).sum()) for c in ("added", "retired", "changed")]
+    assert sum(c.count("changed") for c in got) > 0 and sum(c.count("retired") for c in got) > 0
+    assert sum(c.code_version_change_count() for c in got) > 0
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
+    return sink.getvalue()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nexus_assets.defs.dashboard import MODEL_WINDOW, _ensembles_by_day
+from nexus_assets.defs.dashboard import MODEL_WINDOW, _ensembles_by_day, _rows_by_day
 
 
 def naive(ensembles, day):
@@ -44,3 +44,27 @@ def test_no_ensembles_no_rows():
     empty = pd.DataFrame({"date": pd.Series([], dtype="datetime64[ns]"), "horizon": pd.Series([], dtype="int64")})
     day_rows, window = _ensembles_by_day(empty)(dt.date(2018, 1, 2))
     assert day_rows.empty and window.empty and list(window.columns) == ["date", "horizon"]
+
+
+def test_the_child_models_of_each_page_equal_its_own_partition():
+    """The run's qml_model_metadata rows read at once (in date order, as history returns them),
+    split by date: each page gets what reading its own partition gave, an empty frame for a
+    date without models, and None when the run has no row at all."""
+    rng = np.random.default_rng(8)
+    days = [dt.date(2018, 1, 1) + dt.timedelta(days=n) for n in range(40)]
+    partitions = {}
+    for day in days:
+        n = 0 if rng.random() < 0.2 else int(rng.integers(1, 12))  # some dates have no model yet
+        partitions[day] = pd.DataFrame({
+            "date": pd.Series([pd.Timestamp(day)] * n, dtype="datetime64[ns]"),
+            "horizon": rng.choice([1, 5, 13], n).astype("int64"),
+            "symbol": pd.Series([f"m{k}" for k in rng.integers(0, 30, n)], dtype=str),
+            "algorithm": pd.Series([None if rng.random() < 0.3 else "ridge" for _ in range(n)], dtype=str),
+            "code_version": pd.Series(["sandbox-1"] * n, dtype=str),
+        })
+    history = pd.concat([f for f in partitions.values() if len(f)], ignore_index=True)
+    of = _rows_by_day(history)
+    for day, own in partitions.items():
+        pd.testing.assert_frame_equal(of(day), own, check_index_type=False)
+    assert of(days[-1] + dt.timedelta(days=1)).empty
+    assert _rows_by_day(None)(days[0]) is None

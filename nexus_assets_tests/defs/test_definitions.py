@@ -35,7 +35,15 @@ def test_asset_and_check_names_are_a_decision(pipeline):
     order = [k.to_user_string() for k in graph.toposorted_asset_keys]
     assert order == ASSET_KEYS
     node = graph.get(AssetKey("qml_models"))
-    assert node.group_name == "nexus" and node.pools == {"qml_api"}
+    assert node.group_name == "nexus" and not node.pools  # the sandbox calls no upstream: no pool to share
+
+
+def test_every_asset_that_calls_upstream_holds_the_qml_api_pool_when_the_catalog_has_an_api_asset(pipeline):
+    from nexus_assets_tests.defs.conftest import sandbox_catalog_text
+
+    graph = pipeline(sandbox_catalog_text(source="api")).defs.get_repository_def().asset_graph
+    pooled = sorted(k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).pools == {"qml_api"})
+    assert pooled == ["qml_model_metadata", "qml_models"]  # horizon_ensembles too with ensemble_source = upstream
 
 
 def test_partitions_are_asset_by_date(pipeline):
