@@ -53,6 +53,7 @@ other version it warns once and stores events one by one, exactly as stock Dagst
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import warnings
 from collections import OrderedDict
@@ -185,6 +186,23 @@ def _sqlite_pragmas(synchronous: str):
     return on_connect
 
 
+def _new_file_in_wal_mode(path: str) -> bool:
+    """Create an empty SQLite file in WAL mode at ``path`` unless one exists (True when created).
+
+    Stock storage creates its tables in rollback-journal mode and switches to WAL right after:
+    the same end state, but every statement of the schema then fsyncs a journal (~1.5 s for a new
+    instance on a shared disk). Created in WAL mode first, the same schema costs ~0.2 s."""
+    if os.path.exists(path):
+        return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+    return True
+
+
 def _touch(path: str) -> None:
     try:
         os.utime(path)
@@ -205,7 +223,14 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._kept_open = KeptOpenEngines(self.KEPT_OPEN)
-        super().__init__(base_dir, inst_data=inst_data)
+        index = os.path.join(os.path.abspath(base_dir), f"{INDEX_SHARD_NAME}.db")
+        fresh = batch_writes_supported() and _new_file_in_wal_mode(index)
+        super().__init__(base_dir, inst_data=inst_data)  # finds the index file, so does not set it up...
+        if fresh:  # ...which is done here, as the stock constructor does it
+            self._initdb(self._kept_open.get(self.conn_string_for_shard(INDEX_SHARD_NAME)), for_index_shard=True)
+            self._initialized_dbs.add(INDEX_SHARD_NAME)
+            self.reindex_events()
+            self.reindex_assets()
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[db.engine.Connection]:
@@ -306,6 +331,9 @@ class NexusSqliteStorage(DagsterSqliteStorage):
         # The stock constructor with two of its three storages replaced (not built and then
         # replaced: each opens and checks its database).
         self.base_dir = base_dir
+        if batch_writes_supported():
+            _new_file_in_wal_mode(os.path.join(_runs_directory(base_dir), "runs.db"))
+            _new_file_in_wal_mode(os.path.join(_schedule_directory(base_dir), "schedules.db"))
         self._run_storage = NexusSqliteRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = BatchingSqliteEventLogStorage(_event_logs_directory(base_dir))
         self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))

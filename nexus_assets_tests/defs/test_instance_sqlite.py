@@ -148,3 +148,39 @@ def test_the_uis_live_watch_of_a_run_sees_each_write_of_a_kept_open_writer(tmp_p
         ui.end_watch(RUN, callback)
         ui.dispose()
         writer.dispose()
+
+
+def _describe(path) -> dict:
+    """A SQLite file's schema, journal mode, alembic revision and the data migrations marked done."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {
+            "schema": sorted(connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")),
+            "journal": connection.execute("PRAGMA journal_mode").fetchone(),
+            "alembic": sorted(connection.execute("SELECT * FROM alembic_version")) if "alembic_version" in tables else None,
+            "migrations": (sorted(r[0] for r in connection.execute("SELECT name FROM secondary_indexes"))
+                           if "secondary_indexes" in tables else None),
+        }
+    finally:
+        connection.close()
+
+
+def test_a_new_instance_has_the_files_a_stock_instance_has(tmp_path):
+    """Created in WAL mode from the start (no rollback-journal fsyncs), the same schema, revisions
+    and data migrations as stock storage gives a new instance."""
+    from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+
+    ours, stock = NexusSqliteStorage(str(tmp_path / "ours")), DagsterSqliteStorage(str(tmp_path / "stock"))
+    ours.event_log_storage.store_event(_log("x"))
+    stock.event_log_storage.store_event(_log("x"))
+    ours.dispose()
+    stock.dispose()
+    files = sorted(p.relative_to(tmp_path / "stock") for p in (tmp_path / "stock").rglob("*.db"))
+    assert files == sorted(p.relative_to(tmp_path / "ours") for p in (tmp_path / "ours").rglob("*.db"))
+    assert len(files) == 4  # runs, schedules, the event-log index and the run's shard
+    for name in files:
+        assert _describe(tmp_path / "ours" / name) == _describe(tmp_path / "stock" / name), name
+    assert _describe(tmp_path / "ours" / "history" / "runs" / "index.db")["migrations"]  # reindexed, as stock
