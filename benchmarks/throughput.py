@@ -1,6 +1,7 @@
 """Backfill throughput: a Bitcoin-sized year through `metrics`, with and without Dagster, side by side.
 
     python benchmarks/throughput.py --baseline 14aeac3            # the issue-16 table, Parquet route
+    python benchmarks/throughput.py --baseline 14aeac3 --baseline 681d95c --repeats 2   # two revisions side by side
     python benchmarks/throughput.py --baseline 14aeac3 --route json --repeats 3
     python benchmarks/throughput.py --days 120                     # quicker, no baseline
 
@@ -9,8 +10,8 @@ A qml-server on loopback serves benchmarks/catalogs/bitcoin_scale.toml (4 horizo
 route (the client asks for it), with `--route json` over the JSON route (what today's QML sends).
 Each row is a fresh child process with a fresh DAGSTER_HOME and data folder; each side runs a
 backfill of the first `days - 1` days, then the daily run of the last day on top of it:
-  - baseline (with --baseline REV): the README's command at revision REV, in a temporary worktree
-    with that revision's own dagster.yaml:
+  - baseline (with --baseline REV, repeatable): the README's command at revision REV, on that
+    revision's files (``git archive``) with its own dagster.yaml:
         dagster asset materialize -m nexus_assets.definitions \\
             --select qml_models,horizon_slices,horizon_ensembles,horizon_search,signals,metrics \\
             --partition-range "<asset>|<first>...<asset>|<day before last>"
@@ -28,10 +29,10 @@ minus that import (so the import is charged to Dagster, never hidden in the core
 
 Printed: each row's wall time (median over --repeats, and every repeat), CPU seconds (user + sys
 of the child), peak RSS and the 1-minute load average before and after; then
-  - baseline / this checkout (backfill): the speed-up;
+  - baseline / this checkout (backfill): the speed-up, for each baseline;
   - this checkout / core: the cost of running the same work through Dagster;
   - Dagster's share per asset partition: (this checkout - core) / (6 assets x (days - 1)), every
-    cost of the Dagster side (metadata included) counted;
+    cost of the Dagster side (metadata included) counted; the same for each baseline;
   - whether the three sides wrote the same files, byte for byte (sha256 of every file, first repeat).
 Ratios are printed for wall time and for CPU time (user + sys, all threads): on a loaded machine a
 child's wall time mostly measures the wait for a core; its CPU time much less so.
@@ -129,7 +130,8 @@ def _timed(label: str, argv: list[str], env: dict, cwd: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", metavar="REV", help="git revision to measure side by side (before the change)")
+    parser.add_argument("--baseline", metavar="REV", action="append", default=[],
+                        help="git revision to measure side by side (before the change); repeat for several")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--route", choices=("parquet", "json"), default="parquet", help="how the pipeline pulls QML")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every row (median reported)")
@@ -162,46 +164,44 @@ def main() -> int:
             requests.get(f"{url}/get_qml_models/8101", params={"from_date": START, "to_date": last},
                          headers={"qml-api-key": KEY}, timeout=900)
             print(f"server warmed in {time.perf_counter() - t:.1f}s")
-            codes = [("this checkout", REPO)]
-            if args.baseline:
-                base = tmp / "baseline"
-                subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base), args.baseline],
-                               check=True, capture_output=True)
-                codes.insert(0, (f"baseline {args.baseline}", base))
-            try:
-                for repeat in range(args.repeats):
-                    for name, code in codes:
-                        folder = tmp / f"{name.replace(' ', '_')}-{repeat}"
-                        env = _env(folder, url, code, catalog)
-                        steps = [(f"{name}: backfill {args.days - 1} days x {len(ASSETS)} assets",
-                                  _command(sys.executable, START, last - dt.timedelta(days=1)) + config),
-                                 (f"{name}: daily run (1 day)", _command(sys.executable, last, last) + config)]
-                        for label, command in steps:
-                            result = _timed(label, _shell(command), env, folder)
-                            rows.setdefault(label, Row(label)).add(*result)
-                            if result[0].returncode != 0:
-                                print(f"FAILED: {label}\n{result[0].stdout[-3000:]}")
-                                return 1
-                        if repeat == 0:
-                            trees[name] = _tree(folder / "data")
-                    folder = tmp / f"core_only-{repeat}"
-                    env = _env(folder, url, REPO, catalog)
-                    for label, first, end in ((f"core without Dagster: {args.days - 1} days", START, last - dt.timedelta(days=1)),
-                                              ("core without Dagster: the last day (1 day)", last, last)):
-                        result = _timed(label, _core_command(sys.executable, first, end, args.route), env, folder)
+            codes = []
+            for rev in args.baseline:
+                base = tmp / f"baseline-{rev}"  # the revision's files (git archive: no worktree registered)
+                base.mkdir()
+                archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], check=True, capture_output=True)
+                subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
+                codes.append((f"baseline {rev}", base))
+            codes.append(("this checkout", REPO))
+            for repeat in range(args.repeats):
+                for name, code in codes:
+                    folder = tmp / f"{name.replace(' ', '_')}-{repeat}"
+                    env = _env(folder, url, code, catalog)
+                    steps = [(f"{name}: backfill {args.days - 1} days x {len(ASSETS)} assets",
+                              _command(sys.executable, START, last - dt.timedelta(days=1)) + config),
+                             (f"{name}: daily run (1 day)", _command(sys.executable, last, last) + config)]
+                    for label, command in steps:
+                        result = _timed(label, _shell(command), env, folder)
+                        rows.setdefault(label, Row(label)).add(*result)
                         if result[0].returncode != 0:
                             print(f"FAILED: {label}\n{result[0].stdout[-3000:]}")
                             return 1
-                        rows.setdefault(label, Row(label)).add(*result)
-                        if first == START:
-                            core_imports.append(tuple(float(result[0].stdout.split(f"{name}=")[1].split("s")[0])
-                                                      for name in ("dagster_import", "dagster_import_cpu")))
-                            print(f"core (round {repeat + 1}): {result[0].stdout.strip()}")
                     if repeat == 0:
-                        trees["core without Dagster"] = _tree(folder / "data")
-            finally:
-                if args.baseline:
-                    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "baseline")], capture_output=True)
+                        trees[name] = _tree(folder / "data")
+                folder = tmp / f"core_only-{repeat}"
+                env = _env(folder, url, REPO, catalog)
+                for label, first, end in ((f"core without Dagster: {args.days - 1} days", START, last - dt.timedelta(days=1)),
+                                          ("core without Dagster: the last day (1 day)", last, last)):
+                    result = _timed(label, _core_command(sys.executable, first, end, args.route), env, folder)
+                    if result[0].returncode != 0:
+                        print(f"FAILED: {label}\n{result[0].stdout[-3000:]}")
+                        return 1
+                    rows.setdefault(label, Row(label)).add(*result)
+                    if first == START:
+                        core_imports.append(tuple(float(result[0].stdout.split(f"{name}=")[1].split("s")[0])
+                                                  for name in ("dagster_import", "dagster_import_cpu")))
+                        print(f"core (round {repeat + 1}): {result[0].stdout.strip()}")
+                if repeat == 0:
+                    trees["core without Dagster"] = _tree(folder / "data")
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -218,15 +218,15 @@ def main() -> int:
     core_import_cpu = statistics.median(cpu for _, cpu in core_imports)
     core_row = rows[f"core without Dagster: {args.days - 1} days"]
     ours = rows[f"this checkout: backfill {args.days - 1} days x {len(ASSETS)} assets"]
-    base = rows.get(f"baseline {args.baseline}: backfill {args.days - 1} days x {len(ASSETS)} assets")
+    bases = [(rev, rows[f"baseline {rev}: backfill {args.days - 1} days x {len(ASSETS)} assets"]) for rev in args.baseline]
     print(f"\ncore without Dagster, less its import of dagster ({core_import:.1f}s wall, {core_import_cpu:.1f}s CPU): "
           f"{core_row.seconds - core_import:.1f}s wall, {core_row.cpu - core_import_cpu:.1f}s CPU")
-    for what, mine, core, other in (("wall", ours.seconds, core_row.seconds - core_import, base.seconds if base else None),
-                                    ("CPU", ours.cpu, core_row.cpu - core_import_cpu, base.cpu if base else None)):
+    for what, mine, core, pick in (("wall", ours.seconds, core_row.seconds - core_import, lambda row: row.seconds),
+                                   ("CPU", ours.cpu, core_row.cpu - core_import_cpu, lambda row: row.cpu)):
         print(f"{what:4s}: this checkout / core = {mine / core:.2f}x (target <= 2x); Dagster's share (this checkout - core) / "
               f"{partitions} asset partitions = {(mine - core) * 1000 / partitions:.1f} ms per asset partition (target ~2 ms)"
-              + (f"; baseline / this checkout = {other / mine:.2f}x (target >= 4x), baseline's share "
-                 f"{(other - core) * 1000 / partitions:.1f} ms" if other else ""))
+              + "".join(f"; baseline {rev} / this checkout = {pick(row) / mine:.2f}x, its share "
+                        f"{(pick(row) - core) * 1000 / partitions:.1f} ms" for rev, row in bases))
     daily = rows["this checkout: daily run (1 day)"]
     core_daily = rows["core without Dagster: the last day (1 day)"]
     print(f"daily run: this checkout {daily.seconds:.1f}s wall / {daily.cpu:.1f}s CPU; core {core_daily.seconds - core_import:.1f}s "

@@ -24,6 +24,21 @@ daemon and every run worker import it):
   writes a whole batch in one transaction per shard (stock SQLite loops over single writes;
   stock PostgreSQL already batches, so a PostgreSQL instance needs only the two variables).
 
+The SQLite files are also opened once per process, not once per write (:class:`KeptOpenEngines`).
+Stock storage opens and closes a connection for every event and every run update; closing the
+last connection of a WAL database checkpoints it (two fsyncs), so each of the ~200 writes of a
+range run waited ~18 ms on a shared disk whatever its size. Kept open, a commit costs what it
+writes; with ``PRAGMA synchronous=NORMAL`` (the default here, :data:`SQLITE_SYNCHRONOUS_ENV`) a
+commit no longer fsyncs either. The durability trade-off (SQLite's own for WAL + NORMAL): a
+crashed *process* loses nothing; a power cut or kernel crash can lose the last commits (the
+database stays consistent), so the newest events of a run may be missing after one, and its
+partitions then show as not materialised, though their Parquet files are there (those are synced
+before their materialisation is recorded): re-running the range rewrites the same bytes. Set
+``NEXUS_SQLITE_SYNCHRONOUS=FULL`` for stock durability (every commit fsync'd; still no
+connection churn). The UI follows a live run by watching its ``<run_id>.db`` file, which stock
+storage modified at every checkpoint-on-close; a kept-open connection writes only the ``-wal``
+file, so the run's file is touched after each transaction that wrote (no fsync), as before.
+
 The instance also keeps two runs from writing one instrument at once: it tags every run with the
 instruments its partitions cover (:func:`instrument_tags`) and gives the run queue a limit of one
 run per such tag (:meth:`NexusInstance.get_concurrency_config`), on SQLite as on PostgreSQL
@@ -38,19 +53,34 @@ other version it warns once and stores events one by one, exactly as stock Dagst
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import dagster
+import sqlalchemy as db
 import yaml
 from dagster import DagsterInstance, MultiPartitionsDefinition
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 from dagster._core.instance.config import ConcurrencyConfig
 from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sqlalchemy_compat import db_result
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -60,14 +90,18 @@ from dagster._serdes import ConfigurableClassData
 
 __all__ = [
     "BatchingSqliteEventLogStorage",
+    "KeptOpenEngines",
     "NexusInstance",
+    "NexusSqliteRunStorage",
     "NexusSqliteStorage",
     "EVENT_DEFAULTS",
     "INSTRUMENT_RUN_LIMIT",
     "INSTRUMENT_TAG_PREFIX",
+    "SQLITE_SYNCHRONOUS_ENV",
     "SUPPORTED_DAGSTER",
     "batch_writes_supported",
     "instrument_tags",
+    "sqlite_synchronous",
 ]
 
 SUPPORTED_DAGSTER = "1.13."
@@ -87,6 +121,95 @@ def batch_writes_supported(version: str = dagster.__version__) -> bool:
     return version.startswith(SUPPORTED_DAGSTER)
 
 
+SQLITE_SYNCHRONOUS_ENV = "NEXUS_SQLITE_SYNCHRONOUS"
+"""``NORMAL`` (default: a commit does not fsync; see the module docstring) or ``FULL`` (stock: it does)."""
+
+
+def sqlite_synchronous() -> str:
+    """The ``PRAGMA synchronous`` level for the instance's SQLite files, from :data:`SQLITE_SYNCHRONOUS_ENV`."""
+    value = os.environ.get(SQLITE_SYNCHRONOUS_ENV, "").strip().upper() or "NORMAL"
+    if value not in ("NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"{SQLITE_SYNCHRONOUS_ENV}={value!r}: use NORMAL (the default) or FULL (every commit fsync'd)")
+    return value
+
+
+class KeptOpenEngines:
+    """SQLAlchemy engines over SQLite files, kept open for the life of the process.
+
+    One engine (a pool holding one idle connection) per file, the ``limit`` most recently used
+    (an evicted one is closed, which checkpoints it as stock storage does at every write). Every
+    new connection gets WAL journaling (what stock storage gives each file right after creating
+    its tables, so new files skip the rollback journal's fsyncs) and the configured
+    ``synchronous`` level. A forked child drops its parent's engines without closing them: a
+    connection must never be shared across processes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def get(self, conn_string: str) -> db.engine.Engine:
+        with self._lock:
+            if self._pid != os.getpid():
+                for engine in self._engines.values():
+                    engine.dispose(close=False)
+                self._engines.clear()
+                self._pid = os.getpid()
+            engine = self._engines.pop(conn_string, None)
+            if engine is None:
+                engine = db.create_engine(conn_string, poolclass=db.pool.QueuePool, pool_size=1, max_overflow=16,
+                                          connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+                db.event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous()))
+            self._engines[conn_string] = engine
+            while len(self._engines) > self._limit:
+                self._engines.popitem(last=False)[1].dispose()
+            return engine
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                for engine in self._engines.values():
+                    engine.dispose()
+            self._engines.clear()
+
+
+def _sqlite_pragmas(synchronous: str):
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+        finally:
+            cursor.close()
+    return on_connect
+
+
+def _new_file_in_wal_mode(path: str) -> bool:
+    """Create an empty SQLite file in WAL mode at ``path`` unless one exists (True when created).
+
+    Stock storage creates its tables in rollback-journal mode and switches to WAL right after:
+    the same end state, but every statement of the schema then fsyncs a journal (~1.5 s for a new
+    instance on a shared disk). Created in WAL mode first, the same schema costs ~0.2 s."""
+    if os.path.exists(path):
+        return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+    return True
+
+
+def _touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        pass
+
+
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     """SQLite event-log storage that writes a batch of events in one transaction per shard.
 
@@ -95,6 +218,44 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     """
 
     _warned = False
+    KEPT_OPEN = 9
+    """Shard files kept open per process: the index and the last few runs' (a run writes one)."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        self._kept_open = KeptOpenEngines(self.KEPT_OPEN)
+        index = os.path.join(os.path.abspath(base_dir), f"{INDEX_SHARD_NAME}.db")
+        fresh = batch_writes_supported() and _new_file_in_wal_mode(index)
+        super().__init__(base_dir, inst_data=inst_data)  # finds the index file, so does not set it up...
+        if fresh:  # ...which is done here, as the stock constructor does it
+            self._initdb(self._kept_open.get(self.conn_string_for_shard(INDEX_SHARD_NAME)), for_index_shard=True)
+            self._initialized_dbs.add(INDEX_SHARD_NAME)
+            self.reindex_events()
+            self.reindex_assets()
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[db.engine.Connection]:
+        # The stock ``_connect`` (a new engine and connection per call, closed after) with an engine
+        # kept open per shard; on another Dagster version, the stock one.
+        if not batch_writes_supported():
+            with super()._connect(shard) as conn:
+                yield conn
+            return
+        with self._db_lock:
+            engine = self._kept_open.get(self.conn_string_for_shard(shard))
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn:
+                before = conn.connection.dbapi_connection.total_changes
+                with conn.begin():
+                    yield conn
+                wrote = conn.connection.dbapi_connection.total_changes != before
+        if wrote and shard != INDEX_SHARD_NAME:
+            _touch(self.path_for_shard(shard))  # wakes the UI's watcher of this run (see the module docstring)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._kept_open.dispose()
 
     def store_event_batch(self, events: Sequence) -> None:
         if not events:
@@ -135,14 +296,49 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                     conn.execute(statement)
 
 
+class NexusSqliteRunStorage(SqliteRunStorage):
+    """Dagster's SQLite run storage with its file kept open (:class:`KeptOpenEngines`) instead of
+    a new engine and connection per call; on another Dagster version, the stock behaviour."""
+
+    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None):
+        self._kept_open = KeptOpenEngines(1)
+        super().__init__(conn_string, inst_data=inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls.from_local(inst_data=inst_data, **config_value)  # the stock one names its own class
+
+    @contextmanager
+    def connect(self) -> Iterator[db.engine.Connection]:
+        if not batch_writes_supported():
+            with super().connect() as conn:
+                yield conn
+            return
+        with self._kept_open.get(self._conn_string).connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._kept_open.dispose()
+
+
 class NexusSqliteStorage(DagsterSqliteStorage):
     """Dagster's default SQLite storage (runs, event log, schedules under one base dir), with the
     batching event log. The base dir is the instance's own, whether ``$DAGSTER_HOME`` or the
     temporary folder ``dagster dev``/``dagster asset materialize`` use without it."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
-        super().__init__(base_dir, inst_data=inst_data)
+        # The stock constructor with two of its three storages replaced (not built and then
+        # replaced: each opens and checks its database).
+        self.base_dir = base_dir
+        if batch_writes_supported():
+            _new_file_in_wal_mode(os.path.join(_runs_directory(base_dir), "runs.db"))
+            _new_file_in_wal_mode(os.path.join(_schedule_directory(base_dir), "schedules.db"))
+        self._run_storage = NexusSqliteRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = BatchingSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        DagsterStorage.__init__(self)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -152,6 +348,11 @@ class NexusSqliteStorage(DagsterSqliteStorage):
     def event_storage_data(self) -> ConfigurableClassData | None:
         return ConfigurableClassData(__name__, BatchingSqliteEventLogStorage.__name__,
                                      yaml.dump({"base_dir": _event_logs_directory(self.base_dir)}, default_flow_style=False))
+
+    @property
+    def run_storage_data(self) -> ConfigurableClassData | None:
+        return ConfigurableClassData(__name__, NexusSqliteRunStorage.__name__,
+                                     yaml.dump({"base_dir": _runs_directory(self.base_dir)}, default_flow_style=False))
 
 
 TMP_DAGSTER_HOME_PREFIX = ".tmp_dagster_home_"
