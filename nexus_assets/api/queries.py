@@ -167,8 +167,9 @@ class Endpoint:
 
 _VARIANT = {"variant": Allowed(("raw", "optimised"))}
 # the record's signals: the slope signals and one ML signal per horizon (core.ml_signals.ml_variant's
-# name, written without leading zeros so that a valid filter can match a stored row)
-_SIGNAL = {"signal": Allowed(("raw", "optimised"), pattern="ml_h[1-9][0-9]*", shape="ml_h<horizon>")}
+# name, without leading zeros so that a valid filter can match a stored row; the catalog caps ML
+# horizons at 250, so three digits bound what a client may send)
+_SIGNAL = {"signal": Allowed(("raw", "optimised"), pattern="ml_h[1-9][0-9]{0,2}", shape="ml_h<horizon>")}
 _BASIS = {"basis": Allowed(("point_in_time", "legacy"))}
 _SCOPE = {"scope": Allowed(("all", "version"))}
 

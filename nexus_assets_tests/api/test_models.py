@@ -241,7 +241,8 @@ def test_the_signal_filter_takes_the_ml_signals(client, served, route, table):
         body = get(client, served, f"{route}/{SP}?as_of={DAY}&signal={signal}&limit=5000").json()
         assert body["data"] == json_rows(want[want["signal"] == signal])
     assert get(client, served, f"{route}/{SP}?as_of={DAY}&signal=ml_h8").json()["page"]["total"] == 0  # no such horizon stored
-    for bad in ("ml_hx", "ml_h0", "ml_h01", "ML_H1", "ml_h", "ml_h1 ", "ml_h-1", "raw,ml_h1", "xml_h1"):
+    for bad in ("ml_hx", "ml_h0", "ml_h01", "ML_H1", "ml_h", "ml_h1 ", "ml_h-1", "raw,ml_h1", "xml_h1", "ml_h1000",
+                "ml_h" + "9" * 10_000):
         response = get(client, served, f"{route}/{SP}?as_of={DAY}&signal={bad}")
         assert response.status_code == 400 and response.json()["code"] == "BAD_PARAMETER", bad
         assert "raw, optimised, ml_h<horizon>" in response.json()["message"]
@@ -257,5 +258,5 @@ def test_the_document_describes_ml_calibration_and_the_ml_signal_filter(client):
         listed, shaped = signal["schema"]["anyOf"]
         assert listed["enum"] == ["raw", "optimised"]
         pattern = re.compile(shaped["pattern"])
-        assert [bool(pattern.search(v)) for v in ("ml_h1", "ml_h13", "ml_h0", "ml_h01", "xml_h1", "ml_h1x")] == [
-            True, True, False, False, False, False]
+        assert [bool(pattern.search(v)) for v in ("ml_h1", "ml_h250", "ml_h0", "ml_h01", "xml_h1", "ml_h1x", "ml_h1000")
+                ] == [True, True, False, False, False, False, False]
