@@ -182,7 +182,7 @@ def _parameters(endpoint: Endpoint | None, name: str) -> list[dict]:
             out.append(_query("start", f"first date of {what}, YYYY-MM-DD", day))
             out.append(_query("end", f"last date of {what}, YYYY-MM-DD (never after as_of)", day))
         for column, allowed in endpoint.filters.items():
-            out.append(_query(column, f"only the rows whose {column} is this", {"type": "string", "enum": list(allowed)}))
+            out.append(_query(column, f"only the rows whose {column} is this: {allowed.describe()}", allowed.schema()))
     if endpoint is None or endpoint.is_table:
         out.append(_query("limit", f"rows per page (default {DEFAULT_LIMIT})",
                           {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}))

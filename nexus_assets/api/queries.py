@@ -116,6 +116,27 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """A filter's accepted values: ``values``, and with ``pattern`` every name it matches whole."""
+
+    values: tuple[str, ...]
+    pattern: str | None = None  # a regular expression, anchored by the check
+    shape: str = ""  # how the pattern reads in an error message, e.g. ``ml_h<horizon>``
+
+    def accepts(self, value: str) -> bool:
+        return value in self.values or (self.pattern is not None and re.fullmatch(self.pattern, value) is not None)
+
+    def describe(self) -> str:
+        return ", ".join((*self.values, *([self.shape] if self.pattern else [])))
+
+    def schema(self) -> dict[str, Any]:
+        listed = {"type": "string", "enum": list(self.values)}
+        if self.pattern is None:
+            return listed
+        return {"anyOf": [listed, {"type": "string", "pattern": f"^(?:{self.pattern})$"}]}
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """One per-asset endpoint: its table, how ``as_of`` and ranges apply, its filters and columns."""
 
@@ -124,7 +145,7 @@ class Endpoint:
     table: str  # the stored table whose dates ``as_of`` is checked against
     kind: str  # "day" (a partition per date), "record" (the as_of partition), "one_day", "derived", "document"
     columns: tuple[str, ...] | None = None  # None: every stored column
-    filters: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    filters: Mapping[str, Allowed] = field(default_factory=dict)
     range_column: str | None = None  # record tables: the row date that start/end filter
     history_by_default: bool = False  # day tables: no start means the first stored date, not as_of
     build: Callable[..., Answer] | None = None
@@ -144,9 +165,13 @@ class Endpoint:
         return tuple(STORED_TABLES[self.table].columns)
 
 
-_VARIANT = {"variant": ("raw", "optimised")}
-_SIGNAL = {"signal": ("raw", "optimised")}
-_BASIS = {"basis": ("point_in_time", "legacy")}
+_VARIANT = {"variant": Allowed(("raw", "optimised"))}
+# the record's signals: the slope signals and one ML signal per horizon (core.ml_signals.ml_variant's
+# name, without leading zeros so that a valid filter can match a stored row; the catalog caps ML
+# horizons at 250, so three digits bound what a client may send)
+_SIGNAL = {"signal": Allowed(("raw", "optimised"), pattern="ml_h[1-9][0-9]{0,2}", shape="ml_h<horizon>")}
+_BASIS = {"basis": Allowed(("point_in_time", "legacy"))}
+_SCOPE = {"scope": Allowed(("all", "version"))}
 
 
 def _latest(store: Store, endpoint: Endpoint, asset: str, as_of: dt.date | None, seen: list) -> dt.date:
@@ -194,8 +219,8 @@ def answer(store: Store, entry: CatalogAsset, endpoint: Endpoint, params: Params
         raise QueryError(400, "BAD_PARAMETER", f"{endpoint.name} answers one date: use as_of, not start/end")
     for column, value in params.filters.items():
         allowed = endpoint.filters.get(column)
-        if allowed is None or value not in allowed:
-            raise QueryError(400, "BAD_PARAMETER", f"{column} must be one of {', '.join(allowed or ())}")
+        if allowed is None or not allowed.accepts(value):
+            raise QueryError(400, "BAD_PARAMETER", f"{column} must be one of {allowed.describe() if allowed else ''}, got {shown(value)}")
     asset = entry.key
     seen: list = []
     as_of = _latest(store, endpoint, asset, params.as_of, seen)
@@ -365,7 +390,7 @@ ASSET_ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("metrics", "The track record's statistics as of the date, point in time and legacy side by side",
              "statistics", "record", filters={**_SIGNAL, **_BASIS}),
     Endpoint("trades", "Every trade of the record as of the date (start/end filter entry_date)", "trades", "record",
-             filters={**_SIGNAL, **_BASIS, "status": ("open", "closed")}, range_column="entry_date"),
+             filters={**_SIGNAL, **_BASIS, "status": Allowed(("open", "closed"))}, range_column="entry_date"),
     Endpoint("equity", "The record's daily rows as of the date: returns, equity, drawdown, buy and hold",
              "daily", "record", filters=_SIGNAL, range_column="date"),
     Endpoint("leaderboard", "The horizon search's top configurations (rank 1 is the winner)", "leaderboard", "day"),
@@ -377,7 +402,10 @@ ASSET_ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
              "ml_signals", "derived", build=_predict, columns=PREDICT_COLUMNS, date_parameter="date"),
     Endpoint("ml-accuracy", "The ML probabilities' accuracy as of the date per horizon and model version: hit rate, "
              "Brier score, mean predicted and observed frequency, on outcomes realised by then", "ml_accuracy",
-             "record", filters={"scope": ("all", "version")}),
+             "record", filters=_SCOPE),
+    Endpoint("ml-calibration", "The ML probabilities' calibration as of the date per horizon and model version: "
+             "per probability bin, the scored predictions, their mean predicted probability and the observed "
+             "frequency of up moves", "ml_calibration", "record", filters=_SCOPE),
 )}
 
 

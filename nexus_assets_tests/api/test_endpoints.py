@@ -141,6 +141,19 @@ def test_metrics_trades_and_equity_are_the_record_as_of_the_date(client, served)
     assert body["data"] == rows(expected) and len(expected) >= 20
 
 
+def test_the_record_routes_filter_the_ml_signals_and_serve_their_accuracy(client, served):
+    stats, daily = stored(served, "statistics", LAST), stored(served, "daily", LAST)
+    assert {"ml_h1", "ml_h5"} <= set(stats["signal"])  # the pipeline's ML record, beside the slope signals
+    body = get(client, f"metrics/{SP}", as_of=str(LAST), signal="ml_h5", basis="point_in_time").json()
+    assert body["data"] == rows(stats[(stats["signal"] == "ml_h5") & (stats["basis"] == "point_in_time")]) and body["data"]
+    body = get(client, f"equity/{SP}", as_of=str(LAST), signal="ml_h1", start="2018-06-01", limit=5000).json()
+    assert body["data"] == rows(daily[(daily["signal"] == "ml_h1") & (daily["date"] >= "2018-06-01")]) and body["data"]
+    for table in ("ml_accuracy", "ml_calibration"):
+        want = pd.read_parquet(served.data_dir / "metrics" / table / f"asset={SP}" / f"date={LAST}.parquet")
+        body = get(client, f"{table.replace('_', '-')}/{SP}", limit=5000).json()
+        assert body["as_of"] == str(LAST) and body["data"] == rows(want) and body["data"]
+
+
 def test_leaderboard_of_a_day_with_a_winner(client, served):
     board = stored(served, "leaderboard", LAST)
     assert len(board) == 20

@@ -1,9 +1,13 @@
 """The model endpoints (docs/api.md#models-and-predictions): ``/models`` lists the registry's
 manifests within the key's scope, ``/predict/<asset>?date=`` the stored ml_predictions beside the
-ml_signals of that date, with the other routes' auth, errors and ETags. The data is written
+ml_signals of that date, ``/ml-calibration/<asset>`` the metrics step's calibration table, and the
+record routes' ``signal`` filter on the ML signals, with the other routes' auth, errors and ETags. The data is written
 straight into a temporary data directory (the stored layout), so these tests need no pipeline run."""
 
 import datetime as dt
+import io
+import math
+import re
 
 import pandas as pd
 import pytest
@@ -12,7 +16,9 @@ from nexus_assets.api.app import create_app
 from nexus_assets.api.keys import KeyStore
 from nexus_assets.api.store import Store
 from nexus_assets.catalog import load_catalog
-from nexus_assets.core.contract import ML_PREDICTIONS
+from nexus_assets.core.contract import ML_ACCURACY, ML_CALIBRATION, ML_PREDICTIONS
+from nexus_assets.core.metrics import RECORD_INPUT_COLUMNS, record
+from nexus_assets.core.ml_accuracy import accuracy
 from nexus_assets.core.ml_signals import ml_signals
 from nexus_assets.defs.partitions import partition_key
 from nexus_assets.defs.storage import partition_path, write_parquet_atomic
@@ -23,6 +29,8 @@ from nexus_assets_tests.defs.conftest import sandbox_catalog_text
 SP, VIX = "9001_SP500", "9004_VIX"
 DAY = dt.date(2025, 1, 20)  # a day with a model (the seeded data's first 8 days have none)
 NO_MODEL_DAY = dt.date(2025, 1, 2)
+LATER = dt.date(2025, 1, 23)  # the latest metrics partition (DAY is the other)
+RECORD_TABLES = ("statistics", "trades", "daily", "ml_accuracy", "ml_calibration")
 
 
 def manifest(asset: str, version: str, horizon: int, valid_from: str) -> dict:
@@ -50,6 +58,17 @@ def served(tmp_path_factory):
         last = sorted(set(predictions["date"]))[-1]
         write_parquet_atomic(partition_path(data, ["ml_predictions"], partition_key(asset, last.date())),
                              predictions[predictions["date"] == last].reset_index(drop=True))
+    # the metrics step's tables of SP for two days, from the core on the ML signals alone (at a lower
+    # threshold than the catalog's, so that both horizons trade in these few days)
+    active = ml_signals(predictions, threshold=0.3)
+    for day in (DAY, LATER):
+        known = active[active["date"] <= pd.Timestamp(day)]
+        tables = {**record(known[list(RECORD_INPUT_COLUMNS)], as_of=[day], calendar="exchange", cost_bps=5.0,
+                           horizons=[1, 5])[day], **accuracy(known, as_of=[day])[day]}
+        ML_ACCURACY.validate(tables["ml_accuracy"])
+        ML_CALIBRATION.validate(tables["ml_calibration"])
+        for name in RECORD_TABLES:
+            write_parquet_atomic(partition_path(data, ["metrics", name], partition_key(SP, day)), tables[name])
     write_model(data, manifest(SP, "2025-01-13-h1", 1, "2025-01-13"), b"model one")
     write_model(data, manifest(SP, "2025-01-13-h5", 5, "2025-01-13"), b"model five")
     write_model(data, manifest(VIX, "2025-01-13-h1", 1, "2025-01-13"), b"model vix")
@@ -58,7 +77,7 @@ def served(tmp_path_factory):
     app = create_app(catalog=catalog, store=Store(data), keys=keys, clock=lambda: DAY)
     return {"app": app, "data": data, "predictions": predictions, "signals": signals,
             "all": keys.create("all", None, "100000/minute"), "sp": keys.create("sp", (SP,), "100000/minute"),
-            "slow": keys.create("slow", None, "2/minute")}
+            "slow": keys.create("slow", None, "2/minute"), "calm": keys.create("calm", None, "2/minute")}
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +172,91 @@ def test_ml_accuracy_route_is_documented(client, served):
     names = [p["name"] for p in document["paths"]["/api/v1/predict/{asset}"]["get"]["parameters"]]
     assert "date" in names and "as_of" not in names
     assert document["paths"]["/api/v1/models"]["get"]["parameters"] == []
+
+
+def stored(served, name: str, day: dt.date) -> pd.DataFrame:
+    return pd.read_parquet(partition_path(served["data"], ["metrics", name], partition_key(SP, day)))
+
+
+def plain(value):
+    """The reference conversion of one stored value to JSON: a date as its ISO day, NaN and NaT as null."""
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat()
+    if value is None or value is pd.NaT:
+        return None
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def json_rows(frame: pd.DataFrame) -> list[dict]:
+    return [{k: plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def test_ml_calibration_answers_the_stored_partition(client, served):
+    for day in (DAY, LATER):
+        body = get(client, served, f"ml-calibration/{SP}?as_of={day}").json()
+        want = stored(served, "ml_calibration", day)
+        assert body["endpoint"] == "ml-calibration" and body["as_of"] == day.isoformat()
+        assert body["columns"] == list(want.columns) and body["page"]["total"] == len(want) > 0
+        assert body["data"] == json_rows(want)
+    latest = get(client, served, f"ml-calibration/{SP}").json()
+    assert latest["as_of"] == LATER.isoformat()  # no as_of: the latest stored partition
+    versions = get(client, served, f"ml-calibration/{SP}?as_of={DAY}&scope=version").json()["data"]
+    want = stored(served, "ml_calibration", DAY)
+    assert versions == json_rows(want[want["scope"] == "version"]) and len(versions) < len(want)
+    csv = get(client, served, f"ml-calibration/{SP}?as_of={DAY}&format=csv")
+    assert csv.headers["content-type"].startswith("text/csv")
+    pd.testing.assert_series_equal(pd.read_csv(io.StringIO(csv.text))["observed_frequency"],
+                                   want["observed_frequency"], check_exact=True)
+
+
+def test_ml_calibration_has_the_routes_auth_errors_etag_and_rate_limit(client, served):
+    cases = [
+        (f"ml-calibration/{SP}?as_of=2024-01-01", "all", 404, "DATE_NOT_MATERIALISED"),
+        (f"ml-calibration/{VIX}", "all", 404, "DATE_NOT_MATERIALISED"),  # no partition stored for VIX
+        (f"ml-calibration/{VIX}", "sp", 403, "FORBIDDEN"),
+        ("ml-calibration/nope", "all", 404, "ASSET_NOT_FOUND"),
+        (f"ml-calibration/{SP}?scope=pooled", "all", 400, "BAD_PARAMETER"),
+        (f"ml-calibration/{SP}?start={DAY}", "all", 400, "BAD_PARAMETER"),  # one partition: no range
+        (f"ml-calibration/{SP}?date={DAY}", "all", 400, "BAD_PARAMETER"),
+    ]
+    for path, key, status, code in cases:
+        response = get(client, served, path, key=key)
+        assert response.status_code == status, path
+        assert set(response.json()) == {"error", "code", "message", "timestamp"} and response.json()["code"] == code
+    assert client.get(f"/api/v1/ml-calibration/{SP}").status_code == 401
+    first = get(client, served, f"ml-calibration/{SP}?as_of={DAY}")
+    assert get(client, served, f"ml-calibration/{SP}?as_of={DAY}",
+               **{"If-None-Match": first.headers["ETag"]}).status_code == 304
+    assert get(client, served, f"ml-calibration/{SP}?as_of={LATER}").headers["ETag"] != first.headers["ETag"]
+    statuses = [get(client, served, f"ml-calibration/{SP}", key="calm").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+@pytest.mark.parametrize(("route", "table"), [("metrics", "statistics"), ("trades", "trades"), ("equity", "daily")])
+def test_the_signal_filter_takes_the_ml_signals(client, served, route, table):
+    want = stored(served, table, DAY)
+    assert {"ml_h1", "ml_h5"} <= set(want["signal"])
+    for signal in ("ml_h1", "ml_h5"):
+        body = get(client, served, f"{route}/{SP}?as_of={DAY}&signal={signal}&limit=5000").json()
+        assert body["data"] == json_rows(want[want["signal"] == signal])
+    assert get(client, served, f"{route}/{SP}?as_of={DAY}&signal=ml_h8").json()["page"]["total"] == 0  # no such horizon stored
+    for bad in ("ml_hx", "ml_h0", "ml_h01", "ML_H1", "ml_h", "ml_h1 ", "ml_h-1", "raw,ml_h1", "xml_h1", "ml_h1000",
+                "ml_h" + "9" * 10_000):
+        response = get(client, served, f"{route}/{SP}?as_of={DAY}&signal={bad}")
+        assert response.status_code == 400 and response.json()["code"] == "BAD_PARAMETER", bad
+        assert "raw, optimised, ml_h<horizon>" in response.json()["message"]
+
+
+def test_the_document_describes_ml_calibration_and_the_ml_signal_filter(client):
+    document = client.get("/api/v1/openapi.json").json()
+    parameters = {p["name"]: p for p in document["paths"]["/api/v1/ml-calibration/{asset}"]["get"]["parameters"]}
+    assert parameters["scope"]["schema"] == {"type": "string", "enum": ["all", "version"]}
+    for route in ("metrics", "trades", "equity"):
+        signal = next(p for p in document["paths"][f"/api/v1/{route}/{{asset}}"]["get"]["parameters"]
+                      if p["name"] == "signal")
+        listed, shaped = signal["schema"]["anyOf"]
+        assert listed["enum"] == ["raw", "optimised"]
+        pattern = re.compile(shaped["pattern"])
+        assert [bool(pattern.search(v)) for v in ("ml_h1", "ml_h250", "ml_h0", "ml_h01", "xml_h1", "ml_h1x", "ml_h1000")
+                ] == [True, True, False, False, False, False, False]

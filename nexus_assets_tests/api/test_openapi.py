@@ -28,7 +28,8 @@ def test_the_document_describes_every_route_parameter_and_error(served):
 
     document = TestClient(served.app()).get("/api/v1/openapi.json").json()
     expected = {"health", "assets", "forecast", "signals", "signal", "horizons", "forecast-fan", "heatmap", "metrics",
-                "trades", "equity", "leaderboard", "ensemble-config", "status", "models", "predict", "ml-accuracy"}
+                "trades", "equity", "leaderboard", "ensemble-config", "status", "models", "predict", "ml-accuracy",
+                "ml-calibration"}
     routes = {path.split("/")[3] for path in document["paths"]}
     assert routes == expected
     assert document["components"]["securitySchemes"]["ApiKey"] == {
