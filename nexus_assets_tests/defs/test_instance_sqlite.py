@@ -10,8 +10,9 @@ from dagster import DagsterInstance
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 
+# the classes through the module, at call time: test_instance reloads nexus_assets.instance, and a name
+# imported here before that would be the old class (isinstance then fails on an equal-named class)
 from nexus_assets import instance as project_instance
-from nexus_assets.instance import BatchingSqliteEventLogStorage, KeptOpenEngines, NexusSqliteStorage
 from nexus_assets_tests.defs.conftest import REPO
 
 RUN = "0a1b2c3d-0000-4000-8000-000000000001"
@@ -26,9 +27,9 @@ def _messages(storage, run_id: str = RUN) -> list[str]:
 
 
 def test_events_written_through_a_kept_open_connection_are_seen_by_a_stock_reader(tmp_path):
-    storage = NexusSqliteStorage(str(tmp_path))
+    storage = project_instance.NexusSqliteStorage(str(tmp_path))
     events = storage.event_log_storage
-    assert isinstance(events, BatchingSqliteEventLogStorage)
+    assert isinstance(events, project_instance.BatchingSqliteEventLogStorage)
     for i in range(5):
         events.store_event(_log(f"m{i}"))
     # Still open in this process: a reader with its own connection (as another process) sees every commit.
@@ -41,7 +42,7 @@ def test_events_written_through_a_kept_open_connection_are_seen_by_a_stock_reade
 
 
 def test_a_write_touches_the_run_file_the_ui_watches_and_a_read_does_not(tmp_path):
-    events = NexusSqliteStorage(str(tmp_path)).event_log_storage
+    events = project_instance.NexusSqliteStorage(str(tmp_path)).event_log_storage
     events.store_event(_log("first"))
     path = events.path_for_shard(RUN)
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
@@ -56,7 +57,7 @@ def test_the_run_storage_keeps_its_file_open_and_stays_readable(tmp_path):
     instance = DagsterInstance.from_config(str(_home(tmp_path)))
     assert type(instance.run_storage).__name__ == "NexusSqliteRunStorage"
     engines = []
-    real = KeptOpenEngines.get
+    real = project_instance.KeptOpenEngines.get
 
     def counting(self, conn_string):
         engine = real(self, conn_string)
@@ -64,11 +65,11 @@ def test_the_run_storage_keeps_its_file_open_and_stays_readable(tmp_path):
         return engine
 
     try:
-        KeptOpenEngines.get = counting
+        project_instance.KeptOpenEngines.get = counting
         for _ in range(3):
             instance.run_storage.get_runs()
     finally:
-        KeptOpenEngines.get = real
+        project_instance.KeptOpenEngines.get = real
     assert len(engines) == 3 and len(set(engines)) == 1  # one engine, reused
     instance.dispose()
 
@@ -86,7 +87,7 @@ def test_the_synchronous_level_comes_from_the_environment(tmp_path, monkeypatch,
         monkeypatch.delenv(project_instance.SQLITE_SYNCHRONOUS_ENV, raising=False)
     else:
         monkeypatch.setenv(project_instance.SQLITE_SYNCHRONOUS_ENV, value)
-    engines = KeptOpenEngines(2)
+    engines = project_instance.KeptOpenEngines(2)
     engine = engines.get(f"sqlite:///{tmp_path / 'x.db'}")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level  # 1 NORMAL, 2 FULL
@@ -101,7 +102,7 @@ def test_an_unknown_synchronous_level_is_refused(monkeypatch):
 
 
 def test_the_least_recently_used_file_is_closed_beyond_the_limit(tmp_path):
-    engines = KeptOpenEngines(2)
+    engines = project_instance.KeptOpenEngines(2)
     a, b = (engines.get(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db"))
     assert engines.get(f"sqlite:///{tmp_path / 'a.db'}") is a  # reused, and now the most recent
     engines.get(f"sqlite:///{tmp_path / 'c.db'}")
@@ -111,7 +112,7 @@ def test_the_least_recently_used_file_is_closed_beyond_the_limit(tmp_path):
 
 
 def test_a_forked_child_never_uses_its_parents_connections(tmp_path, monkeypatch):
-    engines = KeptOpenEngines(2)
+    engines = project_instance.KeptOpenEngines(2)
     url = f"sqlite:///{tmp_path / 'a.db'}"
     parent = engines.get(url)
     with parent.connect() as conn:
@@ -129,7 +130,7 @@ def test_the_uis_live_watch_of_a_run_sees_each_write_of_a_kept_open_writer(tmp_p
     (the run's process) keeps that file open, so only the touch after each write wakes the watch."""
     import threading
 
-    writer = NexusSqliteStorage(str(tmp_path)).event_log_storage
+    writer = project_instance.NexusSqliteStorage(str(tmp_path)).event_log_storage
     writer.store_event(_log("before"))
     ui = SqliteEventLogStorage(str(tmp_path / "history" / "runs"))
     seen, arrived = [], threading.Event()
@@ -173,7 +174,7 @@ def test_a_new_instance_has_the_files_a_stock_instance_has(tmp_path):
     and data migrations as stock storage gives a new instance."""
     from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 
-    ours, stock = NexusSqliteStorage(str(tmp_path / "ours")), DagsterSqliteStorage(str(tmp_path / "stock"))
+    ours, stock = project_instance.NexusSqliteStorage(str(tmp_path / "ours")), DagsterSqliteStorage(str(tmp_path / "stock"))
     ours.event_log_storage.store_event(_log("x"))
     stock.event_log_storage.store_event(_log("x"))
     ours.dispose()
