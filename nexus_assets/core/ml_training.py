@@ -23,6 +23,7 @@ runs; a date is served by the model of its anchor.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
     "TrainedModel",
     "training_anchor",
     "training_pairs",
+    "training_rows",
+    "training_rows_sha256",
     "train_direction_model",
     "trained_version",
     "library_versions",
@@ -98,6 +101,23 @@ def training_pairs(features: pd.DataFrame, names: Sequence[str], horizon: int, a
     return x[complete], y[complete], known["date"].iloc[: n - horizon][complete].reset_index(drop=True)
 
 
+def training_rows(features: pd.DataFrame, names: Sequence[str], horizon: int, as_of: dt.date,
+                  config: TrainingConfig = TrainingConfig()) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """The pairs a training on ``as_of`` learns from: :func:`training_pairs`, the latest ``config.window``."""
+    x, y, dates = training_pairs(features, names, horizon, as_of)
+    return x[-config.window:], y[-config.window:], dates.iloc[-config.window:].reset_index(drop=True)
+
+
+def training_rows_sha256(x: np.ndarray, y: np.ndarray, dates: pd.Series) -> str:
+    """SHA-256 of a training's rows (dates, features, outcomes): what the model learnt from, so a model
+    trained while part of the history was not yet stored is recognised and trained again."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(dates.to_numpy(dtype="datetime64[ns]")).view(np.int64).tobytes())
+    digest.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def brier(probability: np.ndarray, outcome: np.ndarray) -> float:
     return float(np.mean((probability - outcome) ** 2))
 
@@ -139,8 +159,7 @@ def train_direction_model(features: pd.DataFrame, names: Sequence[str], *, asset
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x, y, dates = training_pairs(features, names, horizon, as_of)
-    x, y, dates = x[-config.window:], y[-config.window:], dates.iloc[-config.window:].reset_index(drop=True)
+    x, y, dates = training_rows(features, names, horizon, as_of, config)
     if len(y) < config.min_pairs:
         return None
     split = len(y) - max(int(round(len(y) * config.validation_share)), 1)
@@ -184,6 +203,7 @@ def train_direction_model(features: pd.DataFrame, names: Sequence[str], *, asset
             "purged_rows": split - fit_end,
             "validation_first": dates.iloc[split].date().isoformat(),
             "validation_rows": len(y_val),
+            "sha256": training_rows_sha256(x, y, dates),
         },
         "hyperparameters": config.as_dict(),
         "validation": {"mlp": _scores(mlp, x_val, y_val), "baseline_logistic": _scores(baseline, x_val, y_val)},

@@ -30,7 +30,13 @@ from dagster import AssetExecutionContext, AssetIn, Failure, ResourceParam, asse
 from nexus_assets.catalog import Catalog, CatalogAsset
 from nexus_assets.core.features import feature_frame, model_features
 from nexus_assets.core.ml_serving import ModelError, predictions_table, serving_table
-from nexus_assets.core.ml_training import train_direction_model, trained_version, training_anchor
+from nexus_assets.core.ml_training import (
+    train_direction_model,
+    trained_version,
+    training_anchor,
+    training_rows,
+    training_rows_sha256,
+)
 from nexus_assets.defs.ingest import QML_MODELS
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import days_by_asset, partition_key
@@ -130,13 +136,17 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
             anchors = sorted({training_anchor(day, entry.ml_retrain_days) for day in days})
-            have = {m["version"] for m in list_manifests(data_dir, key)}
-            missing = [(a, h) for a in anchors for h in entry.ml_horizons if trained_version(a, h) not in have]
+            have = {m["version"]: m for m in list_manifests(data_dir, key)}
+            close, volume = price_history(entry, qml_models, anchors[-1])
+            frame = feature_frame(close, volume)
+            names = model_features(volume is not None)
+            # a model is trained when missing, and again when the rows it learnt from are no longer the
+            # rows known by its training day (trained while older partitions were not yet stored): so a
+            # date's model does not depend on the order its range was backfilled in
+            missing = [(a, h) for a in anchors for h in entry.ml_horizons
+                       if _needs_training(have.get(trained_version(a, h)), frame, names, h, a)]
             trained = []
             if missing:
-                close, volume = price_history(entry, qml_models, max(a for a, _ in missing))
-                frame = feature_frame(close, volume)
-                names = model_features(volume is not None)
                 for anchor, horizon in missing:
                     model = train_direction_model(frame, names, asset=key, horizon=horizon, as_of=anchor)
                     if model is not None:
@@ -190,6 +200,17 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
         return outputs
 
     return [features, ml_models, ml_predictions]
+
+
+def _needs_training(manifest: dict | None, frame: pd.DataFrame, names, horizon: int, anchor: dt.date) -> bool:
+    """Whether the trained model of ``anchor`` and ``horizon`` is missing or learnt from other rows than
+    the ones known by ``anchor`` now (a registered model is never retrained)."""
+    if manifest is None:
+        return True
+    if manifest.get("source") != "trained":
+        return False
+    recorded = (manifest.get("training_window") or {}).get("sha256")
+    return recorded != training_rows_sha256(*training_rows(frame, names, horizon, anchor))
 
 
 def _number(value) -> float | None:

@@ -18,6 +18,8 @@ from nexus_assets.core.ml_training import (
     train_direction_model,
     training_anchor,
     training_pairs,
+    training_rows,
+    training_rows_sha256,
 )
 
 # Small and quick, same code paths as the catalog's defaults.
@@ -121,3 +123,18 @@ def test_training_anchor_is_fixed_on_the_calendar(every):
         assert anchor <= d and (d - anchor).days < every and (anchor - EPOCH).days % every == 0
     if every == 7:
         assert training_anchor(day, 7).weekday() == 0
+
+
+def test_the_manifest_fingerprints_its_training_rows(frame):
+    """The rows' hash in the manifest is the hash of the rows known by the training day: equal when
+    recomputed, unchanged by later prices, different when a stored day was missing at training time (a
+    backfill out of order), so ml_models trains such a model again (defs.ml._needs_training)."""
+    names = model_features(False)
+    model = train_direction_model(frame, names, asset="1_A", horizon=1, as_of=AS_OF, config=SMALL)
+    recorded = model.manifest["training_window"]["sha256"]
+    assert recorded == training_rows_sha256(*training_rows(frame, names, 1, AS_OF, SMALL))
+    later = _closes().copy()
+    later[later.index > pd.Timestamp(AS_OF)] *= 1.5
+    assert recorded == training_rows_sha256(*training_rows(feature_frame(later), names, 1, AS_OF, SMALL))
+    gap = _closes().drop(pd.Timestamp("2019-06-03"))
+    assert recorded != training_rows_sha256(*training_rows(feature_frame(gap), names, 1, AS_OF, SMALL))

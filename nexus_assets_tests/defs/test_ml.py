@@ -12,8 +12,9 @@ from dagster import AssetKey
 
 from nexus_assets.core.contract import ML_MODELS, ML_PREDICTIONS, table_problems
 from nexus_assets.core.features import feature_frame, model_features
+from nexus_assets.core.ml_training import TrainingConfig, train_direction_model
 from nexus_assets.definitions import MAIN_JOB
-from nexus_assets.defs.ml import _sandbox_volume
+from nexus_assets.defs.ml import _needs_training, _sandbox_volume
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets.ml_registry import MODEL_FILE, load_model, registry_root
 from nexus_assets.qml.sandbox import load_prices
@@ -139,3 +140,23 @@ def test_an_api_asset_reads_its_closes_from_qml_models_up_to_the_date(tmp_path):
     close, volume = price_history(entry, frames, dt.date(2018, 1, 4))
     assert volume is None
     assert close.to_dict() == {pd.Timestamp("2018-01-02"): 10.0, pd.Timestamp("2018-01-04"): 11.0}
+
+
+def test_a_trained_model_is_trained_again_when_its_rows_were_incomplete():
+    """ml_models keeps a stored model only while it learnt from the rows known by its training day now:
+    a model trained while older partitions were missing is trained again (the result then equals a
+    clean backfill's); a registered model is never retrained."""
+
+    rng = np.random.default_rng(5)
+    days = pd.bdate_range("2017-01-02", periods=900)
+    closes = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days)))), index=days)
+    names, anchor = model_features(False), dt.date(2019, 6, 3)
+    full = feature_frame(closes)
+    partial = feature_frame(closes.drop(days[100:130]))  # a month not yet stored when it was trained
+    config = TrainingConfig()
+    stale = train_direction_model(partial, names, asset="1_A", horizon=1, as_of=anchor, config=config).manifest
+    fresh = train_direction_model(full, names, asset="1_A", horizon=1, as_of=anchor, config=config).manifest
+    assert _needs_training(None, full, names, 1, anchor)
+    assert _needs_training(stale, full, names, 1, anchor)
+    assert not _needs_training(fresh, full, names, 1, anchor)
+    assert not _needs_training({**stale, "source": "registered"}, full, names, 1, anchor)
