@@ -242,6 +242,10 @@ def redis_server() -> Iterator[RedisServer]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# read by the Celery app of nexus_assets_tests.gated_celery_worker: "<asset>=<marker file>"
+GATE_ENV = "NEXUS_TEST_GATE"
+
+
 @dataclass(frozen=True)
 class CeleryWorker:
     name: str
@@ -255,13 +259,15 @@ class CeleryWorker:
 
 
 @contextmanager
-def celery_worker(name: str, env: dict[str, str], folder: str) -> Iterator[CeleryWorker]:
-    """One Celery worker of the project's app (``nexus_assets.celery_worker``) on the ``dagster``
-    queue, one step at a time, in its own process group; stopped (warm: its step finishes) when done."""
+def celery_worker(name: str, env: dict[str, str], folder: str, *,
+                  app: str = "nexus_assets.celery_worker") -> Iterator[CeleryWorker]:
+    """One Celery worker of the project's app (``nexus_assets.celery_worker``, or a test's wrapper
+    of it) on the ``dagster`` queue, one step at a time, in its own process group; stopped (warm:
+    its step finishes) when done."""
     log = os.path.join(folder, f"worker-{name}.log")
     with open(log, "w") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "nexus_assets.celery_worker", "worker", "-Q", "dagster",
+            [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "dagster",
              "-c", "1", "--prefetch-multiplier=1", "-n", f"{name}@%h", "-l", "INFO",
              "--without-gossip", "--without-mingle"],
             env=env, cwd=folder, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)

@@ -23,7 +23,7 @@ from nexus_assets.definitions import MAIN_JOB
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets_tests.defs.conftest import REPO, Pipeline, sandbox_catalog_text
 from nexus_assets_tests.loopback import secret_leaks
-from nexus_assets_tests.services import celery_worker, postgres_server, redis_server
+from nexus_assets_tests.services import GATE_ENV, celery_worker, postgres_server, redis_server
 
 # a daemon, two workers and three Dagster runs on a loaded machine: more than the suite's 300 s
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(900)]
@@ -35,6 +35,7 @@ SP500, WTI = "9001_SP500", "9003_WTI_Crude"
 BACKFILL = (f"{SP500}|2018-01-02", f"{SP500}|2018-01-04")
 DAILY = (f"{SP500}|2018-01-05", f"{WTI}|2018-01-05")  # the schedule's shape: one day, every instrument
 IN_WORKER = "in celery worker"
+GATED_APP = "nexus_assets_tests.gated_celery_worker"
 
 
 @pytest.fixture(scope="module")
@@ -176,28 +177,27 @@ def test_a_worker_killed_mid_step_costs_that_step_not_the_run(tmp_path, servers,
     shipped = CELERY_YAML.read_text()
     assert "visibility_timeout: 7200" in shipped
     deploy = Deployment(tmp_path / "deploy", pg, redis, shipped.replace("visibility_timeout: 7200", SHORT_VISIBILITY))
+    # the first worker to store the signals (a step well into the run, so the retry resumes
+    # mid-run) waits there, its files computed and none published, until it is killed
+    marker = tmp_path / "gate"
+    env = {**deploy.env, GATE_ENV: f"signals={marker}"}
     deploy.launch(*BACKFILL)
     instance = deploy.instance(monkeypatch)
     [run] = instance.get_runs()
     killed: list[tuple[str, str]] = []
     with ExitStack() as stack:
-        workers = {w.name: w for w in (stack.enter_context(celery_worker(n, deploy.env, str(deploy.folder)))
+        workers = {w.name: w for w in (stack.enter_context(celery_worker(n, env, str(deploy.folder), app=GATED_APP))
                                        for n in ("w1", "w2"))}
         daemon = deploy.daemon(stack)
 
-        def kill_the_first_worker_to_start_a_step_after_ingestion():
-            if killed:
+        def kill_the_worker_at_the_gate():
+            if killed or not marker.exists() or not (worker := marker.read_text()):
                 return
-            for step, worker in _worker_steps(instance, run.run_id):
-                if step == "qml_models":
-                    continue  # a step well into the run, so the retry resumes mid-run
-                done = _steps(instance, run.run_id, DagsterEventType.STEP_SUCCESS)
-                assert step not in done, "the step finished before the worker could be killed"
-                workers[worker.split("@")[0]].kill()
-                killed.append((step, worker))
-                return
+            assert "signals" not in _steps(instance, run.run_id, DagsterEventType.STEP_SUCCESS)
+            workers[worker.split("@")[0]].kill()
+            killed.append(("signals", worker))
 
-        deploy.wait(instance, [run.run_id], daemon, on_poll=kill_the_first_worker_to_start_a_step_after_ingestion)
+        deploy.wait(instance, [run.run_id], daemon, on_poll=kill_the_worker_at_the_gate)
     assert killed, "no step started on a worker"
     [(step, dead)] = killed
     assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS
