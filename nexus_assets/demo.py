@@ -112,11 +112,7 @@ def _worker(todo, events, open_instance, start: dt.date, end: dt.date, log_level
         job = _job(sink)
         steps, partitions = _shape(job, (end - start).days + 1)
         with open_instance() as instance:
-            while True:
-                try:
-                    key = todo.get_nowait()
-                except queue_module.Empty:
-                    return
+            while (key := todo.get()) is not None:  # one None per worker ends the list
                 sink.label = key
                 events.put(("start", (key,), {"steps": steps, "partitions": partitions}))
                 started = time.monotonic()
@@ -134,7 +130,10 @@ def _worker(todo, events, open_instance, start: dt.date, end: dt.date, log_level
 def _run_forked(keys, start, end, *, progress, open_instance, log_level, jobs, report) -> list[RunOutcome]:
     context = multiprocessing.get_context("fork")
     todo, events = context.Queue(), context.Queue()
-    for key in keys:
+    # Blocking gets and one end marker per worker: ``get_nowait`` raises Empty while another worker
+    # holds the queue's read lock, and the worker that saw it would quit (the runs then went one
+    # after another on a single core).
+    for key in [*keys, *([None] * jobs)]:
         todo.put(key)
     # The definitions are loaded before the fork, so every worker has them already.
     _job(progress)
