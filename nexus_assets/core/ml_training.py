@@ -13,7 +13,8 @@ logistic regression baseline; both are scored on the validation rows (accuracy, 
 MLP trained on the first 80% is the one served, as the guide's Keras ``validation_split`` would.
 
 Determinism: a fixed seed, and training runs single-threaded (threadpoolctl) so BLAS sums in one
-order; skl2onnx's export of the same fitted pipeline is byte-identical (tested).
+order; skl2onnx's export of the same fitted pipeline is byte-identical, also across processes
+(its opsets are written in a fixed order; tested).
 
 When retraining happens: :func:`training_anchor` fixes the training days on the calendar (every
 ``every`` days counted from a Monday in 1970), so they never depend on how dates are grouped into
@@ -146,6 +147,12 @@ def _to_onnx(pipeline, width: int) -> bytes:
     proto = convert_sklearn(pipeline, initial_types=[("features", FloatTensorType([None, width]))],
                             options={id(classifier): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3},
                             name="nexus_direction_model")  # a fixed graph name: skl2onnx would pick a random one
+    # skl2onnx lists the opsets from a set of domain names, so their order (and the file's bytes)
+    # followed the process's string-hash seed; sorted by domain, every process writes the same bytes.
+    opsets = sorted((o.domain, o.version) for o in proto.opset_import)
+    del proto.opset_import[:]
+    for domain, version in opsets:
+        proto.opset_import.add(domain=domain, version=version)
     return proto.SerializeToString()
 
 
