@@ -137,8 +137,16 @@ def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
 
 
 def read_parquet(path: UPath, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    # One small file, one thread: ``pq.read_table`` goes through the dataset layer and a thread
+    # pool, which costs more than the read itself for a partition of a few KB (same frame).
     with path.open("rb") as handle:
-        return pq.read_table(handle, columns=list(columns) if columns is not None else None).to_pandas()
+        parquet = pq.ParquetFile(handle)
+        if columns is not None:
+            absent = [name for name in columns if name not in parquet.schema_arrow.names]
+            if absent:  # ParquetFile.read would leave them out without a word; read_table raised
+                raise pa.ArrowInvalid(f"{path}: no column {', '.join(map(repr, absent))}")
+        table = parquet.read(columns=list(columns) if columns is not None else None, use_threads=False)
+    return table.to_pandas(use_threads=False)
 
 
 def _stored_days(folder: UPath) -> list[dt.date]:

@@ -31,6 +31,16 @@ def test_layout_and_roundtrip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["date=2025-01-02.parquet"]  # no temp file left
 
 
+def test_reading_some_columns_returns_them_and_an_absent_column_is_an_error(tmp_path):
+    import pyarrow as pa
+
+    path = partition_path(str(tmp_path), ["horizon_slices"], "1_A|2025-01-02")
+    write_parquet_atomic(path, frame())
+    pd.testing.assert_frame_equal(read_parquet(path, ["price", "horizon"]), frame()[["price", "horizon"]])
+    with pytest.raises(pa.ArrowInvalid, match="no column 'nope'"):
+        read_parquet(path, ["horizon", "nope"])
+
+
 def test_rewrite_is_byte_identical(tmp_path):
     path = partition_path(str(tmp_path), ["x"], "1_A|2025-01-02")
     write_parquet_atomic(path, frame())
