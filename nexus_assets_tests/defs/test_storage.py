@@ -6,10 +6,17 @@ import textwrap
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from upath import UPath
 
-from nexus_assets.defs.storage import partition_path, read_parquet, write_parquet_atomic
+from nexus_assets.defs.storage import (
+    PartitionFrames,
+    PartitionTables,
+    partition_path,
+    read_parquet,
+    write_parquet_atomic,
+)
 
 
 def frame(n=5, seed=0):
@@ -29,6 +36,26 @@ def test_layout_and_roundtrip(tmp_path):
     write_parquet_atomic(path, frame())
     pd.testing.assert_frame_equal(read_parquet(path), frame())
     assert [p.name for p in path.parent.iterdir()] == ["date=2025-01-02.parquet"]  # no temp file left
+
+
+def test_read_columns_and_an_unknown_column(tmp_path):
+    path = partition_path(str(tmp_path), ["x"], "1_A|2025-01-02")
+    write_parquet_atomic(path, frame())
+    pd.testing.assert_frame_equal(read_parquet(path, ["horizon", "symbol"]), frame()[["horizon", "symbol"]])
+    with pytest.raises(pa.ArrowInvalid, match="no column nope"):
+        read_parquet(path, ["horizon", "nope"])
+
+
+def test_membership_does_not_read_the_partition(tmp_path):
+    """``key in frames`` asks the paths, not the files (Mapping's default read each one, and the
+    dashboard asked once per page): a missing file counts as present until it is read."""
+    gone = UPath(tmp_path) / "never-written.parquet"
+    frames = PartitionFrames({"1_A|2025-01-02": gone})
+    tables = PartitionTables({"slopes": gone})
+    assert "1_A|2025-01-02" in frames and "1_A|2025-01-03" not in frames
+    assert "slopes" in tables and "signals" not in tables
+    with pytest.raises(FileNotFoundError):
+        frames["1_A|2025-01-02"]
 
 
 def test_rewrite_is_byte_identical(tmp_path):
