@@ -143,16 +143,17 @@ def build_dashboard_assets(catalog: Catalog, partitions_def, settings: Settings)
                     category=entry.category,
                     calendar=entry.calendar,
                     date=day,
-                    signals=signals[pk],
-                    metrics=metrics[pk],
-                    horizon_search=horizon_search[pk],
+                    # the day's tables as column arrays: a DataFrame per table cost more than the page
+                    signals=signals.arrays(pk),
+                    metrics=metrics.arrays(pk),
+                    horizon_search=horizon_search.arrays(pk),
                     ensembles=of_day,
                     ensemble_window=window,
                     status=status,
                     previous_date=day - dt.timedelta(days=1) if day > entry.start_date else None,
                     next_date=day + dt.timedelta(days=1) if entry.end_date is None or day < entry.end_date else None,
                     child_models=child_models_of(day),
-                    ml_signals=ml_signals[pk] if pk in ml_signals else None,
+                    ml_signals=ml_signals.arrays(pk) if pk in ml_signals else None,
                 )
                 summary = summarise(inputs)
                 pending.append((pk, page_path(key, day), render_page(inputs)))

@@ -12,9 +12,9 @@ Every text goes through :func:`~nexus_assets.core.dashboard.markup.text` or
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from nexus_assets.core.dashboard import formatting as fmt
+from nexus_assets.core.dashboard.inputs import Table, column
 from nexus_assets.core.dashboard.markup import attrs, text
 from nexus_assets.core.ml_signals import ml_variant
 
@@ -44,8 +44,8 @@ _MARK = {"BUY": "\u25b2", "SELL": "\u25bc", "HOLD": "\u25cf"}
 _CLASS = {"BUY": "BULLISH", "SELL": "BEARISH", "HOLD": "NEUTRAL"}  # the slope signals' colours
 
 
-def ml_panel(day: np.datetime64, ml_signals: pd.DataFrame | None, statistics: pd.DataFrame,
-             ml_accuracy: pd.DataFrame | None, ml_calibration: pd.DataFrame | None) -> str:
+def ml_panel(day: np.datetime64, ml_signals: Table | None, statistics: Table,
+             ml_accuracy: Table | None, ml_calibration: Table | None) -> str:
     """The ``ml`` section of the page of ``day``."""
     rows = _of_day(ml_signals, day, ML_SIGNAL_COLUMNS)
     if rows is None:
@@ -70,26 +70,30 @@ def ml_panel(day: np.datetime64, ml_signals: pd.DataFrame | None, statistics: pd
         "whose outcome is known by this date; Brier 0.25 is what always saying 0.5 scores."))
 
 
-def _of_day(frame: pd.DataFrame | None, day: np.datetime64, columns: tuple[str, ...]) -> list[dict] | None:
+def _of_day(frame: Table | None, day: np.datetime64, columns: tuple[str, ...]) -> list[dict] | None:
     """The rows of ``day`` (``columns`` only, in stored order), as :func:`_records`."""
     if frame is None:
         return None
-    present = [c for c in columns if c in frame.columns]
+    present = [c for c in columns if c in frame]
     if len(present) < len(columns):
         return None  # a table stored before the ML layer: shown as absent, not as an error
-    return _records(frame, columns, frame["date"].to_numpy("datetime64[ns]") == day)
+    return _records(frame, columns, _dates(frame) == day)
 
 
-def _records(frame: pd.DataFrame, columns: tuple[str, ...], keep: np.ndarray) -> list[dict]:
+def _dates(frame: Table) -> np.ndarray:
+    return column(frame, "date").astype("datetime64[ns]", copy=False)
+
+
+def _records(frame: Table, columns: tuple[str, ...], keep: np.ndarray) -> list[dict]:
     """The rows of ``frame`` where ``keep``, as ``to_dict("records")`` gives them (Python scalars;
     dates as datetimes), built from one array per column: pandas' per-row boxing and filtering cost
     more than the panel's markup."""
     rows = np.flatnonzero(keep)
     lists = {}
-    for column in columns:
-        values = frame[column].to_numpy()[rows]
-        lists[column] = (values.astype("datetime64[us]") if values.dtype.kind == "M" else values).tolist()
-    return [{column: values[i] for column, values in lists.items()} for i in range(len(rows))]
+    for name in columns:
+        values = column(frame, name)[rows]
+        lists[name] = (values.astype("datetime64[us]") if values.dtype.kind == "M" else values).tolist()
+    return [{name: values[i] for name, values in lists.items()} for i in range(len(rows))]
 
 
 def _section(body: str, note: str = "") -> str:
@@ -142,10 +146,10 @@ def _flagged(value: object, rule, field: str, n: int, min_n: int, sufficient: bo
             f"{_value(value, rule, field)}{flag}</td>")
 
 
-def _record(statistics: pd.DataFrame, day: np.datetime64, horizons: list[int]) -> str:
-    keep = ((statistics["date"].to_numpy("datetime64[ns]") == day)
-            & (statistics["basis"].to_numpy() == "point_in_time")
-            & np.char.startswith(statistics["signal"].to_numpy().astype(str), "ml_h"))
+def _record(statistics: Table, day: np.datetime64, horizons: list[int]) -> str:
+    keep = ((_dates(statistics) == day)
+            & (column(statistics, "basis") == "point_in_time")
+            & np.char.startswith(column(statistics, "signal").astype(str), "ml_h"))
     by = {(r["signal"], r["statistic"]): r
           for r in _records(statistics, ("signal", "statistic", "value", "n", "min_n", "sufficient", "definition"), keep)}
     if not by:
