@@ -148,9 +148,10 @@ def read_parquet(path: UPath, columns: Sequence[str] | None = None) -> pd.DataFr
 
 def read_columns(path: UPath, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The partition's columns as numpy arrays, each what ``read_parquet(path)[name].to_numpy()``
-    gives (text as objects, a missing text as NaN like pandas' ``str`` dtype), without building
-    the DataFrame: for a small table, the DataFrame and its columns' ``to_numpy`` cost more than
-    reading the file (the dashboard reads nine per page and only ever wants arrays)."""
+    gives for the stored tables' types (numbers, booleans, dates; text as objects, a missing text
+    as NaN like pandas' ``str`` dtype), without building the DataFrame: for a small table, the
+    DataFrame and its columns' ``to_numpy`` cost more than reading the file (the dashboard reads
+    nine per page and only ever wants arrays)."""
     table, _ = _read_table(path, columns)
     out = {}
     for name, values in zip(table.column_names, table.columns):

@@ -3,10 +3,10 @@
 The tables are the partition values of the ``signals``, ``metrics``, ``horizon_search`` and
 ``horizon_ensembles`` assets (their schemas are in :mod:`nexus_assets.core.contract`). Only the columns
 listed in :data:`REQUIRED_COLUMNS` are read (the dates of :data:`DATE_COLUMNS` as naive
-``datetime64``, any unit); a table is a pandas DataFrame or a :data:`Table`, a mapping of column
-name to the array ``DataFrame[column].to_numpy()`` would give (what the dashboard step reads from
-Parquet: building a DataFrame per table cost more than rendering it); extra columns (``actual`` in ``nexus_v2`` mode, new
-statistics) are ignored, and an empty table (the warm-up, a search without a winner) renders as
+``datetime64``, any unit); a table is a pandas DataFrame or its columns as arrays (a
+:data:`Table`: what the dashboard step reads from Parquet, because building a DataFrame per table
+cost more than rendering it); extra columns (``actual`` in ``nexus_v2`` mode, new statistics) are
+ignored, and an empty table (the warm-up, a search without a winner) renders as
 an explained empty panel. Rows outside the page's date are dropped on the way in, so the caller
 may pass a partition's tables as stored or wider slices of the history.
 """
