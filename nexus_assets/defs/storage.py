@@ -44,6 +44,7 @@ import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,6 +65,7 @@ __all__ = [
     "TableContractError",
     "TABLES_METADATA",
     "partition_path",
+    "read_columns",
     "read_parquet",
     "write_parquet_atomic",
 ]
@@ -136,17 +138,42 @@ def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
     return write_bytes_atomic(path, _parquet_bytes(frame))
 
 
+_THREADED_ROWS = 50_000  # below this many rows, Arrow's thread pool costs more CPU than it saves
+
+
 def read_parquet(path: UPath, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    # One small file, one thread: ``pq.read_table`` goes through the dataset layer and a thread
-    # pool, which costs more than the read itself for a partition of a few KB (same frame).
+    table, threads = _read_table(path, columns)
+    return table.to_pandas(use_threads=threads)
+
+
+def read_columns(path: UPath, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The partition's columns as numpy arrays, each what ``read_parquet(path)[name].to_numpy()``
+    gives for the stored tables' types (numbers, booleans, dates; text as objects, a missing text
+    as NaN like pandas' ``str`` dtype), without building the DataFrame: for a small table, the
+    DataFrame and its columns' ``to_numpy`` cost more than reading the file (the dashboard reads
+    nine per page and only ever wants arrays)."""
+    table, _ = _read_table(path, columns)
+    out = {}
+    for name, values in zip(table.column_names, table.columns):
+        array = values.to_numpy()
+        if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) and values.null_count:
+            array[pd.isna(array)] = np.nan
+        out[name] = array
+    return out
+
+
+def _read_table(path: UPath, columns: Sequence[str] | None) -> tuple[pa.Table, bool]:
+    """The file's table, and whether converting it is worth Arrow's threads."""
+    # One file through ParquetFile, not read_table (which sets up a dataset per call): a small
+    # partition (a dashboard page reads nine) read in about half the CPU, the same frame.
     with path.open("rb") as handle:
         parquet = pq.ParquetFile(handle)
-        if columns is not None:
-            absent = [name for name in columns if name not in parquet.schema_arrow.names]
-            if absent:  # ParquetFile.read would leave them out without a word; read_table raised
-                raise pa.ArrowInvalid(f"{path}: no column {', '.join(map(repr, absent))}")
-        table = parquet.read(columns=list(columns) if columns is not None else None, use_threads=False)
-    return table.to_pandas(use_threads=False)
+        if columns is not None:  # read_table refused an unknown column; ParquetFile would skip it
+            missing = [c for c in columns if c not in parquet.schema_arrow.names]
+            if missing:
+                raise pa.ArrowInvalid(f"{path}: no column {', '.join(missing)}")
+        threads = parquet.metadata.num_rows >= _THREADED_ROWS
+        return parquet.read(columns=list(columns) if columns is not None else None, use_threads=threads), threads
 
 
 def _stored_days(folder: UPath) -> list[dt.date]:
@@ -300,13 +327,18 @@ def _is_table_set(obj: object, tables: tuple[str, ...]) -> bool:
 
 
 class PartitionTables(Mapping[str, pd.DataFrame]):
-    """The tables of one partition of a multi-table asset, each read when accessed."""
+    """The tables of one partition of a multi-table asset, each read when accessed (as a
+    DataFrame, or with ``reader=read_columns`` as column arrays)."""
 
-    def __init__(self, paths: Mapping[str, UPath]) -> None:
+    def __init__(self, paths: Mapping[str, UPath], *, reader: Callable[[UPath], object] = read_parquet) -> None:
         self._paths = dict(paths)
+        self._reader = reader
 
     def __getitem__(self, table: str) -> pd.DataFrame:
-        return read_parquet(self._paths[table])
+        return self._reader(self._paths[table])
+
+    def __contains__(self, table: object) -> bool:  # Mapping's would read the table to find out
+        return table in self._paths
 
     def __iter__(self):
         return iter(self._paths)
@@ -332,6 +364,17 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
         if isinstance(path, Mapping):
             return PartitionTables(path)
         return read_parquet(path)
+
+    def __contains__(self, key: object) -> bool:  # Mapping's would read the partition to find out
+        return key in self._paths
+
+    def arrays(self, key: str) -> dict[str, np.ndarray] | PartitionTables:
+        """The partition ``key`` as column arrays (:func:`read_columns`; a multi-table partition's
+        tables each so)."""
+        path = self._paths[key]
+        if isinstance(path, Mapping):
+            return PartitionTables(path, reader=read_columns)
+        return read_columns(path)
 
     def concat(self, asset: str, table: str | None = None) -> pd.DataFrame | None:
         """The non-empty partitions of catalog asset ``asset`` (of ``table``, for a multi-table

@@ -10,6 +10,15 @@ import pytest
 from nexus_assets.defs.dashboard import MODEL_WINDOW, _ensembles_by_day, _rows_by_day
 
 
+def assert_columns(got: dict, want: pd.DataFrame) -> None:
+    """``got`` (column arrays) holds the columns of ``want``, each what ``to_numpy`` gives."""
+    assert list(got) == list(want.columns)
+    for name in want.columns:
+        expected = want[name].to_numpy()
+        assert got[name].dtype == expected.dtype, name
+        assert got[name].tolist() == expected.tolist(), name
+
+
 def naive(ensembles, day):
     """The day's rows, and the rows of the last MODEL_WINDOW observed dates up to the day."""
     stamp = pd.Timestamp(day)
@@ -33,17 +42,19 @@ def test_the_rows_of_each_page_equal_the_naive_filter(shuffle):
     for day in (dt.date(2017, 12, 31) + dt.timedelta(days=i) for i in range(125)):  # before, during, after
         want_day, want_window = naive(by_date, day)
         got_day, got_window = of(day)
-        pd.testing.assert_frame_equal(got_day, want_day)
-        pd.testing.assert_frame_equal(got_window, want_window)
+        assert_columns(got_day, want_day)
+        assert_columns(got_window, want_window)
         if not shuffle:
-            assert [f.equals(g) for f, g in zip(naive(frame, day), (got_day, got_window))] == [True, True]
-    assert len(of(dt.date(2018, 4, 30))[1]) == 3 * MODEL_WINDOW
+            for want, got in zip(naive(frame, day), (got_day, got_window)):
+                assert_columns(got, want)
+    assert len(of(dt.date(2018, 4, 30))[1]["date"]) == 3 * MODEL_WINDOW
 
 
 def test_no_ensembles_no_rows():
     empty = pd.DataFrame({"date": pd.Series([], dtype="datetime64[ns]"), "horizon": pd.Series([], dtype="int64")})
     day_rows, window = _ensembles_by_day(empty)(dt.date(2018, 1, 2))
-    assert day_rows.empty and window.empty and list(window.columns) == ["date", "horizon"]
+    assert_columns(day_rows, empty)
+    assert_columns(window, empty)
 
 
 def test_the_child_models_of_each_page_equal_its_own_partition():
@@ -65,6 +76,6 @@ def test_the_child_models_of_each_page_equal_its_own_partition():
     history = pd.concat([f for f in partitions.values() if len(f)], ignore_index=True)
     of = _rows_by_day(history)
     for day, own in partitions.items():
-        pd.testing.assert_frame_equal(of(day), own, check_index_type=False)
-    assert of(days[-1] + dt.timedelta(days=1)).empty
+        assert_columns(of(day), own)
+    assert all(len(values) == 0 for values in of(days[-1] + dt.timedelta(days=1)).values())
     assert _rows_by_day(None)(days[0]) is None

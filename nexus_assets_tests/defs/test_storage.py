@@ -6,10 +6,18 @@ import textwrap
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from upath import UPath
 
-from nexus_assets.defs.storage import partition_path, read_parquet, write_parquet_atomic
+from nexus_assets.defs.storage import (
+    PartitionFrames,
+    PartitionTables,
+    partition_path,
+    read_columns,
+    read_parquet,
+    write_parquet_atomic,
+)
 
 
 def frame(n=5, seed=0):
@@ -31,14 +39,59 @@ def test_layout_and_roundtrip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["date=2025-01-02.parquet"]  # no temp file left
 
 
-def test_reading_some_columns_returns_them_and_an_absent_column_is_an_error(tmp_path):
-    import pyarrow as pa
-
-    path = partition_path(str(tmp_path), ["horizon_slices"], "1_A|2025-01-02")
+def test_read_columns_and_an_unknown_column(tmp_path):
+    path = partition_path(str(tmp_path), ["x"], "1_A|2025-01-02")
     write_parquet_atomic(path, frame())
-    pd.testing.assert_frame_equal(read_parquet(path, ["price", "horizon"]), frame()[["price", "horizon"]])
-    with pytest.raises(pa.ArrowInvalid, match="no column 'nope'"):
+    pd.testing.assert_frame_equal(read_parquet(path, ["horizon", "symbol"]), frame()[["horizon", "symbol"]])
+    with pytest.raises(pa.ArrowInvalid, match="no column nope"):
         read_parquet(path, ["horizon", "nope"])
+
+
+def _same(want: np.ndarray, got: np.ndarray) -> bool:
+    if want.dtype != got.dtype or want.shape != got.shape:
+        return False
+    if want.dtype.kind == "O":  # the same objects: str, None, NaN (a missing text)
+        return all(type(w) is type(g) and (w == g or (w != w and g != g)) for w, g in zip(want.tolist(), got.tolist()))
+    if want.dtype.kind == "M":  # NaT where NaT
+        return np.array_equal(want.view("int64"), got.view("int64"))
+    return np.array_equal(want, got, equal_nan=want.dtype.kind == "f")
+
+
+@pytest.mark.parametrize("rows", [0, 1, 40])
+def test_read_columns_gives_each_column_as_the_frame_would(tmp_path, rows):
+    """The slow, obvious reference: read the DataFrame, then ``to_numpy`` each column."""
+    rng = np.random.default_rng(rows)
+    stored = pd.DataFrame({
+        "date": pd.to_datetime("2025-01-02") + pd.to_timedelta(rng.integers(0, 9, rows), unit="D"),
+        "exit_date": pd.Series(pd.to_datetime("2025-02-01"), index=range(rows)).where(rng.random(rows) > 0.3),
+        "horizon": rng.integers(1, 14, rows).astype("int64"),
+        "value": np.where(rng.random(rows) > 0.2, rng.normal(size=rows), np.nan),
+        "sufficient": rng.random(rows) > 0.5,
+        "symbol": pd.array([f"m{i}" if i % 3 else None for i in range(rows)], dtype="str"),
+        "label": pd.array(["<b>x</b>"] * rows, dtype="str"),
+    })
+    path = partition_path(str(tmp_path), ["x"], "1_A|2025-01-02")
+    write_parquet_atomic(path, stored)
+    frame, arrays = read_parquet(path), read_columns(path)
+    assert list(arrays) == list(frame.columns)
+    for name in frame.columns:
+        assert _same(frame[name].to_numpy(), arrays[name]), name
+    assert list(read_columns(path, ["value", "symbol"])) == ["value", "symbol"]
+    frames = PartitionFrames({"1_A|2025-01-02": path, "1_A|2025-01-03": {"t": path}})
+    assert all(_same(frame[n].to_numpy(), frames.arrays("1_A|2025-01-02")[n]) for n in frame.columns)
+    assert all(_same(frame[n].to_numpy(), frames.arrays("1_A|2025-01-03")["t"][n]) for n in frame.columns)
+
+
+def test_membership_does_not_read_the_partition(tmp_path):
+    """``key in frames`` asks the paths, not the files (Mapping's default read each one, and the
+    dashboard asked once per page): a missing file counts as present until it is read."""
+    gone = UPath(tmp_path) / "never-written.parquet"
+    frames = PartitionFrames({"1_A|2025-01-02": gone})
+    tables = PartitionTables({"slopes": gone})
+    assert "1_A|2025-01-02" in frames and "1_A|2025-01-03" not in frames
+    assert "slopes" in tables and "signals" not in tables
+    with pytest.raises(FileNotFoundError):
+        frames["1_A|2025-01-02"]
 
 
 def test_rewrite_is_byte_identical(tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 
 from nexus_assets.core.dashboard import formatting as fmt
 from nexus_assets.core.dashboard.days import day_status, describe_day, has_data
-from nexus_assets.core.dashboard.inputs import AssetSummary, DaySummary, PageInputs
+from nexus_assets.core.dashboard.inputs import AssetSummary, DaySummary, PageInputs, column
 from nexus_assets.core.dashboard.markup import attrs, document, text
 from nexus_assets.core.dashboard.page import SIGNAL_MARK
 from nexus_assets.core.dashboard.site import INDEX, history_path, page_path, url
@@ -29,9 +29,9 @@ def summarise(inputs: PageInputs) -> DaySummary:
     """The page of ``inputs`` at a glance (its raw and optimised signal)."""
     signals = inputs.signals
     day = np.datetime64(inputs.date, "ns")
-    of_day = signals["date"].to_numpy() == day
-    variants = signals["variant"].to_numpy()
-    labels, nets, tiers = (signals[c].to_numpy() for c in ("signal", "net_prob", "tier"))
+    of_day = column(signals, "date") == day
+    variants = column(signals, "variant")
+    labels, nets, tiers = (column(signals, c) for c in ("signal", "net_prob", "tier"))
 
     def of(variant: str) -> tuple[str | None, float | None, str | None]:
         rows = np.flatnonzero(of_day & (variants == variant))

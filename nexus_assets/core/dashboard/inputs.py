@@ -3,8 +3,10 @@
 The tables are the partition values of the ``signals``, ``metrics``, ``horizon_search`` and
 ``horizon_ensembles`` assets (their schemas are in :mod:`nexus_assets.core.contract`). Only the columns
 listed in :data:`REQUIRED_COLUMNS` are read (the dates of :data:`DATE_COLUMNS` as naive
-``datetime64``, any unit); extra columns (``actual`` in ``nexus_v2`` mode, new
-statistics) are ignored, and an empty table (the warm-up, a search without a winner) renders as
+``datetime64``, any unit); a table is a pandas DataFrame or its columns as arrays (a
+:data:`Table`: what the dashboard step reads from Parquet, because building a DataFrame per table
+cost more than rendering it); extra columns (``actual`` in ``nexus_v2`` mode, new statistics) are
+ignored, and an empty table (the warm-up, a search without a winner) renders as
 an explained empty panel. Rows outside the page's date are dropped on the way in, so the caller
 may pass a partition's tables as stored or wider slices of the history.
 """
@@ -15,12 +17,15 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from nexus_assets.catalog import CatalogAsset
 from nexus_assets.core.freshness import freshness_status
 
 __all__ = [
+    "Table",
+    "column",
     "REQUIRED_COLUMNS",
     "CHILD_MODEL_COLUMNS",
     "DATE_COLUMNS",
@@ -32,6 +37,20 @@ __all__ = [
     "InputError",
     "summary_json",
 ]
+
+Table = pd.DataFrame | Mapping[str, np.ndarray]
+"""A page's table: a DataFrame, or its columns as arrays (each what ``frame[name].to_numpy()`` gives)."""
+
+
+def column(table: Table, name: str) -> np.ndarray:
+    """The column ``name`` of ``table`` as a numpy array."""
+    values = table[name]
+    return values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+
+
+def _names(table: Table) -> list:
+    return list(table.columns) if isinstance(table, pd.DataFrame) else list(table)
+
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "signals": (
@@ -134,21 +153,21 @@ class PageInputs:
     category: str
     calendar: str
     date: dt.date
-    signals: pd.DataFrame
-    slopes: pd.DataFrame
-    statistics: pd.DataFrame
-    trades: pd.DataFrame
-    daily: pd.DataFrame
-    leaderboard: pd.DataFrame
-    ensembles: pd.DataFrame
-    ensemble_window: pd.DataFrame
+    signals: Table
+    slopes: Table
+    statistics: Table
+    trades: Table
+    daily: Table
+    leaderboard: Table
+    ensembles: Table
+    ensemble_window: Table
     status: DataStatus
     previous_date: dt.date | None = None
     next_date: dt.date | None = None
-    child_models: pd.DataFrame | None = None
-    ml_signals: pd.DataFrame | None = None
-    ml_accuracy: pd.DataFrame | None = None
-    ml_calibration: pd.DataFrame | None = None
+    child_models: Table | None = None
+    ml_signals: Table | None = None
+    ml_accuracy: Table | None = None
+    ml_calibration: Table | None = None
 
     @classmethod
     def from_partitions(
@@ -159,16 +178,16 @@ class PageInputs:
         category: str,
         calendar: str,
         date: dt.date,
-        signals: Mapping[str, pd.DataFrame],
-        metrics: Mapping[str, pd.DataFrame],
-        horizon_search: Mapping[str, pd.DataFrame],
-        ensembles: pd.DataFrame,
-        ensemble_window: pd.DataFrame,
+        signals: Mapping[str, Table],
+        metrics: Mapping[str, Table],
+        horizon_search: Mapping[str, Table],
+        ensembles: Table,
+        ensemble_window: Table,
         status: DataStatus,
         previous_date: dt.date | None = None,
         next_date: dt.date | None = None,
-        child_models: pd.DataFrame | None = None,
-        ml_signals: pd.DataFrame | None = None,
+        child_models: Table | None = None,
+        ml_signals: Table | None = None,
     ) -> PageInputs:
         """Build the inputs from the stored partition values (dicts of tables) of D (a ``metrics``
         partition stored before the ML layer has no ``ml_accuracy``: the ML panel says so)."""
@@ -188,20 +207,23 @@ class PageInputs:
             raise InputError(f"date must be a datetime.date, got {self.date!r}")
         for name, required in REQUIRED_COLUMNS.items():
             frame = getattr(self, name)
-            if not isinstance(frame, pd.DataFrame):
-                raise InputError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
-            missing = [column for column in required if column not in frame.columns]
+            if not isinstance(frame, (pd.DataFrame, Mapping)):
+                raise InputError(f"{name}: expected a pandas DataFrame (or a mapping of column arrays), "
+                                 f"got {type(frame).__name__}")
+            names = _names(frame)
+            missing = [c for c in required if c not in names]
             if missing:
                 raise InputError(
-                    f"{name}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, frame.columns))}. "
+                    f"{name}: missing column(s) {', '.join(missing)}; the table has {', '.join(map(str, names))}. "
                     "Pass the stored table (its schema: nexus_assets.core.contract; see REQUIRED_COLUMNS)."
                 )
-            for column in DATE_COLUMNS.get(name, ()):
-                if len(frame) and not pd.api.types.is_datetime64_dtype(frame[column]):
-                    raise InputError(f"{name}.{column}: expected naive datetime64 dates, got {frame[column].dtype}; "
+            for date_column in DATE_COLUMNS.get(name, ()):
+                values = frame[date_column]
+                if len(values) and not pd.api.types.is_datetime64_dtype(values):
+                    raise InputError(f"{name}.{date_column}: expected naive datetime64 dates, got {values.dtype}; "
                                      "convert with pd.to_datetime (and tz_localize(None) for aware times).")
         if self.child_models is not None:
-            missing = [c for c in CHILD_MODEL_COLUMNS if c not in self.child_models.columns]
+            missing = [c for c in CHILD_MODEL_COLUMNS if c not in _names(self.child_models)]
             if missing:
                 raise InputError(f"child_models: missing column(s) {', '.join(missing)}; pass the qml_model_metadata "
                                  "table of the date")

@@ -12,9 +12,9 @@ Every text goes through :func:`~nexus_assets.core.dashboard.markup.text` or
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from nexus_assets.core.dashboard import formatting as fmt
+from nexus_assets.core.dashboard.inputs import Table, column
 from nexus_assets.core.dashboard.markup import attrs, text
 from nexus_assets.core.ml_signals import ml_variant
 
@@ -44,22 +44,22 @@ _MARK = {"BUY": "\u25b2", "SELL": "\u25bc", "HOLD": "\u25cf"}
 _CLASS = {"BUY": "BULLISH", "SELL": "BEARISH", "HOLD": "NEUTRAL"}  # the slope signals' colours
 
 
-def ml_panel(day: np.datetime64, ml_signals: pd.DataFrame | None, statistics: pd.DataFrame,
-             ml_accuracy: pd.DataFrame | None, ml_calibration: pd.DataFrame | None) -> str:
+def ml_panel(day: np.datetime64, ml_signals: Table | None, statistics: Table,
+             ml_accuracy: Table | None, ml_calibration: Table | None) -> str:
     """The ``ml`` section of the page of ``day``."""
     rows = _of_day(ml_signals, day, ML_SIGNAL_COLUMNS)
     if rows is None:
         return _section(_empty("No ML inputs for this page: the ml_signals step has not run for this date."))
-    if rows.empty:
+    if not rows:
         return _section(_empty("No ML prediction on this date (no price, or the ML steps have not run for it)."))
-    rows = rows.sort_values("horizon", kind="stable")
-    cards = "".join(_card(row) for row in rows.to_dict("records"))
-    if (rows["reason"] == "no_model").all():
+    rows = sorted(rows, key=lambda row: row["horizon"])  # stable
+    cards = "".join(_card(row) for row in rows)
+    if all(row["reason"] == "no_model" for row in rows):
         lead = _empty("No model serves on this date yet: the ML signal holds (position 0) until the first model is "
                       "trained on enough history.")
     else:
         lead = ""
-    horizons = rows["horizon"].astype(int).tolist()
+    horizons = [int(row["horizon"]) for row in rows]
     body = (lead + f'<div class="cards">{cards}</div>' + _record(statistics, day, horizons)
             + _accuracy(_of_day(ml_accuracy, day, ML_ACCURACY_COLUMNS), horizons)
             + _calibration(_of_day(ml_calibration, day, ML_CALIBRATION_COLUMNS), horizons))
@@ -70,13 +70,30 @@ def ml_panel(day: np.datetime64, ml_signals: pd.DataFrame | None, statistics: pd
         "whose outcome is known by this date; Brier 0.25 is what always saying 0.5 scores."))
 
 
-def _of_day(frame: pd.DataFrame | None, day: np.datetime64, columns: tuple[str, ...]) -> pd.DataFrame | None:
+def _of_day(frame: Table | None, day: np.datetime64, columns: tuple[str, ...]) -> list[dict] | None:
+    """The rows of ``day`` (``columns`` only, in stored order), as :func:`_records`."""
     if frame is None:
         return None
-    present = [c for c in columns if c in frame.columns]
+    present = [c for c in columns if c in frame]
     if len(present) < len(columns):
         return None  # a table stored before the ML layer: shown as absent, not as an error
-    return frame.loc[frame["date"].to_numpy("datetime64[ns]") == day, list(columns)]
+    return _records(frame, columns, _dates(frame) == day)
+
+
+def _dates(frame: Table) -> np.ndarray:
+    return column(frame, "date").astype("datetime64[ns]", copy=False)
+
+
+def _records(frame: Table, columns: tuple[str, ...], keep: np.ndarray) -> list[dict]:
+    """The rows of ``frame`` where ``keep``, as ``to_dict("records")`` gives them (Python scalars;
+    dates as datetimes), built from one array per column: pandas' per-row boxing and filtering cost
+    more than the panel's markup."""
+    rows = np.flatnonzero(keep)
+    lists = {}
+    for name in columns:
+        values = column(frame, name)[rows]
+        lists[name] = (values.astype("datetime64[us]") if values.dtype.kind == "M" else values).tolist()
+    return [{name: values[i] for name, values in lists.items()} for i in range(len(rows))]
 
 
 def _section(body: str, note: str = "") -> str:
@@ -129,10 +146,12 @@ def _flagged(value: object, rule, field: str, n: int, min_n: int, sufficient: bo
             f"{_value(value, rule, field)}{flag}</td>")
 
 
-def _record(statistics: pd.DataFrame, day: np.datetime64, horizons: list[int]) -> str:
-    stats = statistics[(statistics["date"].to_numpy("datetime64[ns]") == day)
-                       & (statistics["basis"].to_numpy() == "point_in_time")]
-    by = {(r["signal"], r["statistic"]): r for r in stats.to_dict("records") if str(r["signal"]).startswith("ml_h")}
+def _record(statistics: Table, day: np.datetime64, horizons: list[int]) -> str:
+    keep = ((_dates(statistics) == day)
+            & (column(statistics, "basis") == "point_in_time")
+            & np.char.startswith(column(statistics, "signal").astype(str), "ml_h"))
+    by = {(r["signal"], r["statistic"]): r
+          for r in _records(statistics, ("signal", "statistic", "value", "n", "min_n", "sufficient", "definition"), keep)}
     if not by:
         return "<h3>Track record</h3>" + _empty("No ML track record yet (no priced day with an ML signal by this date).")
     lines = []
@@ -150,14 +169,15 @@ def _record(statistics: pd.DataFrame, day: np.datetime64, horizons: list[int]) -
     return "<h3>Track record (point in time)</h3>" + _table(head, lines, class_="stats", data_table="ml_record")
 
 
-def _accuracy(accuracy: pd.DataFrame | None, horizons: list[int]) -> str:
-    if accuracy is None or accuracy.empty:
+def _accuracy(accuracy: list[dict] | None, horizons: list[int]) -> str:
+    if not accuracy:
         return "<h3>Accuracy by model version</h3>" + _empty("No prediction with a probability by this date.")
     lines = []
     for h in horizons:
-        rows = accuracy[accuracy["horizon"] == h]
-        shown = pd.concat([rows[rows["scope"] == "all"], rows[rows["scope"] == "version"].iloc[::-1][:VERSIONS_SHOWN]])
-        for r in shown.to_dict("records"):
+        rows = [r for r in accuracy if r["horizon"] == h]
+        shown = ([r for r in rows if r["scope"] == "all"]
+                 + [r for r in rows if r["scope"] == "version"][::-1][:VERSIONS_SHOWN])
+        for r in shown:
             keys = {"data_horizon": h, "data_scope": r["scope"], "data_version": r["model_version"]}
             label = "all versions" if r["scope"] == "all" else r["model_version"]
             n, min_n, ok = int(r["scored"]), int(r["min_n"]), bool(r["sufficient"])
@@ -174,13 +194,13 @@ def _accuracy(accuracy: pd.DataFrame | None, horizons: list[int]) -> str:
             + f'<p class="note">{text(f"The {VERSIONS_SHOWN} most recent versions per horizon; all in the API.")}</p>')
 
 
-def _calibration(calibration: pd.DataFrame | None, horizons: list[int]) -> str:
-    if calibration is None or calibration.empty:
+def _calibration(calibration: list[dict] | None, horizons: list[int]) -> str:
+    if not calibration:
         return ""
     lines = []
-    pooled = calibration[calibration["scope"] == "all"]
+    pooled = [r for r in calibration if r["scope"] == "all"]
     for h in horizons:
-        for r in pooled[pooled["horizon"] == h].sort_values("bin").to_dict("records"):
+        for r in sorted((r for r in pooled if r["horizon"] == h), key=lambda r: r["bin"]):  # a bin once per horizon
             bins = f"{r['bin_low']:.1f}\u2013{r['bin_high']:.1f}"
             lines.append(
                 f"<tr{attrs(data_horizon=h, data_bin=int(r['bin']))}><td>{text(f'h{h}')}</td><td>{text(bins)}</td>"

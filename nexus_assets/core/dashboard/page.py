@@ -36,12 +36,11 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 
 from nexus_assets.core.dashboard import figures
 from nexus_assets.core.dashboard import formatting as fmt
 from nexus_assets.core.dashboard.days import DAY_REASON, DAY_TEXT, day_status, describe_day, has_data
-from nexus_assets.core.dashboard.inputs import REQUIRED_COLUMNS, PageInputs
+from nexus_assets.core.dashboard.inputs import REQUIRED_COLUMNS, PageInputs, Table, column
 from nexus_assets.core.dashboard.markup import BOOTSTRAP_JS, attrs, document, json_script, text
 from nexus_assets.core.dashboard.ml import ml_panel
 from nexus_assets.core.dashboard.site import INDEX, page_path, plotly_js_path, url
@@ -108,8 +107,8 @@ class _Columns:
         self.size = len(next(iter(data.values()))) if data else 0
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, names: tuple[str, ...]) -> _Columns:
-        return cls({name: frame[name].to_numpy() for name in names if name in frame.columns})
+    def of(cls, frame: Table, names: tuple[str, ...]) -> _Columns:
+        return cls({name: column(frame, name) for name in names if name in frame})
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self.data[key]
@@ -497,15 +496,15 @@ def _text_or_missing(value: object) -> str:
     return fmt.MISSING if fmt.is_missing(value) else str(value)
 
 
-def _described(child_models: pd.DataFrame | None) -> dict[tuple[int, str], tuple[object, object]]:
+def _described(child_models: Table | None) -> dict[tuple[int, str], tuple[object, object]]:
     """(horizon, symbol) -> (algorithm, code_version), from the date's ``qml_model_metadata``."""
-    if child_models is None or child_models.empty:
+    if child_models is None:
         return {}
-    return {(int(h), str(s)): (a, v) for h, s, a, v in zip(child_models["horizon"], child_models["symbol"],
-                                                         child_models["algorithm"], child_models["code_version"])}
+    h, s, a, v = (column(child_models, name).tolist() for name in ("horizon", "symbol", "algorithm", "code_version"))
+    return {(int(horizon), str(symbol)): (algorithm, version) for horizon, symbol, algorithm, version in zip(h, s, a, v)}
 
 
-def _models_panel(tables: _Tables, child_models: pd.DataFrame | None = None) -> str:
+def _models_panel(tables: _Tables, child_models: Table | None = None) -> str:
     window = tables.window
     if window.empty:
         return _section("models", "Child models selected most often", _empty("No ensemble rows in the window yet."))

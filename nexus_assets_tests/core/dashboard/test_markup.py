@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import html
 import json
 import re
 
@@ -21,6 +22,13 @@ from nexus_assets.core.dashboard.markup import (
 
 def test_text_escapes_markup_and_quotes():
     assert text('<img src=x onerror="alert(1)">&\'') == "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;&#x27;"
+
+
+@given(st.one_of(st.text(alphabet=st.sampled_from("ab1.-&<>\"' \u00e9")), st.text(), st.integers(), st.floats(),
+                 st.none()))
+def test_text_is_html_escape_of_the_value(value):
+    """The fast path (nothing to escape) gives what the obvious reference gives."""
+    assert text(value) == html.escape(str(value), quote=True)
 
 
 def test_attrs_escape_values_and_name_attributes():

@@ -93,3 +93,12 @@ def test_the_other_panels_are_unchanged_by_the_ml_panel(inputs):
     assert ml_section(plain) != ml_section(ml)
     assert plain.replace(ml_section(plain), "") == ml.replace(ml_section(ml), "")
     assert np.all([render_page(page_inputs) == ml])  # deterministic
+
+
+def test_column_arrays_render_the_same_ml_panel_as_frames(inputs):
+    page_inputs, _, _ = with_ml(inputs)
+    arrays = dataclasses.replace(page_inputs, **{
+        name: {c: frame[c].to_numpy() for c in frame.columns}
+        for name in ("statistics", "ml_signals", "ml_accuracy", "ml_calibration")
+        for frame in [getattr(page_inputs, name)]})
+    assert ml_section(render_page(arrays)) == ml_section(render_page(page_inputs))

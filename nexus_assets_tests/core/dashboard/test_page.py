@@ -220,6 +220,30 @@ def test_nan_values_show_as_missing_not_as_invalid_json(inputs):
     assert_page_shows(html_values(html), expected_values(page))
 
 
+def as_arrays(inputs):
+    """``inputs`` with every table given as column arrays (``frame[name].to_numpy()``), as the
+    dashboard step reads them."""
+    tables = {field.name: getattr(inputs, field.name) for field in dataclasses.fields(inputs)}
+    return dataclasses.replace(inputs, **{name: {c: frame[c].to_numpy() for c in frame.columns}
+                                          for name, frame in tables.items() if isinstance(frame, pd.DataFrame)})
+
+
+def test_column_arrays_render_the_same_page_as_frames(history, inputs, warmup_inputs, hostile_inputs):
+    models = pd.DataFrame({"horizon": np.array([1, 5], dtype="int64"), "symbol": ["m1", "m2"],
+                           "algorithm": pd.array(["ridge", None], dtype="str"), "code_version": ["v1", "v1"]})
+    statistics = inputs.statistics.assign(value=np.nan)
+    daily = inputs.daily.copy()
+    daily.loc[daily.index[-3], "equity"] = np.nan
+    trades = inputs.trades.copy()
+    trades.loc[trades.index[:2], "status"] = None  # a missing text: NaN in a frame's str column and its array
+    pages = [inputs, warmup_inputs, hostile_inputs, page_inputs(history, history.dates[100].date()),
+             dataclasses.replace(inputs, child_models=models, statistics=statistics, daily=daily, trades=trades)]
+    for page in pages:
+        arrays = as_arrays(page)
+        assert isinstance(arrays.signals, dict)
+        assert render_page(arrays) == render_page(page)
+
+
 def test_one_page_renders_well_within_a_second(inputs):
     render_page(inputs)
     started = time.perf_counter()
