@@ -34,14 +34,15 @@ import pandas as pd
 
 from nexus_assets.core.contract import ML_ACCURACY, ML_CALIBRATION, columns, empty_frame
 
-__all__ = ["BINS", "MIN_SCORED", "ACCURACY_COLUMNS", "CALIBRATION_COLUMNS", "outcomes", "accuracy"]
+__all__ = ["BINS", "MIN_SCORED", "ACCURACY_COLUMNS", "CALIBRATION_COLUMNS", "INPUT_COLUMNS", "outcomes", "accuracy"]
 
 BINS = 10
 MIN_SCORED = 20
 """Scored predictions needed before a hit rate or Brier score is trusted (as the slope signals' accuracies)."""
 ACCURACY_COLUMNS: tuple[str, ...] = columns(ML_ACCURACY)
 CALIBRATION_COLUMNS: tuple[str, ...] = columns(ML_CALIBRATION)
-_INPUT = ("date", "horizon", "model_version", "probability_up", "price")
+INPUT_COLUMNS: tuple[str, ...] = ("date", "horizon", "model_version", "probability_up", "price")
+"""The columns of ``ml_signals`` that :func:`accuracy` reads."""
 
 
 def outcomes(rows: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,13 +59,13 @@ def outcomes(rows: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
 def accuracy(signals: pd.DataFrame, *, as_of: Sequence[dt.date]) -> dict[dt.date, dict[str, pd.DataFrame]]:
     """``{as-of date: {"ml_accuracy": ..., "ml_calibration": ...}}`` for one asset's ``ml_signals``
     rows (any dates; rows after the last as-of date are ignored). See the module docstring."""
-    missing = [c for c in _INPUT if c not in signals.columns]
+    missing = [c for c in INPUT_COLUMNS if c not in signals.columns]
     if missing:
         raise ValueError(f"ml_signals lack column(s) {missing}; pass the stored ml_signals table")
     wanted = np.unique(np.array([np.datetime64(pd.Timestamp(d).date(), "ns") for d in as_of], dtype="datetime64[ns]"))
     if not len(wanted):
         return {}
-    frame = signals[list(_INPUT)].copy()
+    frame = signals[list(INPUT_COLUMNS)].copy()
     frame["date"] = pd.to_datetime(frame["date"]).astype("datetime64[ns]")
     frame = frame[(frame["date"].to_numpy("datetime64[ns]") <= wanted[-1]) & frame["price"].notna()]
     horizons = [_Horizon.build(int(h), part) for h, part in frame.groupby("horizon", sort=True)]

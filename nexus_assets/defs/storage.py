@@ -376,14 +376,20 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
             return PartitionTables(path, reader=read_columns)
         return read_columns(path)
 
-    def concat(self, asset: str, table: str | None = None) -> pd.DataFrame | None:
+    def concat(self, asset: str, table: str | None = None, *, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
         """The non-empty partitions of catalog asset ``asset`` (of ``table``, for a multi-table
-        input) as one frame, in date order; None when there is none. A window may span many assets:
-        only this one's files are read."""
+        input; only ``columns`` if given) as one frame, in date order; None when there is none. A
+        window may span many assets: only this one's files are read."""
         prefix = f"{asset}|"
         paths = [path for key, path in self._paths.items() if key.startswith(prefix)]
-        frames = [f for f in ordered_map(lambda p: self._read(p, table, None), paths) if len(f)]
-        return pd.concat(frames, ignore_index=True) if frames else None
+        tables = [t for t in ordered_map(lambda p: self._read_table(p, table, columns), paths) if t.num_rows]
+        if not tables:
+            return None
+        # one conversion to pandas for the window (365 conversions and a concat: ~0.4 s a year's input)
+        # when the partitions share a schema, as the pandas frames would then share their dtypes
+        if all(t.schema.equals(tables[0].schema, check_metadata=True) for t in tables[1:]):
+            return pa.concat_tables(tables).to_pandas(use_threads=sum(t.num_rows for t in tables) >= _THREADED_ROWS)
+        return pd.concat([t.to_pandas(use_threads=t.num_rows >= _THREADED_ROWS) for t in tables], ignore_index=True)
 
     def history(self, asset: str, days: Sequence[dt.date], *, before: Rule | None = None, after: Rule | None = None,
                 table: str | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
@@ -448,6 +454,10 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     @staticmethod
     def _read(path: UPath | Mapping[str, UPath], table: str | None, columns: Sequence[str] | None) -> pd.DataFrame:
         return read_parquet(path[table] if isinstance(path, Mapping) else path, columns)
+
+    @staticmethod
+    def _read_table(path: UPath | Mapping[str, UPath], table: str | None, columns: Sequence[str] | None) -> pa.Table:
+        return _read_table(path[table] if isinstance(path, Mapping) else path, columns)[0]
 
     def __iter__(self):
         return iter(self._paths)

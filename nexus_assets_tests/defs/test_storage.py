@@ -94,6 +94,25 @@ def test_membership_does_not_read_the_partition(tmp_path):
         frames["1_A|2025-01-02"]
 
 
+def test_concat_equals_the_partitions_read_one_by_one(tmp_path):
+    """The window read as one Arrow table equals the slow reference: each partition read to pandas,
+    the empty ones dropped, concatenated; also when the partitions' schemas differ (an int and a
+    float column of the same name) and with a subset of the columns."""
+    days = [f"2025-01-0{d}" for d in range(1, 8)]
+    frames = [frame(n=d % 3 * 2, seed=d) for d in range(1, 8)]  # some partitions are empty
+    mixed = frames[:3] + [frames[3].assign(horizon=frames[3]["horizon"].astype("float64"))] + frames[4:]
+    for name, parts in (("same", frames), ("mixed", mixed)):
+        paths = {f"1_A|{day}": partition_path(str(tmp_path), [name], f"1_A|{day}") for day in days}
+        for path, part in zip(paths.values(), parts):
+            write_parquet_atomic(path, part)
+        window = PartitionFrames({**paths, "2_B|2025-01-01": paths["1_A|2025-01-01"]})
+        for columns in (None, ["horizon", "symbol"]):
+            read = [read_parquet(path, columns) for path in paths.values()]
+            expected = pd.concat([f for f in read if len(f)], ignore_index=True)
+            pd.testing.assert_frame_equal(window.concat("1_A", columns=columns), expected)
+    assert PartitionFrames({}).concat("1_A") is None
+
+
 def test_rewrite_is_byte_identical(tmp_path):
     path = partition_path(str(tmp_path), ["x"], "1_A|2025-01-02")
     write_parquet_atomic(path, frame())
