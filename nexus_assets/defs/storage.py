@@ -31,7 +31,8 @@ materialisation is only recorded after the last write, so Dagster shows it as no
 Contracts: before anything is written, every partition of a table named in
 :data:`nexus_assets.core.contract.STORED_TABLES` (a multi-table asset's table name, else the asset's
 name) is checked against its schema (:func:`nexus_assets.core.contract.table_problems`: columns,
-order, dtypes, nulls, value ranges, the key's uniqueness). A failure raises
+order, dtypes, nulls, value ranges, the key's uniqueness; told from the Arrow table about to be
+written by :func:`~nexus_assets.core.contract.table_passes` when that finds nothing). A failure raises
 :class:`TableContractError` naming the table, the partition, the column and the rule, and writes
 no file of the run.
 """
@@ -52,7 +53,7 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from upath import UPath
 
 from nexus_assets.atomic import write_bytes_atomic, write_many_atomic
-from nexus_assets.core.contract import STORED_TABLES, Problem, table_problems
+from nexus_assets.core.contract import STORED_TABLES, Problem, table_passes, table_problems
 from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import split_key
@@ -89,8 +90,11 @@ def _dataset_root(root: str, asset_key_path: tuple[str, ...]) -> UPath:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    return _table_bytes(pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def _table_bytes(table: pa.Table) -> bytes:
     # Fixed writer options and no index: the same frame always gives the same bytes.
-    table = pa.Table.from_pandas(frame, preserve_index=False)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", write_statistics=True)
     return sink.getvalue()
@@ -121,16 +125,32 @@ def _validated(asset: str, key: str, table: str, frame: pd.DataFrame) -> None:
 
 
 def _serialised(asset: str, key: str, table: str, multi: bool, frame: pd.DataFrame) -> bytes:
-    _validated(asset, key, table, frame)
     label = f"{key} (table {table})" if multi else key
     try:
-        return _parquet_bytes(frame)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"{asset} partition {label}: cannot be stored as Parquet ({type(exc).__name__}: {reason}); "
-            "nothing was written (every file of the run is serialised before the first one is replaced)"
-        ) from None
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    except _UNSTORABLE as exc:
+        _validated(asset, key, table, frame)  # a broken contract is named first
+        raise _unstorable(asset, label, exc) from None
+    schema = STORED_TABLES.get(table)
+    # the contract told from the Arrow table where it can be (a fifth of the CPU); table_problems
+    # looks again, and names what is wrong, only when that finds something that may break it
+    if schema is not None and not table_passes(schema, frame, arrow):
+        _validated(asset, key, table, frame)
+    try:
+        return _table_bytes(arrow)
+    except _UNSTORABLE as exc:
+        raise _unstorable(asset, label, exc) from None
+
+
+_UNSTORABLE = (pa.ArrowException, ValueError, TypeError, OverflowError)
+
+
+def _unstorable(asset: str, label: str, exc: Exception) -> ValueError:
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    return ValueError(
+        f"{asset} partition {label}: cannot be stored as Parquet ({type(exc).__name__}: {reason}); "
+        "nothing was written (every file of the run is serialised before the first one is replaced)"
+    )
 
 
 def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
