@@ -90,7 +90,39 @@ def _dataset_root(root: str, asset_key_path: tuple[str, ...]) -> UPath:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    return _table_bytes(pa.Table.from_pandas(frame, preserve_index=False))
+    return _table_bytes(_arrow_table(frame))
+
+
+_SCHEMAS: dict[tuple, pa.Schema] = {}  # Arrow schema (pandas metadata included) by column names and dtypes
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """``pa.Table.from_pandas(frame, preserve_index=False)``. For a frame of plain columns (numbers,
+    booleans, naive timestamps, strings) that schema depends on the names and dtypes alone, so it
+    is worked out once per shape and the columns converted as from_pandas converts them (metrics'
+    1825 tables of a year: 1.4 s CPU against 2.0 s)."""
+    shape = (tuple(frame.columns), tuple(frame.dtypes), len(frame) == 0)
+    schema = _SCHEMAS.get(shape)
+    if schema is not None:
+        try:
+            return pa.Table.from_arrays([pa.array(column.to_numpy() if isinstance(column.dtype, np.dtype) else column,
+                                                  from_pandas=True) for _, column in frame.items()], schema=schema)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            pass  # a value Arrow types otherwise: from_pandas decides, and names the problem
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if schema is None and _plain(frame):
+        _SCHEMAS[shape] = table.schema
+    return table
+
+
+def _plain(frame: pd.DataFrame) -> bool:
+    """Columns whose Arrow type and pandas metadata follow from their dtype alone."""
+    names = list(frame.columns)
+    return all(isinstance(name, str) for name in names) and len(set(names)) == len(names) and all(
+        (isinstance(dtype, np.dtype) and dtype.kind in "biufM")  # numpy datetimes are naive
+        or (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow")
+        for dtype in frame.dtypes
+    )
 
 
 def _table_bytes(table: pa.Table) -> bytes:
@@ -127,7 +159,7 @@ def _validated(asset: str, key: str, table: str, frame: pd.DataFrame) -> None:
 def _serialised(asset: str, key: str, table: str, multi: bool, frame: pd.DataFrame) -> bytes:
     label = f"{key} (table {table})" if multi else key
     try:
-        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        arrow = _arrow_table(frame)
     except _UNSTORABLE as exc:
         _validated(asset, key, table, frame)  # a broken contract is named first
         raise _unstorable(asset, label, exc) from None
