@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -61,6 +63,7 @@ __all__ = [
     "empty_frame",
     "typed_frame",
     "table_problems",
+    "table_passes",
     "Problem",
     "ContractReport",
     "ContractViolation",
@@ -662,6 +665,68 @@ def table_problems(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> list[Prob
             problems.append(Problem(", ".join(key), f"unique ({', '.join(key)})", int(doubled.sum()),
                                     _examples(frame, doubled, list(key))))
     return problems
+
+
+def table_passes(schema: pa.DataFrameSchema, frame: pd.DataFrame, table: pyarrow.Table) -> bool:
+    """True only if :func:`table_problems` finds nothing in ``frame``, told from ``table`` (``frame``
+    as Arrow, the table about to be stored) where Arrow knows it without a pass in Python: null
+    counts, minima and maxima, distinct values. False means "maybe a problem": ask
+    :func:`table_problems`, which also says what it is. (~0.2 ms a small frame against ~1 ms.)"""
+    plan = _plan(schema)
+    present = list(frame.columns)
+    if not (schema.strict and schema.ordered) or present != [c for c in plan.names if c in set(present)]:
+        return False
+    if any(schema.columns[name].required and name not in set(present) for name in plan.names):
+        return False
+    if table.column_names != present or table.num_rows != len(frame):
+        return False
+    got = frame.dtypes
+    if any(got[name] != plan.dtypes[name] for name in present):
+        return False
+    if not len(frame):
+        return True
+    for name, nullable, checks in plan.watched:
+        if name not in got.index:
+            continue
+        column = table.column(name)  # pandas' nulls (NaN, NaT, NA) are Arrow's nulls
+        if not nullable and column.null_count:
+            return False
+        for check in checks:
+            if not _arrow_check(check, column):
+                return False
+    key = schema.unique
+    if key and len(frame) > 1 and _duplicated(frame, list(key), plan.key_nullable).any():
+        return False
+    return True
+
+
+def _arrow_check(check: pa.Check, column: pyarrow.ChunkedArray) -> bool:
+    """True if every non-null value passes the built-in check (False: maybe not)."""
+    stats = check.statistics
+    if check.name == "isin":
+        allowed = set(stats["allowed_values"])
+        return all(v is None or v in allowed for v in pc.unique(column).to_pylist())
+    if check.name == "str_length":
+        if not pyarrow.types.is_string(column.type) and not pyarrow.types.is_large_string(column.type):
+            return False
+        column = pc.utf8_length(column)
+    if not (pyarrow.types.is_integer(column.type) or pyarrow.types.is_floating(column.type)):
+        return False  # dates and the rest: pandas decides
+    low_high = pc.min_max(column)
+    low, high = low_high["min"].as_py(), low_high["max"].as_py()
+    if low is None:  # no non-null value
+        return True
+    return _BOUNDS_CHECKS[check.name](low, high, stats)
+
+
+_BOUNDS_CHECKS: dict[str, Callable[[Any, Any, dict], bool]] = {
+    "greater_than_or_equal_to": lambda low, high, s: low >= s["min_value"],
+    "less_than_or_equal_to": lambda low, high, s: high <= s["max_value"],
+    "greater_than": lambda low, high, s: low > s["min_value"],
+    "less_than": lambda low, high, s: high < s["max_value"],
+    "str_length": lambda low, high, s: bool(_within(np.array([low, high], dtype="float64"), s).all()),
+}
+"""The range checks of :data:`_RANGE_CHECKS` told from a column's smallest and largest value."""
 
 
 @dataclass(frozen=True)

@@ -202,11 +202,24 @@ def record(
         for signal in record_signals(frame["variant"])
     ]
     declared = {basis: statistics(basis, periods=periods, cost_bps=cost_bps, horizons=steps) for basis in BASES}
-    labels, daily, trades = _Labels.of(tracks, declared), _daily_frame(tracks), _trades_frame(tracks)
+    labels = _Labels.of(tracks, declared)
+    rows = [_rows(tracks, day, declared=declared, periods=periods) for day in wanted]
+    # every date's rows taken in one go per table and sliced per date: the same frames as one take
+    # (or construction) per date and table, without ~0.8 s of pandas overhead in a year's run
+    tables = {
+        "statistics": _statistics_frame(wanted, labels, rows),
+        "trades": _trades_frame(tracks).take(np.concatenate([r.trades for r in rows])),
+        "daily": _daily_frame(tracks).take(np.concatenate([r.daily for r in rows])),
+    }
+    sizes = {"statistics": [len(r.counts) for r in rows], "trades": [len(r.trades) for r in rows],
+             "daily": [len(r.daily) for r in rows]}
+    ends = {name: np.cumsum(sizes[name]).tolist() for name in TABLES}
     return {
-        pd.Timestamp(day).date(): _tables(tracks, day, declared=declared, labels=labels, periods=periods, daily=daily,
-                                          trades=trades)
-        for day in wanted
+        pd.Timestamp(day).date(): {
+            name: tables[name].iloc[(ends[name][i - 1] if i else 0):ends[name][i]].reset_index(drop=True)
+            for name in TABLES
+        }
+        for i, day in enumerate(wanted)
     }
 
 
@@ -344,9 +357,21 @@ def _lags(rows: pd.DataFrame) -> np.ndarray:
 # the tables as of one date
 
 
-def _tables(tracks: list[_Track], day: np.datetime64, *, declared: dict[str, tuple[Statistic, ...]], labels: _Labels,
-            periods: int, daily: pd.DataFrame, trades: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The three tables as of ``day``: slices of the whole-history frames and the statistics."""
+@dataclass(frozen=True)
+class _DayRows:
+    """What the tables hold as of one date: rows of the whole-history trades and daily frames, and
+    the statistics (the tracks with an observation, their values and counts in table order)."""
+
+    trades: np.ndarray
+    daily: np.ndarray
+    seen: list[int]
+    values: list[float]
+    counts: list[int]
+
+
+def _rows(tracks: list[_Track], day: np.datetime64, *, declared: dict[str, tuple[Statistic, ...]],
+          periods: int) -> _DayRows:
+    """The rows of the three tables as of ``day``: slices of the whole-history frames and the statistics."""
     seen_tracks, values, counts, trade_rows, daily_rows = [], [], [], [], []
     daily_offset = trade_offset = 0
     for index, track in enumerate(tracks):
@@ -371,11 +396,8 @@ def _tables(tracks: list[_Track], day: np.datetime64, *, declared: dict[str, tup
         if shown:
             daily_rows.append(daily_offset + np.arange(shown))
         daily_offset += len(track.rows)
-    return {
-        "statistics": _statistics_frame(day, labels, seen_tracks, values, counts),
-        "trades": trades.take(np.concatenate(trade_rows or [_NO_ROWS])).reset_index(drop=True),
-        "daily": daily.take(np.concatenate(daily_rows or [_NO_ROWS])).reset_index(drop=True),
-    }
+    return _DayRows(np.concatenate(trade_rows or [_NO_ROWS]), np.concatenate(daily_rows or [_NO_ROWS]), seen_tracks,
+                    values, counts)
 
 
 def _point_in_time_sample(track: _Track, seen: int, periods: int) -> Sample:
@@ -711,21 +733,19 @@ class _Labels:
         )
 
 
-def _statistics_frame(day: np.datetime64, labels: _Labels, seen: list[int], values: list[float],
-                      counts: list[int]) -> pd.DataFrame:
-    """The statistics of the tracks at positions ``seen`` (their values and counts in table order)."""
-    columns = labels.columns
-    if len(seen) * labels.size != len(columns["min_n"]):  # a signal without observations yet: drop its rows
-        rows = np.concatenate([np.arange(labels.size) + track * labels.size for track in seen] or [_NO_ROWS])
-        columns = {name: column.take(rows) for name, column in columns.items()}
-    n = np.array(counts, dtype="int64")
+def _statistics_frame(days: np.ndarray, labels: _Labels, rows: list[_DayRows]) -> pd.DataFrame:
+    """The statistics of every date, one after the other: per date, those of the tracks it has seen
+    (their values and counts in table order)."""
+    picked = [np.arange(labels.size) + track * labels.size for r in rows for track in r.seen]
+    columns = {name: column.take(np.concatenate(picked or [_NO_ROWS])) for name, column in labels.columns.items()}
+    n = np.array([c for r in rows for c in r.counts], dtype="int64")
     return pd.DataFrame(
         {
-            "date": np.full(len(n), day, dtype="datetime64[ns]"),
+            "date": np.repeat(days, [len(r.counts) for r in rows]).astype("datetime64[ns]"),
             "signal": columns["signal"],
             "basis": columns["basis"],
             "statistic": columns["statistic"],
-            "value": np.array(values, dtype="float64"),
+            "value": np.array([v for r in rows for v in r.values], dtype="float64"),
             "n": n,
             "min_n": columns["min_n"],
             "sufficient": n >= columns["min_n"],

@@ -17,6 +17,7 @@ from nexus_assets.catalog import Catalog
 from nexus_assets.core import contract
 from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.metrics import RECORD_INPUT_COLUMNS, days_by_horizon_set, record
+from nexus_assets.core.ml_accuracy import INPUT_COLUMNS as ACCURACY_INPUT_COLUMNS
 from nexus_assets.core.ml_accuracy import accuracy
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.ml_signals import ML_SIGNALS
@@ -31,6 +32,8 @@ METRICS = "metrics"
 METRIC_TABLES = ("statistics", "trades", "daily", "ml_accuracy", "ml_calibration")
 RECORD_TABLES = ("statistics", "trades", "daily")
 OPEN_ENDED_HISTORY_DAYS = 20 * 366  # catalogs without an end_date: twenty years of history
+# only the columns the record and the accuracy read (the whole rows: ~1 s more CPU a year's run, mostly strings)
+ML_INPUT_COLUMNS = tuple(dict.fromkeys((*RECORD_INPUT_COLUMNS, *ACCURACY_INPUT_COLUMNS)))
 
 
 def record_window_days(catalog: Catalog) -> int:
@@ -76,8 +79,8 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
         lines_seen: dict = {}
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
-            history = signals.concat(key, "signals")
-            ml_history = ml_signals.concat(key)
+            history = signals.concat(key, "signals", columns=RECORD_INPUT_COLUMNS)
+            ml_history = ml_signals.concat(key, columns=ML_INPUT_COLUMNS)
             if ml_history is None:
                 ml_history = empty_frame(contract.ML_SIGNALS)
             both = _record_input(history, ml_history)

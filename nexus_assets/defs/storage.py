@@ -31,7 +31,8 @@ materialisation is only recorded after the last write, so Dagster shows it as no
 Contracts: before anything is written, every partition of a table named in
 :data:`nexus_assets.core.contract.STORED_TABLES` (a multi-table asset's table name, else the asset's
 name) is checked against its schema (:func:`nexus_assets.core.contract.table_problems`: columns,
-order, dtypes, nulls, value ranges, the key's uniqueness). A failure raises
+order, dtypes, nulls, value ranges, the key's uniqueness; told from the Arrow table about to be
+written by :func:`~nexus_assets.core.contract.table_passes` when that finds nothing). A failure raises
 :class:`TableContractError` naming the table, the partition, the column and the rule, and writes
 no file of the run.
 """
@@ -52,7 +53,7 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from upath import UPath
 
 from nexus_assets.atomic import write_bytes_atomic, write_many_atomic
-from nexus_assets.core.contract import STORED_TABLES, Problem, table_problems
+from nexus_assets.core.contract import STORED_TABLES, Problem, table_passes, table_problems
 from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import split_key
@@ -89,8 +90,43 @@ def _dataset_root(root: str, asset_key_path: tuple[str, ...]) -> UPath:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    # Fixed writer options and no index: the same frame always gives the same bytes.
+    return _table_bytes(_arrow_table(frame))
+
+
+_SCHEMAS: dict[tuple, pa.Schema] = {}  # Arrow schema (pandas metadata included) by column names and dtypes
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """``pa.Table.from_pandas(frame, preserve_index=False)``. For a frame of plain columns (numbers,
+    booleans, naive timestamps, strings) that schema depends on the names and dtypes alone, so it
+    is worked out once per shape and the columns converted as from_pandas converts them (metrics'
+    1825 tables of a year: 1.4 s CPU against 2.0 s)."""
+    shape = (tuple(frame.columns), tuple(frame.dtypes), len(frame) == 0)
+    schema = _SCHEMAS.get(shape)
+    if schema is not None:
+        try:
+            return pa.Table.from_arrays([pa.array(column.to_numpy() if isinstance(column.dtype, np.dtype) else column,
+                                                  from_pandas=True) for _, column in frame.items()], schema=schema)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            pass  # a value Arrow types otherwise: from_pandas decides, and names the problem
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    if schema is None and _plain(frame):
+        _SCHEMAS[shape] = table.schema
+    return table
+
+
+def _plain(frame: pd.DataFrame) -> bool:
+    """Columns whose Arrow type and pandas metadata follow from their dtype alone."""
+    names = list(frame.columns)
+    return all(isinstance(name, str) for name in names) and len(set(names)) == len(names) and all(
+        (isinstance(dtype, np.dtype) and dtype.kind in "biufM")  # numpy datetimes are naive
+        or (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow")
+        for dtype in frame.dtypes
+    )
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    # Fixed writer options and no index: the same frame always gives the same bytes.
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", write_statistics=True)
     return sink.getvalue()
@@ -121,16 +157,32 @@ def _validated(asset: str, key: str, table: str, frame: pd.DataFrame) -> None:
 
 
 def _serialised(asset: str, key: str, table: str, multi: bool, frame: pd.DataFrame) -> bytes:
-    _validated(asset, key, table, frame)
     label = f"{key} (table {table})" if multi else key
     try:
-        return _parquet_bytes(frame)
-    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"{asset} partition {label}: cannot be stored as Parquet ({type(exc).__name__}: {reason}); "
-            "nothing was written (every file of the run is serialised before the first one is replaced)"
-        ) from None
+        arrow = _arrow_table(frame)
+    except _UNSTORABLE as exc:
+        _validated(asset, key, table, frame)  # a broken contract is named first
+        raise _unstorable(asset, label, exc) from None
+    schema = STORED_TABLES.get(table)
+    # the contract told from the Arrow table where it can be (a fifth of the CPU); table_problems
+    # looks again, and names what is wrong, only when that finds something that may break it
+    if schema is not None and not table_passes(schema, frame, arrow):
+        _validated(asset, key, table, frame)
+    try:
+        return _table_bytes(arrow)
+    except _UNSTORABLE as exc:
+        raise _unstorable(asset, label, exc) from None
+
+
+_UNSTORABLE = (pa.ArrowException, ValueError, TypeError, OverflowError)
+
+
+def _unstorable(asset: str, label: str, exc: Exception) -> ValueError:
+    reason = (str(exc).strip().splitlines() or [""])[0]
+    return ValueError(
+        f"{asset} partition {label}: cannot be stored as Parquet ({type(exc).__name__}: {reason}); "
+        "nothing was written (every file of the run is serialised before the first one is replaced)"
+    )
 
 
 def write_parquet_atomic(path: UPath, frame: pd.DataFrame) -> int:
@@ -376,14 +428,20 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
             return PartitionTables(path, reader=read_columns)
         return read_columns(path)
 
-    def concat(self, asset: str, table: str | None = None) -> pd.DataFrame | None:
+    def concat(self, asset: str, table: str | None = None, *, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
         """The non-empty partitions of catalog asset ``asset`` (of ``table``, for a multi-table
-        input) as one frame, in date order; None when there is none. A window may span many assets:
-        only this one's files are read."""
+        input; only ``columns`` if given) as one frame, in date order; None when there is none. A
+        window may span many assets: only this one's files are read."""
         prefix = f"{asset}|"
         paths = [path for key, path in self._paths.items() if key.startswith(prefix)]
-        frames = [f for f in ordered_map(lambda p: self._read(p, table, None), paths) if len(f)]
-        return pd.concat(frames, ignore_index=True) if frames else None
+        tables = [t for t in ordered_map(lambda p: self._read_table(p, table, columns), paths) if t.num_rows]
+        if not tables:
+            return None
+        # one conversion to pandas for the window (365 conversions and a concat: ~0.4 s a year's input)
+        # when the partitions share a schema, as the pandas frames would then share their dtypes
+        if all(t.schema.equals(tables[0].schema, check_metadata=True) for t in tables[1:]):
+            return pa.concat_tables(tables).to_pandas(use_threads=sum(t.num_rows for t in tables) >= _THREADED_ROWS)
+        return pd.concat([t.to_pandas(use_threads=t.num_rows >= _THREADED_ROWS) for t in tables], ignore_index=True)
 
     def history(self, asset: str, days: Sequence[dt.date], *, before: Rule | None = None, after: Rule | None = None,
                 table: str | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
@@ -448,6 +506,10 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     @staticmethod
     def _read(path: UPath | Mapping[str, UPath], table: str | None, columns: Sequence[str] | None) -> pd.DataFrame:
         return read_parquet(path[table] if isinstance(path, Mapping) else path, columns)
+
+    @staticmethod
+    def _read_table(path: UPath | Mapping[str, UPath], table: str | None, columns: Sequence[str] | None) -> pa.Table:
+        return _read_table(path[table] if isinstance(path, Mapping) else path, columns)[0]
 
     def __iter__(self):
         return iter(self._paths)

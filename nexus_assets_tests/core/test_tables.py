@@ -4,11 +4,20 @@ pandera's own validation (the slow, obviously correct reference)."""
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 import pytest
 
 from nexus_assets.core import contract
 from nexus_assets.core.combinations import within_horizon_combinations
-from nexus_assets.core.contract import STORED_TABLES, columns, dtypes, empty_frame, table_problems, typed_frame
+from nexus_assets.core.contract import (
+    STORED_TABLES,
+    columns,
+    dtypes,
+    empty_frame,
+    table_passes,
+    table_problems,
+    typed_frame,
+)
 from nexus_assets.core.ensembles import dynamic_quantile_ensemble
 from nexus_assets.core.metrics import record
 from nexus_assets.core.search import horizon_search
@@ -94,6 +103,62 @@ def test_the_fast_check_finds_what_pandera_finds(table, schema):
                 problems = table_problems(schema, broken)
                 assert [p.count for p in problems if p.field == name] == [1], (table, name, problems)
                 assert name in pandera_columns(schema, broken), (table, name)
+
+
+def broken_frames(schema: pa.DataFrameSchema, seed: int):
+    """A valid frame of ``schema``, then variants each breaking one rule (or none, by chance): a
+    null, a value out of range or set, a duplicated key, a wrong dtype, a column moved, added or
+    dropped."""
+    rng = np.random.default_rng(seed)
+    frame = valid_frame(schema, n=int(rng.integers(2, 7)), seed=seed)
+    yield frame
+    for name, column in schema.columns.items():
+        if name not in frame.columns:
+            continue
+        if frame[name].dtype.kind in "fM" or frame[name].dtype == "str":
+            broken = frame.copy()
+            broken.loc[int(rng.integers(0, len(frame))), name] = None
+            yield broken
+        for check in column.checks:
+            stats = check.statistics
+            if check.name not in contract._RANGE_CHECKS:
+                continue
+            if "allowed_values" in stats:
+                bad = "not-allowed" if frame[name].dtype == "str" else 99
+            elif check.name == "str_length":
+                bad = ""
+            elif "min_value" in stats:
+                bad = stats["min_value"] - rng.choice([0, 1])  # on the bound: a miss only for a strict check
+            else:
+                bad = stats["max_value"] + rng.choice([0, 1])
+            values = frame[name].tolist()
+            values[int(rng.integers(0, len(frame)))] = bad
+            yield frame.assign(**{name: pd.Series(values, dtype=frame[name].dtype)})
+        if frame[name].dtype == "int64":
+            yield frame.assign(**{name: frame[name].astype("float64")})
+    if schema.unique:
+        yield pd.concat([frame, frame.iloc[:1]], ignore_index=True)
+    names = list(frame.columns)
+    yield frame[names[1:2] + names[:1] + names[2:]]
+    yield frame.assign(extra=1)
+    yield frame[names[:-1]]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("table, schema", SCHEMAS, ids=[t for t, _ in SCHEMAS])
+def test_the_arrow_check_passes_only_what_table_problems_passes(table, schema, seed):
+    """``table_passes`` (the store's shortcut) against the reference ``table_problems``: it never
+    passes a frame with a problem, and passes the valid ones (the stored tables' schemas) and the
+    empty one."""
+    arrow = lambda frame: pyarrow.Table.from_pandas(frame, preserve_index=False)  # noqa: E731
+    exact = schema.strict and schema.ordered  # the shortcut is for the stored tables' closed schemas
+    for i, frame in enumerate(broken_frames(schema, seed)):
+        passes = table_passes(schema, frame, arrow(frame))
+        problems = table_problems(schema, frame)
+        assert not (passes and problems), (table, i, problems)
+        if i == 0:
+            assert passes == exact and not problems, table
+    assert table_passes(schema, empty_frame(schema), arrow(empty_frame(schema))) == exact
 
 
 def test_dtype_column_set_order_and_key_are_checked():
