@@ -139,11 +139,14 @@ def test_arrow_tables_equal_from_pandas(seed):
 
     frames = [plain(int(rng.integers(1, 40))) for _ in range(5)]
     frames += [frames[0].iloc[1:], frames[1].iloc[:0], plain(0), frames[2].take([0, 0])]
+    named = frames[3].copy()
+    named.columns = pd.Index(list(named.columns), name="fields")  # the same names, another column index
+    frames += [named]
     frames += [frames[0].assign(extra=[{"a": 1}] * len(frames[0])),
                frames[0].assign(date=frames[0]["date"].dt.tz_localize("UTC"))]
     for i, frame in enumerate(frames * 2):  # the second time, every plain shape's schema is known
         if i >= len(frames) and i - len(frames) < len(frames) - 2:
-            assert storage._SCHEMAS.get((tuple(frame.columns), tuple(frame.dtypes), len(frame) == 0)) is not None
+            assert storage._SCHEMAS.get(storage._shape(frame)) is not None
         want = pa.Table.from_pandas(frame, preserve_index=False)
         got = _arrow_table(frame)
         assert got.equals(want, check_metadata=True)
