@@ -159,9 +159,10 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
                 pk = partition_key(key, day)
                 table = per_day[day]
                 outputs[pk] = table
+                horizons = table["horizon"].to_numpy()  # arrays: a boolean .loc per day cost ~0.4 ms
                 metadata[pk] = {
-                    **{f"h{h}_version": v or "none" for h, v in zip(table["horizon"], table["model_version"])},
-                    "trained_on_date": [int(h) for h in table.loc[table["trained_on_date"], "horizon"]],
+                    **{f"h{h}_version": v or "none" for h, v in zip(horizons, table["model_version"])},
+                    "trained_on_date": [int(h) for h in horizons[table["trained_on_date"].to_numpy(dtype=bool)]],
                 }
             if trained:
                 context.log.info(f"{key}: trained {len(trained)} model(s): {', '.join(trained)}")
