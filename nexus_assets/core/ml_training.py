@@ -24,6 +24,7 @@ runs; a date is served by the model of its anchor.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import warnings
 from collections.abc import Sequence
@@ -156,6 +157,16 @@ def _to_onnx(pipeline, width: int) -> bytes:
     return proto.SerializeToString()
 
 
+@functools.cache
+def _threadpools():
+    """The process's BLAS/OpenMP thread pools (threadpoolctl's controller): found once, as the scan of
+    the loaded libraries cost ~9 ms per training (threadpool_limits makes a controller per call).
+    First called after sklearn's imports, so its libraries are loaded by then."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def train_direction_model(features: pd.DataFrame, names: Sequence[str], *, asset: str, horizon: int,
                           as_of: dt.date, config: TrainingConfig = TrainingConfig()) -> TrainedModel | None:
     """Train the MLP and its baseline for ``asset``'s ``horizon`` on the pairs known by ``as_of``;
@@ -184,10 +195,8 @@ def train_direction_model(features: pd.DataFrame, names: Sequence[str], *, asset
     ])
     baseline = Pipeline([("scaler", StandardScaler()),
                          ("logistic", LogisticRegression(C=config.baseline_c, max_iter=500))])
-    from threadpoolctl import threadpool_limits
-
     # One BLAS thread: sums in one order, so the same bytes on every machine and every load.
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
+    with warnings.catch_warnings(), _threadpools().limit(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed epoch budget, by design
         mlp.fit(x_fit, y_fit)
         baseline.fit(x_fit, y_fit)

@@ -6,6 +6,7 @@ time whenever its prediction is.
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 
+import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, asset
 
@@ -14,12 +15,12 @@ from nexus_assets.core.contract import ML_SIGNALS as ML_SIGNALS_TABLE
 from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.ml_signals import ml_signals as ml_signal_table
 from nexus_assets.defs.metadata import attach_partition_metadata
-from nexus_assets.defs.ml import ML_PREDICTIONS
-from nexus_assets.defs.partitions import days_by_asset, partition_key, split_by_day
+from nexus_assets.defs.ml import ML_PREDICTIONS, run_frame
+from nexus_assets.defs.partitions import days_by_asset, partition_key, split_sorted_by_day
 from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import PartitionFrames
 
-__all__ = ["ML_SIGNALS", "build_ml_signal_assets", "day_metadata"]
+__all__ = ["ML_SIGNALS", "build_ml_signal_assets", "day_metadata", "metadata_by_day"]
 
 ML_SIGNALS = "ml_signals"
 
@@ -41,14 +42,15 @@ def build_ml_signal_assets(catalog: Catalog, partitions_def) -> list:
         outputs: dict[str, pd.DataFrame] = {}
         metadata: dict[str, dict] = {}
         for key, days in days_by_asset(context.partition_keys).items():
-            predictions = ml_predictions.concat(key)
+            predictions = run_frame(ml_predictions, key)
             table = (ml_signal_table(predictions, threshold=catalog[key].ml_signal_threshold)
                      if predictions is not None else empty_frame(ML_SIGNALS_TABLE))
-            per_day = split_by_day(table, days)
+            per_day = split_sorted_by_day(table, days)
+            facts = metadata_by_day(table, days)
             for day in days:
                 pk = partition_key(key, day)
                 outputs[pk] = per_day[day]
-                metadata[pk] = day_metadata(per_day[day])
+                metadata[pk] = facts[day]
         attach_partition_metadata(context, metadata)
         return outputs
 
@@ -66,3 +68,26 @@ def day_metadata(rows: pd.DataFrame) -> dict:
         meta[f"h{row.horizon}"] = f"{row.signal} ({row.reason}; {p}; {version})"
     meta["model_versions"] = ", ".join(sorted({v for v in rows["model_version"] if v})) or "none"
     return meta
+
+
+def metadata_by_day(table: pd.DataFrame, days) -> dict:
+    """:func:`day_metadata` of each of ``days`` from the run's whole table (sorted by date), read
+    as column arrays once: per day, the one-row frames' ``itertuples`` cost ~2 ms (tested equal)."""
+    stamps = table["date"].to_numpy("datetime64[ns]")
+    horizon = table["horizon"].to_numpy()
+    p = table["probability_up"].to_numpy("float64", na_value=np.nan)
+    version, signal, reason = (table[c].to_numpy(object) for c in ("model_version", "signal", "reason"))
+    out = {}
+    for day in days:
+        stamp = np.datetime64(day, "ns")
+        first, last = np.searchsorted(stamps, stamp, "left"), np.searchsorted(stamps, stamp, "right")
+        if first == last:
+            out[day] = {"ml_signal": "none (no ml_predictions on this date)"}
+            continue
+        meta: dict = {}
+        for i in range(first, last):
+            probability = "no probability" if np.isnan(p[i]) else f"p {p[i]:.3f}"
+            meta[f"h{horizon[i]}"] = f"{signal[i]} ({reason[i]}; {probability}; {version[i] or 'no model'})"
+        meta["model_versions"] = ", ".join(sorted({v for v in version[first:last] if v})) or "none"
+        out[day] = meta
+    return out

@@ -33,6 +33,7 @@ __all__ = [
     "split_key",
     "days_by_asset",
     "split_by_day",
+    "split_sorted_by_day",
     "date_window_mapping",
     "MultiPartitionMapping",
     "observations",
@@ -83,6 +84,18 @@ def split_by_day(frame, days: Iterable[dt.date]) -> dict:
     frame with the same columns (a warm-up day, a day without a session)."""
     by_day = {stamp.date(): rows.reset_index(drop=True) for stamp, rows in frame.groupby("date", sort=True)}
     return {day: by_day.get(day, frame.iloc[0:0]) for day in days}
+
+
+def split_sorted_by_day(frame, days: Iterable[dt.date]) -> dict:
+    """:func:`split_by_day` for a frame sorted by ``date``: each day's rows found by binary search
+    (the groupby there cost ~15 ms a day on the ML tables; equal results, tested)."""
+    stamps = frame["date"].to_numpy()
+    out = {}
+    for day in days:
+        stamp = np.datetime64(day, "ns")
+        first, last = np.searchsorted(stamps, stamp, "left"), np.searchsorted(stamps, stamp, "right")
+        out[day] = frame.iloc[first:last].reset_index(drop=True)
+    return out
 
 
 class MultiPartitionMapping(dagster.MultiPartitionMapping):

@@ -160,3 +160,52 @@ def test_a_trained_model_is_trained_again_when_its_rows_were_incomplete():
     assert _needs_training(stale, full, names, 1, anchor)
     assert not _needs_training(fresh, full, names, 1, anchor)
     assert not _needs_training({**stale, "source": "registered"}, full, names, 1, anchor)
+
+
+def _seeded_signal_rows(seed: int) -> pd.DataFrame:
+    """ml_signals-shaped rows over a few days (some without rows, some without a model or probability)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for day in pd.date_range("2018-01-01", periods=12):
+        if rng.random() < 0.3:
+            continue
+        for horizon in (1, 5):
+            p = np.nan if rng.random() < 0.2 else float(rng.random())
+            version = "" if rng.random() < 0.2 else f"trained-{day.date()}-h{horizon}"
+            rows.append({"date": day, "horizon": horizon, "probability_up": p, "model_version": version,
+                         "signal": str(rng.choice(["BUY", "SELL", "HOLD"])), "reason": "below_threshold"})
+    frame = pd.DataFrame(rows)
+    return frame.astype({"model_version": "str", "signal": "str", "reason": "str"})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_run_wide_day_helpers_equal_the_per_day_references(seed):
+    from nexus_assets.defs.ml_signals import day_metadata, metadata_by_day
+    from nexus_assets.defs.partitions import split_by_day, split_sorted_by_day
+
+    table = _seeded_signal_rows(seed)
+    days = [d.date() for d in pd.date_range("2017-12-31", periods=14)]
+    fast, slow = split_sorted_by_day(table, days), split_by_day(table, days)
+    assert list(fast) == days
+    for day in days:
+        pd.testing.assert_frame_equal(fast[day], slow[day])
+    facts = metadata_by_day(table, days)
+    assert facts == {day: day_metadata(slow[day]) for day in days}
+
+
+def test_run_frame_equals_concat(tmp_path):
+    from nexus_assets.defs.ml import run_frame
+    from nexus_assets.defs.storage import PartitionFrames
+
+    table = _seeded_signal_rows(3)
+    paths = {}
+    for day in pd.date_range("2018-01-01", periods=12):
+        pk = f"{ASSET}|{day.date()}"
+        paths[pk] = tmp_path / f"{day.date()}.parquet"
+        table[table["date"] == day].reset_index(drop=True).to_parquet(paths[pk])
+    frames = PartitionFrames(paths)
+    expected = frames.concat(ASSET)
+    pd.testing.assert_frame_equal(run_frame(frames, ASSET), expected, check_dtype=False)  # text: object, not str
+    pd.testing.assert_frame_equal(run_frame(frames, ASSET, ["date", "probability_up"]),
+                                  expected[["date", "probability_up"]])
+    assert run_frame(frames, "9002_NASDAQ") is None
