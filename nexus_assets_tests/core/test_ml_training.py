@@ -96,6 +96,7 @@ print(hashlib.sha256(model.onnx).hexdigest())
 """
 
 
+@pytest.mark.slow  # two fresh processes
 def test_the_model_file_has_the_same_bytes_in_every_process():
     """Processes with different string-hash seeds (as two runs of the pipeline have) write the same
     model bytes: skl2onnx's opset list once followed the seed's order of a set (seed 116 listed

@@ -36,7 +36,9 @@ def rows() -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture(params=[1 << 10, 1 << 16, 32 << 20], ids=["1-KiB-blocks", "64-KiB-blocks", "default-blocks"])
+# 1 KiB blocks (the most block boundaries) cost ~3 s a shape: in the whole suite, not the fast subset.
+@pytest.fixture(params=[pytest.param(1 << 10, marks=pytest.mark.slow), 1 << 16, 32 << 20],
+                ids=["1-KiB-blocks", "64-KiB-blocks", "default-blocks"])
 def block(request, monkeypatch):
     monkeypatch.setattr(client_module, "_JSON_BLOCK", request.param)
     return request.param
