@@ -57,7 +57,7 @@ from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.metrics import METRICS
 from nexus_assets.defs.ml_signals import ML_SIGNALS
 from nexus_assets.defs.model_metadata import QML_MODEL_METADATA
-from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, observations, partition_key
+from nexus_assets.defs.partitions import date_window_mapping, day_rows, days_by_asset, observations, partition_key
 from nexus_assets.defs.search import HORIZON_SEARCH
 from nexus_assets.defs.signals import SIGNALS
 from nexus_assets.defs.steps import GROUP
@@ -240,12 +240,11 @@ def _ensembles_by_day(ensembles: pd.DataFrame):
     observed = np.unique(dates)
 
     def of(day: dt.date) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        stamp = np.datetime64(day, "ns")
-        first, last = np.searchsorted(dates, stamp, side="left"), np.searchsorted(dates, stamp, side="right")
-        count = int(np.searchsorted(observed, stamp, side="right"))
+        rows = day_rows(dates, day)
+        count = int(np.searchsorted(observed, np.datetime64(day, "ns"), side="right"))
         start = np.searchsorted(dates, observed[count - MODEL_WINDOW], side="left") if count > MODEL_WINDOW else 0
-        return ({name: values[first:last] for name, values in columns.items()},
-                {name: values[start:last] for name, values in columns.items()})
+        return ({name: values[rows] for name, values in columns.items()},
+                {name: values[start:rows.stop] for name, values in columns.items()})
 
     return of
 
@@ -259,9 +258,8 @@ def _rows_by_day(frame: pd.DataFrame | None):
     dates = columns["date"].astype("datetime64[ns]", copy=False)
 
     def of(day: dt.date) -> dict[str, np.ndarray]:
-        stamp = np.datetime64(day, "ns")
-        first, last = np.searchsorted(dates, stamp, side="left"), np.searchsorted(dates, stamp, side="right")
-        return {name: values[first:last] for name, values in columns.items()}
+        rows = day_rows(dates, day)
+        return {name: values[rows] for name, values in columns.items()}
 
     return of
 

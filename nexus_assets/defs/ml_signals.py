@@ -16,7 +16,7 @@ from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.ml_signals import ml_signals as ml_signal_table
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.ml import ML_PREDICTIONS, run_frame
-from nexus_assets.defs.partitions import days_by_asset, partition_key, split_sorted_by_day
+from nexus_assets.defs.partitions import day_rows, days_by_asset, partition_key, split_sorted_by_day
 from nexus_assets.defs.steps import step_asset_args
 from nexus_assets.defs.storage import PartitionFrames
 
@@ -79,15 +79,14 @@ def metadata_by_day(table: pd.DataFrame, days) -> dict:
     version, signal, reason = (table[c].to_numpy(object) for c in ("model_version", "signal", "reason"))
     out = {}
     for day in days:
-        stamp = np.datetime64(day, "ns")
-        first, last = np.searchsorted(stamps, stamp, "left"), np.searchsorted(stamps, stamp, "right")
-        if first == last:
+        rows = day_rows(stamps, day)
+        if rows.start == rows.stop:
             out[day] = {"ml_signal": "none (no ml_predictions on this date)"}
             continue
         meta: dict = {}
-        for i in range(first, last):
+        for i in range(rows.start, rows.stop):
             probability = "no probability" if np.isnan(p[i]) else f"p {p[i]:.3f}"
             meta[f"h{horizon[i]}"] = f"{signal[i]} ({reason[i]}; {probability}; {version[i] or 'no model'})"
-        meta["model_versions"] = ", ".join(sorted({v for v in version[first:last] if v})) or "none"
+        meta["model_versions"] = ", ".join(sorted({v for v in version[rows] if v})) or "none"
         out[day] = meta
     return out

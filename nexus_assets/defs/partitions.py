@@ -34,6 +34,7 @@ __all__ = [
     "days_by_asset",
     "split_by_day",
     "split_sorted_by_day",
+    "day_rows",
     "date_window_mapping",
     "MultiPartitionMapping",
     "observations",
@@ -86,16 +87,17 @@ def split_by_day(frame, days: Iterable[dt.date]) -> dict:
     return {day: by_day.get(day, frame.iloc[0:0]) for day in days}
 
 
+def day_rows(stamps: np.ndarray, day: dt.date) -> slice:
+    """The rows of ``day`` in ``stamps`` (sorted ``datetime64[ns]`` dates), found by binary search."""
+    stamp = np.datetime64(day, "ns")
+    return slice(int(np.searchsorted(stamps, stamp, "left")), int(np.searchsorted(stamps, stamp, "right")))
+
+
 def split_sorted_by_day(frame, days: Iterable[dt.date]) -> dict:
-    """:func:`split_by_day` for a frame sorted by ``date``: each day's rows found by binary search
+    """:func:`split_by_day` for a frame sorted by ``date``: each day's rows by :func:`day_rows`
     (the groupby there cost ~15 ms a day on the ML tables; equal results, tested)."""
     stamps = frame["date"].to_numpy()
-    out = {}
-    for day in days:
-        stamp = np.datetime64(day, "ns")
-        first, last = np.searchsorted(stamps, stamp, "left"), np.searchsorted(stamps, stamp, "right")
-        out[day] = frame.iloc[first:last].reset_index(drop=True)
-    return out
+    return {day: frame.iloc[day_rows(stamps, day)].reset_index(drop=True) for day in days}
 
 
 class MultiPartitionMapping(dagster.MultiPartitionMapping):
