@@ -97,6 +97,7 @@ def test_matches_reference_with_default_lookback(mode):
     assert got["n_models"].max() <= 40 and got["n_models"].nunique() >= 1
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 def test_exact_ties_follow_symbol_order():
     """Twin models tie exactly in every metric and score: in point-in-time mode the earlier symbol
     is ordered first (nexus_v2 follows pandas' sort, checked against the reference).
@@ -123,6 +124,7 @@ def test_exact_ties_follow_symbol_order():
     assert final["best_child_forecast"].item() == original  # the original, not its twin (1.5x)
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 def test_no_winner_falls_back_to_first_combination():
     """A long horizon whose windows hold no realised price yet: every score is NaN."""
     slices = synthetic_slices(seed=4, horizons=(1, 15), models=9, days=40)
@@ -149,6 +151,7 @@ def test_few_rows(mode):
     assert per_horizon == ({1: 4, 2: 4} if mode == "nexus_v2" else {1: 4, 2: 3})  # point in time waits h - 1 more
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 def test_fit_validate_fallback_on_short_lookback():
     """int(0.7 L) < 10: fit and validate are both the whole window."""
     slices = roughen(synthetic_slices(seed=9, horizons=(2,), models=11, days=24), seed=9)
@@ -372,6 +375,7 @@ def test_nexus_v2_counts_the_whole_roster():
         dynamic_quantile_ensemble(early, mode="point_in_time", roster=roster)
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 def test_point_in_time_population_is_the_dates_window():
     """``n_models`` is the models with a forecast in the date's window, and a date's output is
     bit-identical whatever history is loaded before its window and whatever models appear after."""

@@ -373,6 +373,7 @@ def history():
     return seeded_signals(days=40, seed=11)
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(min_value=0, max_value=37),
        change=st.sampled_from(["price", "net_prob", "position", "horizons", "drop", "add"]),

@@ -201,6 +201,7 @@ def _described_days(roster_of: dict) -> dict:
     return described
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 def test_tables_and_churns_of_many_dates_equal_the_date_by_date_functions():
     rows = churning_history()
     dates = [day(n) for n in range(-2, 42)]

@@ -77,6 +77,7 @@ def rough_result(rough):
     return horizon_search(rough, **SMALL)
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 def test_matches_reference_on_rough_data(rough, rough_result):
     dates = sorted(rough["date"].unique())[::2]
     want = reference.reference_search(rough, dates=dates, **SMALL)

@@ -147,6 +147,7 @@ def run_tables():
     return days, slices, ens, board, sig["signals"], records
 
 
+@pytest.mark.slow  # over 2 s: the whole suite runs it, the fast subset does not
 def test_run_level_metadata_equals_each_days_own(run_tables):
     from nexus_assets.defs.ensembles import _metadata_by_day as ensemble_facts
     from nexus_assets.defs.ingest import _slice_facts
