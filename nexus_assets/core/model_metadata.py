@@ -73,7 +73,8 @@ def model_rosters(rows: pd.DataFrame, dates: Iterable[dt.date]) -> dict[dt.date,
     models = obs[_KEY].drop_duplicates().sort_values(_KEY, kind="stable", ignore_index=True)
     ids = pd.MultiIndex.from_frame(models).get_indexer(pd.MultiIndex.from_frame(obs[_KEY]))
     days = obs["day"].to_numpy().astype("int64")
-    horizon_of = models["horizon"].to_numpy()
+    horizon_of = models["horizon"].to_numpy(dtype=np.int64)
+    symbols = models["symbol"].astype(str).to_numpy()
     first = np.full(len(models), _NAT, dtype=np.int64)
     last = np.full(len(models), _NAT, dtype=np.int64)
     order = np.argsort(days, kind="stable")
@@ -89,19 +90,24 @@ def model_rosters(rows: pd.DataFrame, dates: Iterable[dt.date]) -> dict[dt.date,
             first[today] = np.where(first[today] == _NAT, days[starts[position]], first[today])
             last[today] = days[starts[position]]
             position += 1
-        out[day] = _roster(models, horizon_of, first, last, day)
+        out[day] = _roster(horizon_of, symbols, first, last, day)
     return out
 
 
-def _roster(models: pd.DataFrame, horizon_of: np.ndarray, first: np.ndarray, last: np.ndarray, day: dt.date) -> pd.DataFrame:
+def _roster(horizon_of: np.ndarray, symbols: np.ndarray, first: np.ndarray, last: np.ndarray, day: dt.date) -> pd.DataFrame:
+    """The roster of ``day`` from the models' arrays (sorted by horizon, then symbol)."""
     seen = first != _NAT
-    frame = models[seen].reset_index(drop=True)
-    last_seen = last[seen]
-    latest = pd.Series(last_seen).groupby(horizon_of[seen]).transform("max").to_numpy() if len(frame) else last_seen
+    horizons, last_seen = horizon_of[seen], last[seen]
+    # the latest day with rows of each horizon: the models are sorted by horizon, so each horizon
+    # is one run of rows and its maximum one reduceat (a groupby per date cost more than the rest)
+    latest = last_seen
+    if len(horizons):
+        starts = np.flatnonzero(np.r_[True, horizons[1:] != horizons[:-1]])
+        latest = np.repeat(np.maximum.reduceat(last_seen, starts), np.diff(np.r_[starts, len(horizons)]))
     return pd.DataFrame({
-        "date": np.full(len(frame), np.datetime64(day, "ns")),
-        "horizon": frame["horizon"].to_numpy(dtype=np.int64),
-        "symbol": frame["symbol"].astype(str),
+        "date": np.full(len(horizons), np.datetime64(day, "ns")),
+        "horizon": horizons,
+        "symbol": pd.Series(symbols[seen], dtype=object).astype(str),
         "first_seen": first[seen].astype("datetime64[ns]"),
         "last_seen": last_seen.astype("datetime64[ns]"),
         "live": last_seen == latest,
