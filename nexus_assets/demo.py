@@ -103,11 +103,15 @@ def run_instruments(keys: Sequence[str], start: dt.date, end: dt.date, *, progre
                        jobs=jobs, report=report)
 
 
-def _worker(todo, events, open_instance, start: dt.date, end: dt.date, log_level: str) -> None:
+def _worker(todo, events, open_instance, start: dt.date, end: dt.date, log_level: str, jobs: int) -> None:
     """A forked worker: takes instruments from ``todo`` until it is empty, reports on ``events``."""
     from nexus_assets.progress import EventQueue
 
     sink = EventQueue(events, "")
+    # The workers share the cores: a worker's own threads (Parquet in the IO manager, the
+    # ensembles' horizons) would only contend with the other workers for them (measured: 4% more
+    # CPU over a 4-instrument run). NEXUS_THREADS, when set, still decides.
+    os.environ.setdefault("NEXUS_THREADS", str(max(1, usable_cores() // jobs)))
     try:
         job = _job(sink)
         steps, partitions = _shape(job, (end - start).days + 1)
@@ -139,7 +143,7 @@ def _run_forked(keys, start, end, *, progress, open_instance, log_level, jobs, r
     _job(progress)
     with open_instance():  # the instance's storage exists before two processes open it
         pass
-    workers = [context.Process(target=_worker, args=(todo, events, open_instance, start, end, log_level),
+    workers = [context.Process(target=_worker, args=(todo, events, open_instance, start, end, log_level, jobs),
                                name=f"nexus-demo-{i + 1}", daemon=True) for i in range(jobs)]
     for worker in workers:
         worker.start()
