@@ -11,7 +11,8 @@ QML_API_BASE_URL, QML_API_KEY). Step by step, as the assets do it:
     IO manager's own reader (``PartitionFrames``: the same mapped windows, the same history rules),
     calls the same core functions as the asset, and
   - every step's files are checked against their table contracts, serialised and published exactly
-    as the IO manager does it (``_serialised`` on all cores, then ``write_many_atomic``).
+    as the IO manager does it (``_serialised`` on all cores, then ``_publish``: written together, and
+    the tables kept for this process's reads of them).
 Not done here, because they are the Dagster layer's: per-partition metadata (payload hashes,
 counts, winners, the last trades), the restatement check (it reads the hashes recorded in
 Dagster's event log), events, run bookkeeping.
@@ -38,7 +39,6 @@ import sys  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from nexus_assets.atomic import write_many_atomic  # noqa: E402
 from nexus_assets.core import contract  # noqa: E402
 from nexus_assets.core.contract import HORIZON_SLICES, empty_frame, empty_qml_rows, validate_qml_rows  # noqa: E402
 from nexus_assets.core.ensembles import LOOKBACK, ensembles_with_combinations  # noqa: E402
@@ -53,7 +53,7 @@ from nexus_assets.defs.metrics import RECORD_TABLES, record_window_days  # noqa:
 from nexus_assets.defs.partitions import partition_key, per_horizon_observations, priced_observations, split_by_day  # noqa: E402
 from nexus_assets.defs.search import search_window_days  # noqa: E402
 from nexus_assets.defs.signals import SIGNAL_TABLES  # noqa: E402
-from nexus_assets.defs.storage import PartitionFrames, _serialised, _stored_days, partition_path  # noqa: E402
+from nexus_assets.defs.storage import PartitionFrames, _publish, _serialised, _stored_days, partition_path  # noqa: E402
 from nexus_assets.qml.client import QMLClient  # noqa: E402
 from nexus_assets.settings import Settings  # noqa: E402
 
@@ -107,8 +107,8 @@ def main() -> int:
                 labels.append((pk, table or asset))
                 frames.append(frame)
                 paths.append(partition_path(root, [asset, *([table] if table else [])], pk))
-        blobs = ordered_map(lambda item: _serialised(asset, *item[0], bool(tables), item[1]), list(zip(labels, frames)))
-        write_many_atomic(list(zip(paths, blobs)))
+        serialised = ordered_map(lambda item: _serialised(asset, *item[0], bool(tables), item[1]), list(zip(labels, frames)))
+        _publish([(path, arrow, blob) for path, (arrow, blob) in zip(paths, serialised)])
         files += len(paths)
 
     t = time.perf_counter()

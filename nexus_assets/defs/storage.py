@@ -42,6 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -57,6 +58,7 @@ from nexus_assets.core.contract import STORED_TABLES, Problem, table_passes, tab
 from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.partitions import split_key
+from nexus_assets.defs.written_tables import WRITTEN
 
 __all__ = [
     "ParquetPartitionIOManager",
@@ -166,7 +168,8 @@ def _validated(asset: str, key: str, table: str, frame: pd.DataFrame) -> None:
         )
 
 
-def _serialised(asset: str, key: str, table: str, multi: bool, frame: pd.DataFrame) -> bytes:
+def _serialised(asset: str, key: str, table: str, multi: bool, frame: pd.DataFrame) -> tuple[pa.Table, bytes]:
+    """The partition's Arrow table, checked against its table's contract, and its Parquet bytes."""
     label = f"{key} (table {table})" if multi else key
     try:
         arrow = _arrow_table(frame)
@@ -179,9 +182,24 @@ def _serialised(asset: str, key: str, table: str, multi: bool, frame: pd.DataFra
     if schema is not None and not table_passes(schema, frame, arrow):
         _validated(asset, key, table, frame)
     try:
-        return _table_bytes(arrow)
+        return arrow, _table_bytes(arrow)
     except _UNSTORABLE as exc:
         raise _unstorable(asset, label, exc) from None
+
+
+def _publish(files: Sequence[tuple[UPath, pa.Table, bytes]]) -> int:
+    """Write every ``(path, table, bytes)`` (all published together, :func:`write_many_atomic`)
+    and keep the tables of local files for this process's reads of them (:data:`WRITTEN`)."""
+    written = write_many_atomic([(path, blob) for path, _, blob in files])
+    WRITTEN.remember((name, table, blob) for path, table, blob in files if (name := _local_name(path)) is not None)
+    return written
+
+
+def _local_name(path: UPath) -> str | None:
+    """The file system path of a local file, else None (an object store's key)."""
+    if getattr(path, "protocol", "") not in ("", "file", "local"):
+        return None
+    return os.fspath(path.path if hasattr(path, "path") else path)
 
 
 _UNSTORABLE = (pa.ArrowException, ValueError, TypeError, OverflowError)
@@ -226,6 +244,15 @@ def read_columns(path: UPath, columns: Sequence[str] | None = None) -> dict[str,
 
 def _read_table(path: UPath, columns: Sequence[str] | None) -> tuple[pa.Table, bool]:
     """The file's table, and whether converting it is worth Arrow's threads."""
+    name = _local_name(path)
+    kept = WRITTEN.get(name) if name is not None else None
+    if kept is not None:  # this process wrote the file and it is unchanged: the table it decodes to
+        if columns is not None:
+            missing = [c for c in columns if c not in kept.column_names]
+            if missing:
+                raise pa.ArrowInvalid(f"{path}: no column {', '.join(missing)}")
+            kept = kept.select(list(columns))
+        return kept, kept.num_rows >= _THREADED_ROWS
     # One file through ParquetFile, not read_table (which sets up a dataset per call): a small
     # partition (a dashboard page reads nine) read in about half the CPU, the same frame.
     with path.open("rb") as handle:
@@ -319,9 +346,10 @@ class ParquetPartitionIOManager(ConfigurableIOManager):
         started = time.monotonic()
         asset = context.asset_key.to_user_string()
         multi = bool(tables)
-        blobs = ordered_map(lambda item: _serialised(asset, *item[0], multi, item[1]),
-                            list(zip(labels, (f for _, f in frames))))
-        written = write_many_atomic([(path, blob) for (path, _), blob in zip(frames, blobs)])
+        serialised = ordered_map(lambda item: _serialised(asset, *item[0], multi, item[1]),
+                                 list(zip(labels, (f for _, f in frames))))
+        written = _publish([(path, arrow, blob) for (path, _), (arrow, blob) in zip(frames, serialised)])
+        blobs = [blob for _, blob in serialised]
         log = getattr(context, "log", None)
         if log is not None:  # the one console line per step: what was done
             rows = sum(len(frame) for _, frame in frames)
