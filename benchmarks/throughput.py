@@ -104,19 +104,20 @@ def _tree(folder: Path) -> dict[str, str]:
 
 
 def _content_digest(path: Path) -> str:
-    """sha256 of a file's bytes; of a Parquet file's table instead (schema, its metadata and the
-    values, as one Arrow IPC stream): a baseline older than the writer's options (dictionary
-    encoding dropped after 77e6998) stores the same tables in other bytes."""
+    """sha256 of a file's bytes; of a Parquet file's table instead: a baseline older than the
+    writer's options (dictionary encoding dropped after 77e6998) stores the same tables in other
+    bytes. The table is written again with fixed plain options, which depend on the schema (its
+    metadata included) and the values only (not on how the reader laid out its buffers: an Arrow
+    IPC stream of two equal tables can differ in a validity bitmap's presence)."""
     if path.suffix != ".parquet":
         return hashlib.sha256(path.read_bytes()).hexdigest()
-    import pyarrow as pa
+    import io
+
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path).combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    sink = io.BytesIO()
+    pq.write_table(pq.read_table(path), sink, compression="none", use_dictionary=False, write_statistics=False)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
 @dataclass
