@@ -4,6 +4,7 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,6 +69,7 @@ def test_dates_subset_and_bit_identical_whatever_history_precedes_the_window():
     pd.testing.assert_frame_equal(within_horizon_combinations(cut, window=5, dates=days), short)
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 @settings(max_examples=15, deadline=None)
 @given(shift=st.floats(-50, 50, allow_nan=False), cut=st.integers(5, 35))
 def test_point_in_time(shift, cut):

@@ -358,6 +358,7 @@ def test_fixture_has_the_tie_structure_of_real_tables():
     assert np.mean(tied) >= 0.5
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 def test_nexus_v2_counts_the_whole_roster():
     """Nexus v2's M is every column of the whole pivot, models that first publish later included."""
     slices = qdt_like_slices(seed=4, horizons=(3,), models=40, days=75)

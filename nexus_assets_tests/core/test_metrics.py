@@ -556,6 +556,7 @@ def test_deterministic_and_independent_of_row_order(history):
             pd.testing.assert_frame_equal(again[day][name], base[day][name])
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 def test_minimum_samples():
     assert (metrics.MIN_RETURNS, metrics.MIN_TRADES, metrics.MIN_SIGNALS, metrics.MIN_LEGACY_TRADES) == (60, 10, 20, 3)
     rng = np.random.default_rng(1)

@@ -16,6 +16,7 @@ def test_periods_per_year():
         periods_per_year("lunar")
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 def test_the_annualisation_factors_are_defined_once():
     """No module but core/periods.py has 252 or 365 as a number in its code (texts may say them)."""
     package = pathlib.Path(periods.__file__).parents[1]
@@ -37,6 +38,7 @@ def test_sessions_by_calendar():
         has_session("lunar", week[0])
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 def test_calendar_days_hold_the_sessions_with_room_for_holidays():
     """Every window of ``calendar_days(n)`` days, whatever weekday it ends on, holds ``n`` weekdays
     and a spare one for every 50 sessions (exchange holidays); crypto trades every day."""

@@ -135,6 +135,7 @@ def test_matches_reference_in_beam_search():
     assert got["n_horizons"].max() >= 4  # the beam grows beyond pairs
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 def test_fourteen_horizons_use_the_beam_and_twelve_are_exhaustive():
     horizons = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30)
     frame = synthetic_ensembles(seed=5, horizons=horizons, days=30, nan=0.02, drop=0.02)

@@ -169,6 +169,7 @@ def _describe(path) -> dict:
         connection.close()
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 def test_a_new_instance_has_the_files_a_stock_instance_has(tmp_path):
     """Created in WAL mode from the start (no rollback-journal fsyncs), the same schema, revisions
     and data migrations as stock storage gives a new instance."""

@@ -41,6 +41,7 @@ def test_plotly_text_escapes_tags_plotly_would_render():
     assert plotly_text("<b>bold</b> & <a href='javascript:x'>") == "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;a href='javascript:x'&gt;"
 
 
+@pytest.mark.slow  # over 1 s: the whole suite runs it, the fast subset does not
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
                     | st.text(), lambda children: st.lists(children) | st.dictionaries(st.text(), children),
                     max_leaves=20))
