@@ -17,13 +17,20 @@ import uuid
 
 from upath import UPath
 
-__all__ = ["write_bytes_atomic", "write_many_atomic"]
+__all__ = ["local_path", "write_bytes_atomic", "write_many_atomic"]
+
+
+def local_path(path: UPath) -> str | None:
+    """The file system path of a local file, else None (an object store's key)."""
+    if getattr(path, "protocol", "") not in ("", "file", "local"):
+        return None
+    return os.fspath(path.path if hasattr(path, "path") else path)
 
 
 def write_bytes_atomic(path: UPath, data: bytes) -> int:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    if path.protocol in ("", "file", "local"):
-        local = os.fspath(path.path if hasattr(path, "path") else path)
+    local = local_path(path)
+    if local is not None:
         os.makedirs(os.path.dirname(local), exist_ok=True)
         _remove_stale_temps_in(os.path.dirname(local))
         temp = os.path.join(os.path.dirname(local), f"{_temp_prefix(local)}{os.getpid()}-{_HOST}-{uuid.uuid4().hex}.tmp")
@@ -54,13 +61,13 @@ def write_many_atomic(items: list[tuple[UPath, bytes]]) -> int:
     """
     local, remote = [], []
     for path, data in items:
-        (local if path.protocol in ("", "file", "local") else remote).append((path, data))
+        (remote if local_path(path) is None else local).append((path, data))
     for path, data in remote:
         write_bytes_atomic(path, data)
     if not local:
         return sum(len(d) for _, d in items)
     staged: list[tuple[str, str]] = []
-    targets = [os.fspath(path.path if hasattr(path, "path") else path) for path, _ in local]
+    targets = [local_path(path) for path, _ in local]
     for folder in sorted({os.path.dirname(t) for t in targets}):
         os.makedirs(folder, exist_ok=True)
         _remove_stale_temps_in(folder)  # one listing per folder, not one per file

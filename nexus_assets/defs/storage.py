@@ -42,7 +42,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -53,7 +52,7 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 from upath import UPath
 
-from nexus_assets.atomic import write_bytes_atomic, write_many_atomic
+from nexus_assets.atomic import local_path, write_bytes_atomic, write_many_atomic
 from nexus_assets.core.contract import STORED_TABLES, Problem, table_passes, table_problems
 from nexus_assets.core.parallel import ordered_map
 from nexus_assets.defs.metadata import attach_partition_metadata
@@ -191,15 +190,8 @@ def _publish(files: Sequence[tuple[UPath, pa.Table, bytes]]) -> int:
     """Write every ``(path, table, bytes)`` (all published together, :func:`write_many_atomic`)
     and keep the tables of local files for this process's reads of them (:data:`WRITTEN`)."""
     written = write_many_atomic([(path, blob) for path, _, blob in files])
-    WRITTEN.remember((name, table, blob) for path, table, blob in files if (name := _local_name(path)) is not None)
+    WRITTEN.remember((name, table, blob) for path, table, blob in files if (name := local_path(path)) is not None)
     return written
-
-
-def _local_name(path: UPath) -> str | None:
-    """The file system path of a local file, else None (an object store's key)."""
-    if getattr(path, "protocol", "") not in ("", "file", "local"):
-        return None
-    return os.fspath(path.path if hasattr(path, "path") else path)
 
 
 _UNSTORABLE = (pa.ArrowException, ValueError, TypeError, OverflowError)
@@ -244,13 +236,11 @@ def read_columns(path: UPath, columns: Sequence[str] | None = None) -> dict[str,
 
 def _read_table(path: UPath, columns: Sequence[str] | None) -> tuple[pa.Table, bool]:
     """The file's table, and whether converting it is worth Arrow's threads."""
-    name = _local_name(path)
+    name = local_path(path)
     kept = WRITTEN.get(name) if name is not None else None
     if kept is not None:  # this process wrote the file and it is unchanged: the table it decodes to
         if columns is not None:
-            missing = [c for c in columns if c not in kept.column_names]
-            if missing:
-                raise pa.ArrowInvalid(f"{path}: no column {', '.join(missing)}")
+            _check_columns(path, kept.column_names, columns)
             kept = kept.select(list(columns))
         return kept, kept.num_rows >= _THREADED_ROWS
     # One file through ParquetFile, not read_table (which sets up a dataset per call): a small
@@ -258,11 +248,15 @@ def _read_table(path: UPath, columns: Sequence[str] | None) -> tuple[pa.Table, b
     with path.open("rb") as handle:
         parquet = pq.ParquetFile(handle)
         if columns is not None:  # read_table refused an unknown column; ParquetFile would skip it
-            missing = [c for c in columns if c not in parquet.schema_arrow.names]
-            if missing:
-                raise pa.ArrowInvalid(f"{path}: no column {', '.join(missing)}")
+            _check_columns(path, parquet.schema_arrow.names, columns)
         threads = parquet.metadata.num_rows >= _THREADED_ROWS
         return parquet.read(columns=list(columns) if columns is not None else None, use_threads=threads), threads
+
+
+def _check_columns(path: UPath, names: Sequence[str], columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise pa.ArrowInvalid(f"{path}: no column {', '.join(missing)}")
 
 
 def _stored_days(folder: UPath) -> list[dt.date]:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from upath import UPath
 
+from nexus_assets.atomic import local_path
 from nexus_assets.core.contract import STORED_TABLES, empty_frame
 from nexus_assets.defs import storage
 from nexus_assets.defs.storage import _publish, _read_table, _serialised, partition_path, read_columns, read_parquet
@@ -130,7 +131,7 @@ def test_the_budget_keeps_the_most_recent_and_zero_keeps_nothing(tmp_path):
 
 
 def test_object_store_paths_are_never_kept():
-    assert storage._local_name(UPath("memory://bucket/x/asset=A/date=2025-01-02.parquet")) is None
+    assert local_path(UPath("memory://bucket/x/asset=A/date=2025-01-02.parquet")) is None
 
 
 @pytest.mark.slow  # two Dagster runs of the main job
