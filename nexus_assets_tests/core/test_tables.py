@@ -161,6 +161,34 @@ def test_the_arrow_check_passes_only_what_table_problems_passes(table, schema, s
     assert table_passes(schema, empty_frame(schema), arrow(empty_frame(schema))) == exact
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_arrow_duplicates_against_pandas(seed):
+    """The shortcut's key check (Arrow columns as tuples, or Arrow's distinct count for one column)
+    against pandas' ``duplicated`` (the reference), on keys with ties, nulls (NaN, NaT, None),
+    -0.0 beside 0.0, timestamps, strings and several chunks."""
+    from nexus_assets.core.contract import _arrow_duplicates
+
+    rng = np.random.default_rng(seed)
+    for trial in range(40):
+        n = int(rng.integers(2, 30))
+        days = pd.Series(pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 4, n), "D"))
+        words = pd.Series(rng.choice(["a", "b", "é"], n), dtype="str")
+        floats = rng.choice([0.0, -0.0, 1.5, 2.5], n)
+        if trial % 3 == 0:  # some nulls
+            days[rng.random(n) < 0.2] = pd.NaT
+            words[rng.random(n) < 0.2] = None
+            floats[rng.random(n) < 0.2] = np.nan
+        frame = pd.DataFrame({"date": days, "word": words, "x": floats, "n": rng.integers(0, 3, n)})
+        if trial % 4 == 1:
+            frame = frame.drop_duplicates(ignore_index=True)
+        table = pyarrow.Table.from_pandas(frame, preserve_index=False)
+        if trial % 2:  # a table in several chunks, as a concatenation gives
+            half = len(frame) // 2
+            table = pyarrow.concat_tables([table.slice(0, half), table.slice(half)])
+        for key in (["date"], ["word"], ["x"], ["n"], ["date", "word"], ["x", "n"], ["date", "word", "x", "n"]):
+            assert _arrow_duplicates(frame, table, key) == frame.duplicated(key).any(), (seed, trial, key)
+
+
 def test_dtype_column_set_order_and_key_are_checked():
     frame = valid_frame(contract.SIGNALS)
     rules = lambda f: [(p.field, p.rule) for p in table_problems(contract.SIGNALS, f)]  # noqa: E731

@@ -114,7 +114,7 @@ def test_concat_equals_the_partitions_read_one_by_one(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_arrow_tables_equal_from_pandas(seed):
+def test_arrow_tables_equal_from_pandas(seed, monkeypatch):
     """The store's conversion (a schema per shape of frame, then the columns) against the slow
     reference ``pa.Table.from_pandas``: the same table, schema and pandas metadata included, and the
     same bytes, for frames of one shape with nulls or none, views, empty frames, and frames whose
@@ -150,6 +150,11 @@ def test_arrow_tables_equal_from_pandas(seed):
         want = pa.Table.from_pandas(frame, preserve_index=False)
         got = _arrow_table(frame)
         assert got.equals(want, check_metadata=True)
+        with monkeypatch.context() as patched:  # a pandas without the private column accessor: the public way
+            patched.delattr(pd.DataFrame, "_get_column_array")
+            public = storage._column_arrays(frame)
+        assert [a.dtype for a in public] == frame.dtypes.tolist()
+        assert _arrow_table(frame, public).equals(want, check_metadata=True)
         assert _parquet_bytes(frame) == _table_bytes(want)
 
 
