@@ -49,7 +49,8 @@ from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS, horizon_search  # noq
 from nexus_assets.core.signals import daily_signals  # noqa: E402
 from nexus_assets.core.slicing import empty_slices, slice_horizons  # noqa: E402
 from nexus_assets.defs.ensembles import ensemble_history_rows, ensemble_window_days  # noqa: E402
-from nexus_assets.defs.metrics import RECORD_TABLES, record_window_days  # noqa: E402
+from nexus_assets.core.ml_accuracy import accuracy  # noqa: E402
+from nexus_assets.defs.metrics import METRIC_TABLES, RECORD_TABLES, record_window_days  # noqa: E402
 from nexus_assets.defs.partitions import partition_key, per_horizon_observations, priced_observations, split_by_day  # noqa: E402
 from nexus_assets.defs.search import search_window_days  # noqa: E402
 from nexus_assets.defs.signals import SIGNAL_TABLES  # noqa: E402
@@ -164,8 +165,11 @@ def main() -> int:
     for horizons, group in days_by_horizon_set(signals, days, entry.horizons).items():
         records.update(record(signals if signals is not None else empty_frame(contract.SIGNALS), as_of=group,
                               calendar=entry.calendar, cost_bps=entry.cost_bps, horizons=horizons))
-    # the slope signals' record only: this benchmark leaves out the ML steps (and their ml_accuracy tables)
-    write("metrics", {d: {name: records[d][name] for name in RECORD_TABLES} for d in days}, RECORD_TABLES)
+    # The ML steps are not in the selection, so, as the asset does then, the ML accuracy tables are
+    # those of no ML signal (typed, empty), written beside the record.
+    accuracies = accuracy(empty_frame(contract.ML_SIGNALS), as_of=days)
+    write("metrics", {d: {**{name: records[d][name] for name in RECORD_TABLES}, **accuracies[d]} for d in days},
+          METRIC_TABLES)
     lap("metrics", t)
 
     steps = " ".join(f"{k}={v:.1f}s" for k, v in seconds.items())

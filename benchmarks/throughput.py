@@ -33,8 +33,9 @@ of the child), peak RSS and the 1-minute load average before and after; then
   - this checkout / core: the cost of running the same work through Dagster;
   - Dagster's share per asset partition: (this checkout - core) / (6 assets x (days - 1)), every
     cost of the Dagster side (metadata included) counted; the same for each baseline;
-  - whether the three sides wrote the same files (sha256 of every file, of a Parquet file's decoded
-    table, first repeat).
+  - whether the sides wrote the same files, each against this checkout (sha256 of every file, of a
+    Parquet file's decoded table, first repeat): the files both sides wrote, then those only one
+    side wrote (a baseline before the ML layer has no `ml_accuracy`/`ml_calibration` tables).
 Ratios are printed for wall time and for CPU time (user + sys, all threads): on a loaded machine a
 child's wall time mostly measures the wait for a core; its CPU time much less so.
 """
@@ -249,12 +250,15 @@ def main() -> int:
     core_daily = rows["core without Dagster: the last day (1 day)"]
     print(f"daily run: this checkout {daily.seconds:.1f}s wall / {daily.cpu:.1f}s CPU; core {core_daily.seconds - core_import:.1f}s "
           f"/ {core_daily.cpu - core_import_cpu:.1f}s (less the dagster import)")
-    names = list(trees)
-    reference = trees[names[0]]
-    for name in names[1:]:
-        differ = sorted(k for k in set(reference) | set(trees[name]) if reference.get(k) != trees[name].get(k))
-        print(f"files: {name} vs {names[0]}: {len(trees[name])} vs {len(reference)} files, "
-              + ("the same" if not differ else f"{len(differ)} differ, e.g. {differ[:3]}"))
+    reference = trees["this checkout"]  # every side against it: files on both sides, then files on one side only
+    for name in (n for n in trees if n != "this checkout"):
+        other = trees[name]
+        differ = sorted(k for k in set(reference) & set(other) if reference[k] != other[k])
+        only_ours, only_theirs = sorted(set(reference) - set(other)), sorted(set(other) - set(reference))
+        print(f"files: {name} vs this checkout: {len(other)} vs {len(reference)} files; of the {len(set(reference) & set(other))} "
+              f"on both sides " + ("all the same" if not differ else f"{len(differ)} differ, e.g. {differ[:3]}")
+              + (f"; {len(only_ours)} only in this checkout (e.g. {only_ours[0]})" if only_ours else "")
+              + (f"; {len(only_theirs)} only in {name} (e.g. {only_theirs[0]})" if only_theirs else ""))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
