@@ -43,13 +43,13 @@ from nexus_assets.core import contract  # noqa: E402
 from nexus_assets.core.contract import HORIZON_SLICES, empty_frame, empty_qml_rows, validate_qml_rows  # noqa: E402
 from nexus_assets.core.ensembles import LOOKBACK, ensembles_with_combinations  # noqa: E402
 from nexus_assets.core.metrics import days_by_horizon_set, record  # noqa: E402
+from nexus_assets.core.ml_accuracy import accuracy  # noqa: E402
 from nexus_assets.core.parallel import ordered_map  # noqa: E402
 from nexus_assets.core.periods import periods_per_year  # noqa: E402
 from nexus_assets.core.search import FOLD_LENGTH, N_FOLDS, horizon_search  # noqa: E402
 from nexus_assets.core.signals import daily_signals  # noqa: E402
 from nexus_assets.core.slicing import empty_slices, slice_horizons  # noqa: E402
 from nexus_assets.defs.ensembles import ensemble_history_rows, ensemble_window_days  # noqa: E402
-from nexus_assets.core.ml_accuracy import accuracy  # noqa: E402
 from nexus_assets.defs.metrics import METRIC_TABLES, RECORD_TABLES, record_window_days  # noqa: E402
 from nexus_assets.defs.partitions import partition_key, per_horizon_observations, priced_observations, split_by_day  # noqa: E402
 from nexus_assets.defs.search import search_window_days  # noqa: E402

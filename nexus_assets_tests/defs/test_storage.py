@@ -359,3 +359,21 @@ def test_a_single_table_asset_is_checked_under_its_own_name(tmp_path):
     with pytest.raises(TableContractError, match="table 'horizon_slices'.*column 'horizon' breaks rule"):
         manager.handle_output(_TablesContext(keys, asset="horizon_slices"), {keys[0]: broken})
     assert not list(tmp_path.glob("**/*.parquet"))
+
+
+def test_codec_follows_the_table_size(tmp_path):
+    """Small tables in snappy, model-row tables (from _ZSTD_ROWS rows) in zstd: each file decodes to
+    the table written, and the same table always gets the same codec (and bytes)."""
+    import pyarrow.parquet as pq
+
+    from nexus_assets.defs import storage
+
+    for rows, codec in ((0, "SNAPPY"), (5, "SNAPPY"), (storage._ZSTD_ROWS - 1, "SNAPPY"), (storage._ZSTD_ROWS, "ZSTD")):
+        data = pd.DataFrame({"symbol": [f"m{i}" for i in range(rows)], "value": np.arange(rows, dtype="float64")})
+        path = partition_path(str(tmp_path), [f"t{rows}"], "1_A|2025-01-02")
+        write_parquet_atomic(path, data)
+        meta = pq.ParquetFile(path.path).metadata
+        assert {meta.row_group(g).column(c).compression for g in range(meta.num_row_groups)
+                for c in range(meta.num_columns)} <= {codec}, rows
+        pd.testing.assert_frame_equal(read_parquet(path), data)
+        assert storage._parquet_bytes(data) == path.read_bytes()
