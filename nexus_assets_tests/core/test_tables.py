@@ -275,3 +275,16 @@ def test_the_set_shortcuts_equal_pandas_isin_and_duplicated(seed):
                                       frame.duplicated(key, keep=False).to_numpy())
     with_nan = frame.assign(horizon=frame["horizon"].astype("float64").where(rng.random(n) > 0.3))
     np.testing.assert_array_equal(contract._duplicated(with_nan, key, True), with_nan.duplicated(key, keep=False).to_numpy())
+
+
+@pytest.mark.parametrize("table, schema", SCHEMAS, ids=[t for t, _ in SCHEMAS])
+def test_empty_frames_are_fresh_typed_frames(table, schema):
+    """``empty_frame`` (a copy of a frame built once per schema) against building it: the same
+    columns, dtypes and index every call, and a caller's change to one never reaches the next."""
+    want = pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes(schema).items()})
+    first = empty_frame(schema)
+    pd.testing.assert_frame_equal(first, want)
+    first["added"] = []
+    first.drop(columns=first.columns[0], inplace=True)
+    pd.testing.assert_frame_equal(empty_frame(schema), want)
+    assert empty_frame(schema) is not empty_frame(schema)
