@@ -18,6 +18,7 @@ _SHARED_SESSION_FIXTURES = {"api", "dashboard"}  # folders whose session fixture
 _TESTS = Path(__file__).resolve().parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     """Groups for ``--dist loadgroup`` (pyproject's addopts): each test file on one worker, so its
     module fixtures are built once, and each folder of :data:`_SHARED_SESSION_FIXTURES` on one
