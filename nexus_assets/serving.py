@@ -126,10 +126,17 @@ class HardenedHTTPServer(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request, client_address) -> None:
+        # ThreadingMixIn's, with the slot given back *before* the connection is closed: a client
+        # reads its response to the close and may connect again at once; released after the
+        # close, its next connection could find the slot still taken (a 503 to a lone sequential
+        # client, seen under CPU load when the thread lost its core between the two)
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
             self._slots.release()
+            self.shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
         error = sys.exc_info()[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,6 +233,23 @@ def test_more_clients_than_threads_are_answered_503_at_once_not_queued_on_new_th
                 break
         else:
             pytest.fail("the server never served again after its clients left")
+
+
+def test_a_connection_slot_is_free_before_its_client_sees_the_close(site, monkeypatch) -> None:
+    """A lone client that connects again as soon as its response ends is served, even when the
+    server thread loses its core right after closing the last connection (made certain here by a
+    pause after each close): the slot is given back before the close, not after it."""
+    from nexus_assets.serving import HardenedHTTPServer
+
+    closing = HardenedHTTPServer.shutdown_request
+
+    def close_then_stall(self, request) -> None:
+        closing(self, request)
+        time.sleep(0.3)
+
+    monkeypatch.setattr(HardenedHTTPServer, "shutdown_request", close_then_stall)
+    url, _ = site  # two threads
+    assert [_get(url, "/index.html")[0] for _ in range(4)] == [200] * 4
 
 
 def test_a_site_with_many_clients_keeps_serving_them_in_turn(site) -> None:
