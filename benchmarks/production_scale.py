@@ -210,22 +210,32 @@ def run_side(workers: int, args, keys: list[str], catalog: Path, pg, redis, fold
     last = FIRST_DAY + dt.timedelta(days=args.days - 1)
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", *db.env())})
     instance = DagsterInstance.get()  # creates the tables once, before launches in parallel
-    print(f"[{workers} worker(s)] queueing {len(keys)} backfill runs of {args.days} days ...", flush=True)
+    # the backfill's steps on Celery, or in each run's own process (--backfill-executor in_process:
+    # no workers until the daily run, which always goes through Celery)
+    in_process = args.backfill_executor == "in_process"
+    backfill_env = {**env, "NEXUS_EXECUTOR": "in_process"} if in_process else env
+    rounds = backfill_rounds(catalog, keys, args.days, args.rows_per_run)
+    print(f"[{workers} worker(s)] queueing {sum(map(len, rounds))} backfill runs of {args.days} days "
+          f"({len(rounds)} round(s) in date order; steps {args.backfill_executor}) ...", flush=True)
     with ThreadPoolExecutor(4) as pool:  # queueing is not measured: nothing runs before the daemon starts
-        list(pool.map(lambda k: _launch(env, folder, f"{k}|{FIRST_DAY}", f"{k}|{last}"), keys))
+        for chunk in rounds:  # a project's runs are queued in date order, and the queue keeps it
+            list(pool.map(lambda c: _launch(backfill_env, folder, f"{c[0]}|{c[1]}", f"{c[0]}|{c[2]}"), chunk))
     backfill = [r.run_id for r in instance.get_runs()]
     sampler = Sampler()
-    result: dict = {"workers": workers}
+    result: dict = {"workers": workers, "backfill_executor": args.backfill_executor,
+                    "backfill_runs": len(backfill), "backfill_rounds": len(rounds)}
     with ExitStack() as stack:
         load_before = os.getloadavg()[0]
         started = time.time()
-        for i in range(workers):
-            worker = stack.enter_context(celery_worker(f"w{i + 1}", env, str(folder)))
-            sampler.watch(worker.name, worker.process.pid)
-        log = stack.enter_context(open(folder / "daemon.log", "w"))
-        daemon = subprocess.Popen(["dagster-daemon", "run", "-m", "nexus_assets.definitions"], env=env, cwd=folder,
-                                  stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(lambda: (daemon.terminate(), daemon.wait(timeout=120)))
+
+        def start_workers():
+            for i in range(workers):
+                worker = stack.enter_context(celery_worker(f"w{i + 1}", env, str(folder)))
+                sampler.watch(worker.name, worker.process.pid)
+
+        if not in_process:
+            start_workers()
+        daemon = _daemon(stack, backfill_env, folder, "daemon.log")
         sampler.watch("daemon", daemon.pid)
         sampler.start()
         stack.callback(sampler.stop)
@@ -247,10 +257,16 @@ def run_side(workers: int, args, keys: list[str], catalog: Path, pg, redis, fold
             result["instance_db_bytes"] = cursor.fetchone()[0]
         # the daily run of every project, the schedule's shape, on top of the backfill
         day = last + dt.timedelta(days=1)
+        if in_process:  # the daily run through Celery: a daemon with the Celery executor, and workers
+            daemon.terminate()
+            daemon.wait(timeout=120)
+            start_workers()
+            daemon = _daemon(stack, env, folder, "daemon-daily.log")
+            sampler.watch("daemon", daemon.pid)
         cpu_before = sampler.cpu_seconds
         _launch(env, folder, f"{keys[0]}|{day}", f"{keys[-1]}|{day}")
         [daily] = [r.run_id for r in instance.get_runs() if r.run_id not in backfill]
-        _wait(instance, [daily], daemon, folder / "daemon.log", args.limit)
+        _wait(instance, [daily], daemon, folder / ("daemon-daily.log" if in_process else "daemon.log"), args.limit)
         record = instance.get_run_record_by_id(daily)
         result["daily_run_s"] = record.end_time - record.start_time
         result["daily_queue_to_end_s"] = record.end_time - record.create_timestamp.timestamp()
@@ -258,6 +274,31 @@ def run_side(workers: int, args, keys: list[str], catalog: Path, pg, redis, fold
         result["load_after"] = os.getloadavg()[0]
     instance.dispose()
     return result
+
+
+def _daemon(stack: ExitStack, env: dict, folder: Path, log_name: str) -> subprocess.Popen:
+    log = stack.enter_context(open(folder / log_name, "w"))
+    daemon = subprocess.Popen(["dagster-daemon", "run", "-m", "nexus_assets.definitions"], env=env, cwd=folder,
+                              stdout=log, stderr=subprocess.STDOUT)
+    stack.callback(lambda: (daemon.terminate(), daemon.wait(timeout=120)))
+    return daemon
+
+
+def backfill_rounds(catalog: Path, keys: list[str], days: int, rows_per_run: int) -> list[list[tuple[str, dt.date, dt.date]]]:
+    """The backfill's runs as ``(project, first day, last day)``, in rounds: round ``i`` holds
+    every project's ``i``-th run. With ``rows_per_run`` (0: one run per project) a project's
+    range is cut into runs of at most that many model rows a day times days (at least a day),
+    the way docs/production.md tells operators to backfill the largest projects."""
+    assets = {a["key"]: a for a in tomllib.loads(catalog.read_text())["assets"]}
+    runs: dict[str, list[tuple[str, dt.date, dt.date]]] = {}
+    for key in keys:
+        per_day = assets[key]["models_per_horizon"] * len(assets[key]["horizons"])
+        length = days if rows_per_run <= 0 else max(1, min(days, rows_per_run // per_day))
+        runs[key] = [(key, FIRST_DAY + dt.timedelta(days=start),
+                      FIRST_DAY + dt.timedelta(days=min(days, start + length) - 1))
+                     for start in range(0, days, length)]
+    depth = max(map(len, runs.values()))
+    return [[chunks[i] for chunks in runs.values() if i < len(chunks)] for i in range(depth)]
 
 
 class db_connection:
@@ -332,6 +373,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=5000, help="events per instance in the events/s test")
     parser.add_argument("--limit", type=float, default=4 * 3600, help="seconds to wait for a side's runs")
     parser.add_argument("--skip-runs", action="store_true", help="only the events/s comparison")
+    parser.add_argument("--backfill-executor", choices=["celery", "in_process"], default="celery",
+                        help="where the backfill's steps run (the daily run always uses the Celery workers)")
+    parser.add_argument("--rows-per-run", type=int, default=0,
+                        help="cut each project's backfill into runs of at most this many model rows "
+                             "(daily rows x days; 0: one run per project)")
     args = parser.parse_args()
     if not 1 <= args.days <= 365:
         parser.error("--days must be within 1..365 (the catalog's year)")
@@ -359,7 +405,8 @@ def report(args, rates, results, keys) -> None:
     for name, kinds in rates.items():
         print(f"  {name:9s} one at a time {kinds['single']:9.0f}/s   batches of 1,000 {kinds['batch']:9.0f}/s")
     for r in results:
-        print(f"\n== {r['workers']} Celery worker(s): {len(keys)} projects x {args.days} days, scale {args.scale} ==")
+        print(f"\n== {r['workers']} Celery worker(s): {len(keys)} projects x {args.days} days, scale {args.scale}; "
+              f"backfill: {r['backfill_runs']} runs in {r['backfill_rounds']} round(s), steps {r['backfill_executor']} ==")
         print(f"  backfill: wall {r['backfill_wall_s']:.0f} s (runs' span {r['backfill_runs_span_s']:.0f} s), "
               f"CPU {r['backfill_cpu_s']:.0f} s, peak RSS {r['backfill_peak_total_mb']:.0f} MB "
               f"(largest process {r['backfill_peak_process_mb']:.0f} MB: {r['backfill_peak_process']}), "
