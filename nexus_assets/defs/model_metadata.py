@@ -16,6 +16,9 @@ live models in one day, and any change of a model's ``code_version``.
 
 # No `from __future__ import annotations`: Dagster reads the context type hints at definition time.
 import datetime as dt
+import functools
+import itertools
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 from dagster import (
@@ -36,8 +39,8 @@ from nexus_assets.core.model_metadata import (
     DESCRIBED,
     churn_alerts,
     churns,
+    iter_rosters,
     metadata_tables,
-    model_rosters,
     normalise_upstream,
 )
 from nexus_assets.defs.ingest import QML_MODELS
@@ -52,15 +55,8 @@ __all__ = ["QML_MODEL_METADATA", "CHURN_CHECK", "build_model_metadata_assets"]
 QML_MODEL_METADATA = "qml_model_metadata"
 CHURN_CHECK = "qml_model_churn"
 _ROW_COLUMNS = ["symbol", "time", "n_predict"]
+_BATCH_DATES = 16  # dates whose tables are made together (typing them at once is cheaper)
 _SHOWN = 20
-
-
-def _all_earlier(_run_rows):
-    return lambda _frame: False  # first_seen needs every earlier day
-
-
-def _first_later(_run_rows):
-    return lambda _frame: True  # only whether a later day has rows
 
 
 def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
@@ -99,41 +95,48 @@ def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
         key_path = list(context.asset_key.path)
         for key, days in days_by_asset(context.partition_keys).items():
             entry = catalog[key]
-            history = qml_models.history(key, days, before=_all_earlier, after=_first_later, columns=_ROW_COLUMNS)
-            history = pd.DataFrame(columns=_ROW_COLUMNS) if history is None else history
             # every date of the run and the day before each (churn compares a date with the day before)
             dates = sorted({*days, *(day - dt.timedelta(days=1) for day in days)})
-            rosters = model_rosters(history, dates)
-            described_now, as_of, why = _upstream(context, qml, entry, history)
-            described, sources = {}, {}
-            for day in dates:
-                if described_now is not None and day >= as_of:
-                    described[day], sources[day] = described_now, "upstream"
-                else:
-                    described[day] = _recorded(parquet_io_manager, key_path, partition_key(key, day))
-                    sources[day] = ("upstream (recorded when the date was upstream's latest)"
-                                    if described[day] is not None else why)
-            tables = metadata_tables(rosters, described)
-            # in date order each date of the run follows the day before it
-            changes = dict(zip(dates[1:], churns([tables[day] for day in dates])))
-            for day in days:
-                table, source, change = tables[day], sources[day], changes[day]
-                pk = partition_key(key, day)
-                outputs[pk] = table
-                found = churn_alerts(change, entry.model_loss_warn_share)
-                if found:
-                    alerts[pk] = found
-                metadata[pk] = {
-                    "metadata_source": source,
-                    "models": int(table["live"].sum()),
-                    "models_known": len(table),
-                    "models_added": change.count("added"),
-                    "models_retired": change.count("retired"),
-                    "models_changed": change.count("changed"),
-                    "code_version_changes": change.code_version_change_count(),
-                    "per_horizon": MetadataValue.json(change.per_horizon_records()),
-                    "changes": MetadataValue.json(change.change_records(_SHOWN)),
-                }
+            run_days = set(days)
+            latest = functools.partial(_latest_day_with_rows, qml_models, key, dates[-1])
+            described_now, as_of, why = _upstream(context, qml, entry, latest)
+            # first_seen needs every earlier day: the history is read a few days at a time and folded
+            # into the models' first and last days, and the tables are made a few dates at a time
+            rosters = iter_rosters(qml_models.iter_days(key, through=dates[-1], columns=_ROW_COLUMNS), dates)
+            before = None  # the table of the date before the batch's first
+            for batch in _batches(rosters, _BATCH_DATES):
+                described, sources = {}, {}
+                for day in batch:
+                    if described_now is not None and day >= as_of:
+                        described[day], sources[day] = described_now, "upstream"
+                    else:
+                        described[day] = _recorded(parquet_io_manager, key_path, partition_key(key, day))
+                        sources[day] = ("upstream (recorded when the date was upstream's latest)"
+                                        if described[day] is not None else why)
+                tables = metadata_tables(batch, described)
+                # in date order each date of the run follows the day before it
+                changes = dict(zip(batch, churns([before, *tables.values()])))
+                before = tables[list(batch)[-1]]
+                for day in batch:
+                    if day not in run_days:
+                        continue
+                    table, source, change = tables[day], sources[day], changes[day]
+                    pk = partition_key(key, day)
+                    outputs[pk] = table
+                    found = churn_alerts(change, entry.model_loss_warn_share)
+                    if found:
+                        alerts[pk] = found
+                    metadata[pk] = {
+                        "metadata_source": source,
+                        "models": int(table["live"].sum()),
+                        "models_known": len(table),
+                        "models_added": change.count("added"),
+                        "models_retired": change.count("retired"),
+                        "models_changed": change.count("changed"),
+                        "code_version_changes": change.code_version_change_count(),
+                        "per_horizon": MetadataValue.json(change.per_horizon_records()),
+                        "changes": MetadataValue.json(change.change_records(_SHOWN)),
+                    }
         attach_partition_metadata(context, metadata)
         yield Output(outputs)
         yield _churn_result(len(outputs), alerts)
@@ -141,9 +144,28 @@ def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
     return [qml_model_metadata]
 
 
-def _upstream(context, qml: QMLResource, entry, history: pd.DataFrame) -> tuple[pd.DataFrame | None, dt.date, str]:
+def _batches(pairs: Iterator[tuple[dt.date, pd.DataFrame]], size: int) -> Iterator[dict[dt.date, pd.DataFrame]]:
+    while batch := dict(itertools.islice(pairs, size)):
+        yield batch
+
+
+def _latest_day_with_rows(qml_models: PartitionFrames, key: str, through: dt.date) -> dt.date | None:
+    """The latest day with rows the step knows of: the first stored day after ``through`` that has
+    rows (whether a later day has any is all that matters), else the latest on or before it."""
+    stored = list(qml_models.stored_days(key))
+    later = [day for day in stored if day > through]
+    earlier = [day for day in reversed(stored) if day <= through]
+    for day in (*later, *earlier):
+        if len(qml_models.read_day(key, day, columns=["time"])):
+            return day
+    return None
+
+
+def _upstream(context, qml: QMLResource, entry,
+              latest_day: Callable[[], dt.date | None]) -> tuple[pd.DataFrame | None, dt.date, str]:
     """Upstream's description now, the first date it may describe, and what a date it does not
-    describe says about its source."""
+    describe says about its source (``latest_day``: the latest day with rows, asked only when
+    upstream does not say which day it describes)."""
     with upstream_errors(context, entry.key, "/get_qml_model_metadata", "upstream's model metadata"):
         snapshot = qml.model_metadata(entry, log=context.log)
     if snapshot is None:
@@ -154,10 +176,9 @@ def _upstream(context, qml: QMLResource, entry, history: pd.DataFrame) -> tuple[
     except ValueError as exc:
         raise Failure(description=f"{entry.key}: {exc}", allow_retries=False) from None
     if watermark is None:  # upstream did not say: it describes at least the latest day with rows
-        times = history["time"]
-        if not len(times):
+        as_of = latest_day()
+        if as_of is None:
             return None, dt.date.max, "qml_models (no day with rows yet for upstream's description to describe)"
-        as_of = pd.Timestamp(times.max()).date()
         return described, as_of, "qml_models (upstream's metadata describes today, and later days have rows; none recorded)"
     as_of = watermark.date()
     return described, as_of, f"qml_models (upstream's metadata describes {as_of}, after this date; none recorded)"

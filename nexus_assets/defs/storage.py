@@ -43,7 +43,7 @@ import datetime as dt
 import functools
 import io
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -553,10 +553,31 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
     def everything(self, asset: str, columns: Sequence[str], *, table: str | None = None) -> pd.DataFrame | None:
         """``columns`` of every stored partition of catalog asset ``asset`` (in the mapped window or
         not), in date order; None when there are none."""
-        stored = {**(self._listing(asset) if self._listing is not None else {}), **self._days(asset)}
-        frames = ordered_map(lambda day: self._read(stored[day], table, columns), sorted(stored))
+        stored = self.stored_days(asset)
+        frames = ordered_map(lambda day: self._read(stored[day], table, columns), list(stored))
         frames = [f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else None
+
+    def stored_days(self, asset: str) -> dict[dt.date, UPath | Mapping[str, UPath]]:
+        """Every partition of catalog asset ``asset`` this input can read (the mapped window's and
+        every other stored one), by date, in date order."""
+        return dict(sorted({**(self._listing(asset) if self._listing is not None else {}), **self._days(asset)}.items()))
+
+    def read_day(self, asset: str, day: dt.date, *, table: str | None = None,
+                 columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The stored partition of catalog asset ``asset`` on ``day`` (KeyError when there is none)."""
+        return self._read(self.stored_days(asset)[day], table, columns)
+
+    def iter_days(self, asset: str, *, through: dt.date, table: str | None = None,
+                  columns: Sequence[str] | None = None, ahead: int = 8) -> Iterator[pd.DataFrame]:
+        """The non-empty stored partitions of catalog asset ``asset`` up to ``through``, one frame
+        each, in date order, read ``ahead`` at a time (in parallel): a whole history in the memory
+        of a few days, for a step that folds it day by day."""
+        stored = [path for day, path in self.stored_days(asset).items() if day <= through]
+        for first in range(0, len(stored), ahead):
+            for frame in ordered_map(lambda path: self._read(path, table, columns), stored[first:first + ahead]):
+                if len(frame):
+                    yield frame
 
     def _days(self, asset: str) -> dict[dt.date, UPath | Mapping[str, UPath]]:
         prefix = f"{asset}|"

@@ -12,6 +12,7 @@ from nexus_assets.core.model_metadata import (
     churn,
     churn_alerts,
     churns,
+    iter_rosters,
     metadata_table,
     metadata_tables,
     model_rosters,
@@ -66,6 +67,47 @@ def test_rosters_equal_the_reference_on_every_date():
         got = fast[on]
         assert list(got.columns) == list(want.columns)
         pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def by_day(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """The rows as the step reads them: one frame per stored day, in date order."""
+    return [frame.reset_index(drop=True) for _, frame in rows.groupby("time", sort=True)]
+
+
+def test_streamed_rosters_from_one_frame_a_day_equal_the_reference():
+    rows = churning_history(seed=11)
+    dates = [day(n) for n in (-3, 0, 4, 5, 6, 25, 26, 39, 41)]  # before any row, gaps, after the last
+    frames = by_day(rows)
+    # an empty day, and a frame holding two days (rows shuffled), as partitions may be read
+    frames = [frames[0].head(0), *frames[:10], pd.concat(frames[10:12]).sample(frac=1.0, random_state=1),
+              *frames[12:]]
+    got = list(iter_rosters(frames, dates))
+    assert [on for on, _ in got] == dates
+    for on, roster in got:
+        pd.testing.assert_frame_equal(roster, reference_roster(rows, on), check_dtype=False)
+
+
+def test_streamed_rosters_are_yielded_before_later_days_are_read():
+    rows = churning_history()
+    frames = by_day(rows)
+    read = []
+
+    def reading():
+        for frame in frames:
+            read.append(frame["time"].iloc[0].date())
+            yield frame
+
+    stream = iter_rosters(reading(), [day(3), day(30)], chunk_rows=1)
+    on, roster = next(stream)
+    assert on == day(3) and max(read) == day(4)  # the first day after it told that day 3 was complete
+    pd.testing.assert_frame_equal(roster, reference_roster(rows, day(3)), check_dtype=False)
+    assert next(stream)[0] == day(30) and max(read) == day(31)
+
+
+def test_streamed_rosters_refuse_days_out_of_order():
+    frames = by_day(churning_history())
+    with pytest.raises(ValueError, match="date order"):
+        list(iter_rosters([frames[5], frames[2]], [day(10)]))
 
 
 def test_rows_after_a_date_never_change_its_roster():
