@@ -76,14 +76,23 @@ def price_history(entry: CatalogAsset, qml_models: PartitionFrames, last_day: dt
         volume = _sandbox_volume(entry.series)
         close = close[close.index <= cutoff]
         return close, (None if volume is None else volume[volume.index <= cutoff])
-    rows = qml_models.everything(entry.key, ["time", "target_var_price"])
-    if rows is None:
-        return pd.Series([], dtype="float64", index=pd.DatetimeIndex([], dtype="datetime64[ns]")), None
-    rows = rows[rows["target_var_price"].notna() & (rows["time"] <= cutoff)]
-    # one price per day (the contract checks a day's rows agree); the first row's
-    close = rows.groupby("time", sort=True)["target_var_price"].first().astype("float64")
+    # one price per day (the contract checks a day's rows agree): the first row's, taken a stored
+    # day at a time (a year of every model's rows of a large project would not fit twice in memory)
+    parts = []
+    for rows in qml_models.iter_days(entry.key, through=last_day, columns=["time", "target_var_price"]):
+        rows = rows[rows["target_var_price"].notna() & (rows["time"] <= cutoff)]
+        if len(rows):
+            parts.append(rows.groupby("time", sort=True)["target_var_price"].first())
+    if not parts:
+        return _no_closes(), None
+    # days in date order, each day's times sorted: what one groupby over all the rows gives
+    close = pd.concat(parts).astype("float64")
     close.index = pd.DatetimeIndex(close.index).as_unit("ns")
     return close[close > 0], None
+
+
+def _no_closes() -> pd.Series:
+    return pd.Series([], dtype="float64", index=pd.DatetimeIndex([], dtype="datetime64[ns]"))
 
 
 def build_ml_assets(catalog: Catalog, partitions_def) -> list:

@@ -142,6 +142,52 @@ def test_an_api_asset_reads_its_closes_from_qml_models_up_to_the_date(tmp_path):
     assert close.to_dict() == {pd.Timestamp("2018-01-02"): 10.0, pd.Timestamp("2018-01-04"): 11.0}
 
 
+def reference_closes(frames, last_day: dt.date) -> pd.Series:
+    """The obvious way: every stored row at once, one groupby (what price_history did before it
+    read a day at a time)."""
+    rows = frames.everything(ASSET, ["time", "target_var_price"])
+    rows = None if rows is None else rows[rows["target_var_price"].notna() & (rows["time"] <= pd.Timestamp(last_day))]
+    if rows is None or rows.empty:  # no priced row up to the date: one empty series, however that came about
+        return pd.Series([], dtype="float64", index=pd.DatetimeIndex([], dtype="datetime64[ns]"))
+    close = rows.groupby("time", sort=True)["target_var_price"].first().astype("float64")
+    close.index = pd.DatetimeIndex(close.index).as_unit("ns")
+    return close[close > 0]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_closes_read_a_day_at_a_time_equal_one_groupby_over_every_row(tmp_path, seed):
+    """Real tables' traits: days without rows, days whose first rows have no price, unpriced days,
+    a non-positive price, rows of the same day on two timestamps; dates inside, between and past them."""
+    from upath import UPath
+
+    from nexus_assets.catalog import load_catalog
+    from nexus_assets.defs.ml import price_history
+    from nexus_assets.defs.storage import PartitionFrames
+
+    (tmp_path / "c.toml").write_text(sandbox_catalog_text((ASSET,), source="api"))
+    entry = load_catalog(str(tmp_path / "c.toml"))[ASSET]
+    rng = np.random.default_rng(seed)
+    paths = {}
+    start = dt.date(2018, 1, 1)
+    for n in range(40):
+        day = start + dt.timedelta(days=n)
+        count = 0 if rng.random() < 0.15 else int(rng.integers(1, 6))
+        price = None if rng.random() < 0.15 else float(rng.choice([-1.0, 0.0, 50 + rng.normal()], p=[0.05, 0.05, 0.9]))
+        prices = [None if rng.random() < 0.3 else price for _ in range(count)]
+        times = [pd.Timestamp(day) + (pd.Timedelta(hours=6) if rng.random() < 0.1 else pd.Timedelta(0)) for _ in range(count)]
+        rows = pd.DataFrame({"symbol": [f"m{i}" for i in range(count)], "time": pd.to_datetime(times, utc=False),
+                             "n_predict": 1, "close_predict": 1.0, "target_var_price": prices}
+                            ).astype({"target_var_price": "float64", "time": "datetime64[ns]"})
+        paths[day] = UPath(tmp_path / f"{day}.parquet")
+        rows.to_parquet(paths[day])
+    frames = PartitionFrames({f"{ASSET}|{d}": p for d, p in paths.items() if d.day % 3 == 0},
+                             listing=lambda asset: dict(paths))
+    for n in (-1, 0, 5, 17, 39, 45):
+        last_day = start + dt.timedelta(days=n)
+        close, _ = price_history(entry, frames, last_day)
+        pd.testing.assert_series_equal(close, reference_closes(frames, last_day))
+
+
 def test_a_trained_model_is_trained_again_when_its_rows_were_incomplete():
     """ml_models keeps a stored model only while it learnt from the rows known by its training day now:
     a model trained while older partitions were missing is trained again (the result then equals a
