@@ -143,7 +143,7 @@ class _Models:
         """The number of each row's model; models not seen before are numbered (first and last day
         unknown until :meth:`see`). The keys are factorised column by column, then as one integer
         (a factorisation of the pairs builds a tuple per row: four times the CPU)."""
-        symbol_codes, symbol_values = pd.factorize(symbols.astype(str))
+        symbol_codes, symbol_values = pd.factorize(symbols.astype(str), use_na_sentinel=False)
         horizon_codes, horizon_values = pd.factorize(horizons.astype("int64"))
         codes, pairs = pd.factorize(horizon_codes.astype(np.int64) * max(1, len(symbol_values)) + symbol_codes)
         unique_horizons = np.asarray(horizon_values, dtype=np.int64)[pairs // max(1, len(symbol_values))]
@@ -392,9 +392,51 @@ def churn(before: pd.DataFrame | None, after: pd.DataFrame) -> Churn:
 
 def churns(tables: Sequence[pd.DataFrame | None]) -> list[Churn]:
     """:func:`churn` of each pair of consecutive ``tables`` (the first is the day before the
-    first date: None when there is none); each table is keyed once, not twice."""
-    keyed = [_keyed(table) for table in tables]
-    return [_churn(old, new) for old, new in zip(keyed, keyed[1:])]
+    first date: None when there is none); each table is keyed once, not twice.
+
+    Most days of a project keep the same models in the same order, derived from ``qml_models``
+    alone: such a pair is compared column against column (:func:`_same_models_churn`, equal to
+    the keyed comparison, tested), without a set of keys per table."""
+    keyed: dict[int, _Keyed] = {}
+
+    def keys(i: int) -> _Keyed:
+        if i not in keyed:
+            keyed[i] = _keyed(tables[i])
+        return keyed[i]
+
+    out = []
+    for i in range(1, len(tables)):
+        fast = _same_models_churn(tables[i - 1], tables[i])
+        out.append(fast if fast is not None else _churn(keys(i - 1), keys(i)))
+    return out
+
+
+def _same_models_churn(before: pd.DataFrame | None, after: pd.DataFrame | None) -> Churn | None:
+    """The churn between two tables that list the same models in the same order, neither with an
+    upstream description; None for any other pair."""
+    if before is None or after is None or len(before) != len(after) or not len(after):
+        return None
+    if (before["metadata_source"] == "upstream").any() or (after["metadata_source"] == "upstream").any():
+        return None
+    horizons = after["horizon"].to_numpy(dtype=np.int64)
+    symbols = after["symbol"].to_numpy(dtype=object)
+    if not (np.array_equal(before["horizon"].to_numpy(dtype=np.int64), horizons)
+            and np.array_equal(before["symbol"].to_numpy(dtype=object), symbols)):
+        return None
+    was, now = before["live"].to_numpy(dtype=bool), after["live"].to_numpy(dtype=bool)
+    records = []
+    for change, rows in (("added", now & ~was), ("retired", was & ~now)):
+        for horizon, symbol, i in sorted((int(horizons[i]), symbols[i], i) for i in np.flatnonzero(rows).tolist()):
+            records.append((horizon, symbol, change, _plain(before["code_version"].iat[i]),
+                            _plain(after["code_version"].iat[i])))
+    present, codes = np.unique(horizons, return_inverse=True)
+    count = {name: np.bincount(codes, weights=mask, minlength=len(present)).astype(np.int64).tolist()
+             for name, mask in (("live_before", was), ("live", now), ("added", now & ~was), ("retired", was & ~now))}
+    rows = []
+    for j, horizon in enumerate(present.tolist()):
+        then, lost = count["live_before"][j], count["retired"][j]
+        rows.append((int(horizon), then, count["live"][j], count["added"][j], lost, lost / then if then else 0.0))
+    return Churn(tuple(rows), tuple(records))
 
 
 def _churn(old: _Keyed, new: _Keyed) -> Churn:

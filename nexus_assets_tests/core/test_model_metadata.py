@@ -9,6 +9,7 @@ import pytest
 
 from nexus_assets.core.contract import MODEL_METADATA, table_problems
 from nexus_assets.core.model_metadata import (
+    _same_models_churn,
     churn,
     churn_alerts,
     churns,
@@ -284,3 +285,35 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
     return sink.getvalue()
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_churns_of_days_with_the_same_models_equal_the_keyed_comparison(seed):
+    """Most days keep the same models: those pairs are compared column against column. On a
+    history whose models all publish on the first day, then miss days, retire, come back, and a
+    horizon missing a day (the live flags change, the models listed do not), every pair takes that
+    path and gives what the keyed comparison gives, to the type of each value in the records."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for h in (1, 3, 8):
+        for m in range(15):
+            symbol = f"{4382 + h}.0_{100000 + m}"
+            for d in range(30):
+                if d and (rng.random() < 0.15 or (h == 3 and d in (9, 10)) or (m % 5 == 2 and d > 20)):
+                    continue
+                rows.append({"symbol": symbol, "time": pd.Timestamp(day(d)), "n_predict": h})
+    rows = pd.DataFrame(rows)
+    dates = [day(n) for n in range(30)]
+    tables = metadata_tables(model_rosters(rows, dates), {})
+    sequence = [tables[on] for on in dates]
+    got = churns(sequence)
+    assert all(_same_models_churn(a, b) is not None for a, b in zip(sequence, sequence[1:]))
+    for (old, new), fast in zip(zip(sequence, sequence[1:]), got):
+        want = churn(old, new)
+        assert repr(fast.per_horizon_rows) == repr(want.per_horizon_rows)
+        assert repr(fast.change_rows) == repr(want.change_rows)
+    assert sum(c.count("retired") for c in got) > 10 and sum(c.count("added") for c in got) > 10
+    # a pair that lists other models, or an upstream description, is left to the keyed comparison
+    assert _same_models_churn(sequence[0], sequence[1].iloc[1:]) is None
+    assert _same_models_churn(sequence[0], sequence[1].iloc[::-1].reset_index(drop=True)) is None
+    assert _same_models_churn(sequence[0], sequence[1].assign(metadata_source="upstream")) is None
