@@ -13,6 +13,14 @@ Celery workers over Redis. Measured side by side in one invocation:
 
     python benchmarks/production_scale.py --scale 0.02 --days 20     # what fits a shared 2-core machine
     python benchmarks/production_scale.py --scale 1 --days 365       # the real thing (hours)
+    python benchmarks/production_scale.py --scale 1 --days 365 --workers 2 \
+        --backfill-executor in_process --rows-per-run 3000000         # full scale in ~65 min, 7.5 GB
+
+`--backfill-executor in_process` runs the backfill's steps in each run's own process (no Celery
+until the daily run, which always goes through the workers); `--rows-per-run` cuts each
+project's range into runs of at most that many model rows, queued in date order (the queue runs one
+run of a project at a time, in order): how docs/production.md tells operators to backfill the
+largest projects.
 
 `--scale` multiplies every project's model count (benchmarks/catalogs/qdt_scale.toml: Crude_Oil
 10,000 models x 10 horizons at scale 1); horizons, calendars and the number of projects stay. The
