@@ -106,6 +106,10 @@ def _chunks(frames: Iterable[pd.DataFrame], rows: int, last_stamp: int) -> Itera
         if not len(frame):
             continue
         days = pd.to_datetime(frame["time"]).dt.normalize().to_numpy(dtype="datetime64[ns]").astype("int64")
+        if (days == _NAT).any():  # a row without a time has no day: it never counted
+            frame, days = frame[days != _NAT], days[days != _NAT]
+            if not len(frame):
+                continue
         if days.min() < latest:
             raise ValueError(f"rows of {pd.Timestamp(days.min()).date()} after rows of {pd.Timestamp(latest).date()}: "
                              "the frames must come in date order")

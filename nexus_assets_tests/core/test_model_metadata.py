@@ -105,6 +105,15 @@ def test_streamed_rosters_are_yielded_before_later_days_are_read():
     assert next(stream)[0] == day(30) and max(read) == day(31)
 
 
+def test_rows_without_a_time_never_count():
+    rows = churning_history()
+    frames = by_day(rows)
+    timeless = frames[3].head(2).assign(time=pd.NaT, symbol="never")
+    streamed = [frames[0], *frames[1:5], timeless, timeless.head(0), timeless, *frames[5:]]
+    for on, roster in iter_rosters(streamed, [day(2), day(9)]):
+        pd.testing.assert_frame_equal(roster, reference_roster(rows, on), check_dtype=False)
+
+
 def test_streamed_rosters_refuse_days_out_of_order():
     frames = by_day(churning_history())
     with pytest.raises(ValueError, match="date order"):
