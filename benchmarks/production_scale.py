@@ -265,16 +265,18 @@ def run_side(workers: int, args, keys: list[str], catalog: Path, pg, redis, fold
             result["instance_db_bytes"] = cursor.fetchone()[0]
         # the daily run of every project, the schedule's shape, on top of the backfill
         day = last + dt.timedelta(days=1)
+        daemon_log = "daemon.log"
         if in_process:  # the daily run through Celery: a daemon with the Celery executor, and workers
             daemon.terminate()
             daemon.wait(timeout=120)
             start_workers()
-            daemon = _daemon(stack, env, folder, "daemon-daily.log")
+            daemon_log = "daemon-daily.log"
+            daemon = _daemon(stack, env, folder, daemon_log)
             sampler.watch("daemon", daemon.pid)
         cpu_before = sampler.cpu_seconds
         _launch(env, folder, f"{keys[0]}|{day}", f"{keys[-1]}|{day}")
         [daily] = [r.run_id for r in instance.get_runs() if r.run_id not in backfill]
-        _wait(instance, [daily], daemon, folder / ("daemon-daily.log" if in_process else "daemon.log"), args.limit)
+        _wait(instance, [daily], daemon, folder / daemon_log, args.limit)
         record = instance.get_run_record_by_id(daily)
         result["daily_run_s"] = record.end_time - record.start_time
         result["daily_queue_to_end_s"] = record.end_time - record.create_timestamp.timestamp()

@@ -80,8 +80,7 @@ def iter_rosters(frames: Iterable[pd.DataFrame], dates: Iterable[dt.date], *,
     models = _Models()
     pending = 0  # wanted[pending] is the next date to yield
     last_stamp = pd.Timestamp(wanted[-1]).value
-    for rows in _chunks(frames, chunk_rows, last_stamp):
-        days = pd.to_datetime(rows["time"]).dt.normalize().to_numpy(dtype="datetime64[ns]").astype("int64")
+    for rows, days in _chunks(frames, chunk_rows, last_stamp):
         ids = models.numbers(rows["n_predict"], rows["symbol"])
         order = np.argsort(days, kind="stable")
         days, ids = days[order], ids[order]
@@ -96,11 +95,12 @@ def iter_rosters(frames: Iterable[pd.DataFrame], dates: Iterable[dt.date], *,
         yield day, models.roster(day)
 
 
-def _chunks(frames: Iterable[pd.DataFrame], rows: int, last_stamp: int) -> Iterator[pd.DataFrame]:
+def _chunks(frames: Iterable[pd.DataFrame], rows: int, last_stamp: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """The non-empty frames' rows up to ``last_stamp`` (a day's midnight in ns), concatenated into
-    chunks of at least ``rows`` rows (the last one may be smaller); stops at the first frame with
-    rows after that day (frames come in date order: the later ones change nothing)."""
-    held: list[pd.DataFrame] = []
+    chunks of at least ``rows`` rows (the last one may be smaller), each with its rows' days (ns);
+    stops at the first frame with rows after that day (frames come in date order: the later ones
+    change nothing). A frame with a day earlier than one before it is an error."""
+    held: list[tuple[pd.DataFrame, np.ndarray]] = []
     count, latest = 0, _NAT
     for frame in frames:
         if not len(frame):
@@ -117,17 +117,23 @@ def _chunks(frames: Iterable[pd.DataFrame], rows: int, last_stamp: int) -> Itera
         after = days > last_stamp
         beyond = bool(after.any())
         if beyond:
-            frame = frame[~after]
+            frame, days = frame[~after], days[~after]
         if len(frame):
-            held.append(frame)
+            held.append((frame, days))
             count += len(frame)
         if held and (count >= rows or beyond):
-            yield held[0] if len(held) == 1 else pd.concat(held, ignore_index=True)
+            yield _joined(held)
             held, count = [], 0
         if beyond:
             return
     if held:
-        yield held[0] if len(held) == 1 else pd.concat(held, ignore_index=True)
+        yield _joined(held)
+
+
+def _joined(held: list[tuple[pd.DataFrame, np.ndarray]]) -> tuple[pd.DataFrame, np.ndarray]:
+    if len(held) == 1:
+        return held[0]
+    return pd.concat([frame for frame, _ in held], ignore_index=True), np.concatenate([days for _, days in held])
 
 
 class _Models:
@@ -140,7 +146,6 @@ class _Models:
         self.symbol = np.empty(0, dtype=object)
         self.first = np.empty(0, dtype=np.int64)
         self.last = np.empty(0, dtype=np.int64)
-        self._latest = _NAT  # the latest day seen
         self._sorted: np.ndarray | None = None  # model numbers sorted by horizon, symbol (until one appears)
 
     def numbers(self, horizons: pd.Series, symbols: pd.Series) -> np.ndarray:
@@ -149,9 +154,10 @@ class _Models:
         (a factorisation of the pairs builds a tuple per row: four times the CPU)."""
         symbol_codes, symbol_values = pd.factorize(symbols.astype(str), use_na_sentinel=False)
         horizon_codes, horizon_values = pd.factorize(horizons.astype("int64"))
-        codes, pairs = pd.factorize(horizon_codes.astype(np.int64) * max(1, len(symbol_values)) + symbol_codes)
-        unique_horizons = np.asarray(horizon_values, dtype=np.int64)[pairs // max(1, len(symbol_values))]
-        unique_symbols = np.asarray(symbol_values, dtype=object)[pairs % max(1, len(symbol_values))]
+        width = max(1, len(symbol_values))
+        codes, pairs = pd.factorize(horizon_codes.astype(np.int64) * width + symbol_codes)
+        unique_horizons = np.asarray(horizon_values, dtype=np.int64)[pairs // width]
+        unique_symbols = np.asarray(symbol_values, dtype=object)[pairs % width]
         found = (self._known.get_indexer(pd.MultiIndex.from_arrays([unique_horizons, unique_symbols]))
                  if len(self._known) else np.full(len(pairs), -1, dtype=np.intp))
         new = found < 0
@@ -168,11 +174,7 @@ class _Models:
 
     def see(self, stamp: int, ids: np.ndarray) -> None:
         """The models with rows on one day (``stamp``: its midnight in ns), not earlier than any
-        day seen before."""
-        if stamp < self._latest:
-            raise ValueError(f"rows of {pd.Timestamp(stamp).date()} after rows of {pd.Timestamp(self._latest).date()}: "
-                             "the frames must come in date order")
-        self._latest = stamp
+        day seen before (:func:`_chunks` checks the order)."""
         first = self.first[ids]
         self.first[ids] = np.where(first == _NAT, stamp, first)
         self.last[ids] = stamp
@@ -428,14 +430,15 @@ def _same_models_churn(before: pd.DataFrame | None, after: pd.DataFrame | None) 
             and np.array_equal(before["symbol"].to_numpy(dtype=object), symbols)):
         return None
     was, now = before["live"].to_numpy(dtype=bool), after["live"].to_numpy(dtype=bool)
+    added, retired = now & ~was, was & ~now
     records = []
-    for change, rows in (("added", now & ~was), ("retired", was & ~now)):
+    for change, rows in (("added", added), ("retired", retired)):
         for horizon, symbol, i in sorted((int(horizons[i]), symbols[i], i) for i in np.flatnonzero(rows).tolist()):
             records.append((horizon, symbol, change, _plain(before["code_version"].iat[i]),
                             _plain(after["code_version"].iat[i])))
     present, codes = np.unique(horizons, return_inverse=True)
     count = {name: np.bincount(codes, weights=mask, minlength=len(present)).astype(np.int64).tolist()
-             for name, mask in (("live_before", was), ("live", now), ("added", now & ~was), ("retired", was & ~now))}
+             for name, mask in (("live_before", was), ("live", now), ("added", added), ("retired", retired))}
     rows = []
     for j, horizon in enumerate(present.tolist()):
         then, lost = count["live_before"][j], count["retired"][j]

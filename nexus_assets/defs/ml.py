@@ -84,15 +84,11 @@ def price_history(entry: CatalogAsset, qml_models: PartitionFrames, last_day: dt
         if len(rows):
             parts.append(rows.groupby("time", sort=True)["target_var_price"].first())
     if not parts:
-        return _no_closes(), None
+        return pd.Series([], dtype="float64", index=pd.DatetimeIndex([], dtype="datetime64[ns]")), None
     # days in date order, each day's times sorted: what one groupby over all the rows gives
     close = pd.concat(parts).astype("float64")
     close.index = pd.DatetimeIndex(close.index).as_unit("ns")
     return close[close > 0], None
-
-
-def _no_closes() -> pd.Series:
-    return pd.Series([], dtype="float64", index=pd.DatetimeIndex([], dtype="datetime64[ns]"))
 
 
 def build_ml_assets(catalog: Catalog, partitions_def) -> list:

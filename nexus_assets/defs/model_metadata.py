@@ -116,7 +116,7 @@ def build_model_metadata_assets(catalog: Catalog, partitions_def) -> list:
                 tables = metadata_tables(batch, described)
                 # in date order each date of the run follows the day before it
                 changes = dict(zip(batch, churns([before, *tables.values()])))
-                before = tables[list(batch)[-1]]
+                before = list(tables.values())[-1]
                 for day in batch:
                     if day not in run_days:
                         continue
@@ -152,11 +152,11 @@ def _batches(pairs: Iterator[tuple[dt.date, pd.DataFrame]], size: int) -> Iterat
 def _latest_day_with_rows(qml_models: PartitionFrames, key: str, through: dt.date) -> dt.date | None:
     """The latest day with rows the step knows of: the first stored day after ``through`` that has
     rows (whether a later day has any is all that matters), else the latest on or before it."""
-    stored = list(qml_models.stored_days(key))
+    stored = qml_models.stored_days(key)  # one listing, in date order
     later = [day for day in stored if day > through]
     earlier = [day for day in reversed(stored) if day <= through]
     for day in (*later, *earlier):
-        if len(qml_models.read_day(key, day, columns=["time"])):
+        if len(qml_models.read_stored(stored[day], columns=["time"])):
             return day
     return None
 

@@ -563,10 +563,11 @@ class PartitionFrames(Mapping[str, pd.DataFrame]):
         every other stored one), by date, in date order."""
         return dict(sorted({**(self._listing(asset) if self._listing is not None else {}), **self._days(asset)}.items()))
 
-    def read_day(self, asset: str, day: dt.date, *, table: str | None = None,
-                 columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The stored partition of catalog asset ``asset`` on ``day`` (KeyError when there is none)."""
-        return self._read(self.stored_days(asset)[day], table, columns)
+    @staticmethod
+    def read_stored(path: UPath | Mapping[str, UPath], *, table: str | None = None,
+                    columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One partition of :meth:`stored_days` (``table`` of a multi-table input)."""
+        return PartitionFrames._read(path, table, columns)
 
     def iter_days(self, asset: str, *, through: dt.date, table: str | None = None,
                   columns: Sequence[str] | None = None, ahead: int = 8) -> Iterator[pd.DataFrame]:
