@@ -86,6 +86,11 @@ class CatalogAsset:
     ml_horizons: tuple[int, ...] = (1, 5)
     ml_retrain_days: int = 7
     ml_signal_threshold: float = 0.6
+    # training pairs: a model is trained once at least ml_min_train_pairs pairs are known, on the
+    # latest ml_train_window of them (a short history, e.g. a year of a new project, serves sooner
+    # with fewer pairs, at the price of noisier models)
+    ml_min_train_pairs: int = 150
+    ml_train_window: int = 750
 
     def is_trading_day(self, day: dt.date) -> bool:
         """Whether the asset's calendar expects a publication on ``day``."""
@@ -274,6 +279,12 @@ def _parse_asset(path: Path, position: int, entry: dict[str, Any]) -> CatalogAss
     ml_retrain_days = entry.get("ml_retrain_days", 7)
     if isinstance(ml_retrain_days, bool) or not isinstance(ml_retrain_days, int) or not 1 <= ml_retrain_days <= 366:
         raise fail("ml_retrain_days", f"must be an integer in [1, 366], got {ml_retrain_days!r}")
+    ml_min_train_pairs = integer("ml_min_train_pairs", 30, 100_000)
+    ml_min_train_pairs = 150 if ml_min_train_pairs is None else ml_min_train_pairs
+    ml_train_window = integer("ml_train_window", 30, 100_000)
+    ml_train_window = max(750, ml_min_train_pairs) if ml_train_window is None else ml_train_window
+    if ml_train_window < ml_min_train_pairs:
+        raise fail("ml_train_window", f"must be at least ml_min_train_pairs ({ml_min_train_pairs}), got {ml_train_window}")
 
     return CatalogAsset(
         key=key,
@@ -298,4 +309,6 @@ def _parse_asset(path: Path, position: int, entry: dict[str, Any]) -> CatalogAss
         ml_horizons=tuple(sorted(ml_horizons)),
         ml_retrain_days=ml_retrain_days,
         ml_signal_threshold=number("ml_signal_threshold", 0.6, 0.0, 1.0),
+        ml_min_train_pairs=ml_min_train_pairs,
+        ml_train_window=ml_train_window,
     )

@@ -51,12 +51,19 @@ def test_defaults(tmp_path):
     assert asset.ensemble_source == "child_models"  # our own ensemble unless the catalog says otherwise
     assert asset.model_loss_warn_share == 0.25
     assert (asset.ml_horizons, asset.ml_retrain_days, asset.ml_signal_threshold) == ((1, 5), 7, 0.6)
+    assert (asset.ml_min_train_pairs, asset.ml_train_window) == (150, 750)
 
 
 def test_ml_fields_are_read(tmp_path):
     text = GOOD + "ml_horizons = [10, 1]\nml_retrain_days = 30\nml_signal_threshold = 0.4\n"
     asset = load_catalog(write(tmp_path, text))["1860_Bitcoin"]
     assert (asset.ml_horizons, asset.ml_retrain_days, asset.ml_signal_threshold) == ((1, 10), 30, 0.4)
+    text = GOOD + "ml_min_train_pairs = 60\nml_train_window = 200\n"
+    asset = load_catalog(write(tmp_path, text))["1860_Bitcoin"]
+    assert (asset.ml_min_train_pairs, asset.ml_train_window) == (60, 200)
+    # a minimum above the default window raises the window's default with it
+    asset = load_catalog(write(tmp_path, GOOD + "ml_min_train_pairs = 1000\n"))["1860_Bitcoin"]
+    assert (asset.ml_min_train_pairs, asset.ml_train_window) == (1000, 1000)
 
 
 def test_ensemble_source_and_model_loss_share_are_read(tmp_path):
@@ -86,6 +93,8 @@ def test_ensemble_source_and_model_loss_share_are_read(tmp_path):
         (lambda t: t + "ml_horizons = []\n", "ml_horizons", "distinct integers"),
         (lambda t: t + "ml_retrain_days = 0\n", "ml_retrain_days", "integer in"),
         (lambda t: t + "ml_signal_threshold = 1.5\n", "ml_signal_threshold", "number in"),
+        (lambda t: t + "ml_min_train_pairs = 10\n", "ml_min_train_pairs", "integer in"),
+        (lambda t: t + "ml_min_train_pairs = 100\nml_train_window = 80\n", "ml_train_window", "at least ml_min_train_pairs"),
         (lambda t: t.replace('display_name = "Bitcoin"\n', ""), "display_name", "missing"),
         (lambda t: t + GOOD, "key", "duplicate"),
         (lambda t: t + "end_date = 2024-01-01\n", "end_date", "before start_date"),

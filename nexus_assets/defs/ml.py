@@ -32,6 +32,7 @@ from nexus_assets.catalog import Catalog, CatalogAsset
 from nexus_assets.core.features import feature_frame, model_features
 from nexus_assets.core.ml_serving import ModelError, predictions_table, serving_table
 from nexus_assets.core.ml_training import (
+    TrainingConfig,
     train_direction_model,
     trained_version,
     training_anchor,
@@ -147,15 +148,17 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
             close, volume = price_history(entry, qml_models, anchors[-1])
             frame = feature_frame(close, volume)
             names = model_features(volume is not None)
+            config = training_config(entry)
             # a model is trained when missing, and again when the rows it learnt from are no longer the
-            # rows known by its training day (trained while older partitions were not yet stored): so a
-            # date's model does not depend on the order its range was backfilled in
+            # rows known by its training day (trained while older partitions were not yet stored) or the
+            # catalog's training settings changed: so a date's model does not depend on the order its
+            # range was backfilled in
             missing = [(a, h) for a in anchors for h in entry.ml_horizons
-                       if _needs_training(have.get(trained_version(a, h)), frame, names, h, a)]
+                       if _needs_training(have.get(trained_version(a, h)), frame, names, h, a, config)]
             trained = []
             if missing:
                 for anchor, horizon in missing:
-                    model = train_direction_model(frame, names, asset=key, horizon=horizon, as_of=anchor)
+                    model = train_direction_model(frame, names, asset=key, horizon=horizon, as_of=anchor, config=config)
                     if model is not None:
                         write_model(data_dir, model.manifest, model.onnx)
                         trained.append(model.manifest["version"])
@@ -210,15 +213,25 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
     return [features, ml_models, ml_predictions]
 
 
-def _needs_training(manifest: dict | None, frame: pd.DataFrame, names, horizon: int, anchor: dt.date) -> bool:
-    """Whether the trained model of ``anchor`` and ``horizon`` is missing or learnt from other rows than
-    the ones known by ``anchor`` now (a registered model is never retrained)."""
+def training_config(entry: CatalogAsset) -> TrainingConfig:
+    """The training settings of ``entry``: the defaults with the catalog's pair counts."""
+    return TrainingConfig(min_pairs=entry.ml_min_train_pairs, window=entry.ml_train_window)
+
+
+def _needs_training(manifest: dict | None, frame: pd.DataFrame, names, horizon: int, anchor: dt.date,
+                    config: TrainingConfig | None = None) -> bool:
+    """Whether the trained model of ``anchor`` and ``horizon`` is missing, was trained with other
+    settings than ``config``, or learnt from other rows than the ones known by ``anchor`` now (a
+    registered model is never retrained)."""
     if manifest is None:
         return True
     if manifest.get("source") != "trained":
         return False
+    config = config or TrainingConfig()
+    if manifest.get("hyperparameters") != config.as_dict():
+        return True
     recorded = (manifest.get("training_window") or {}).get("sha256")
-    return recorded != training_rows_sha256(*training_rows(frame, names, horizon, anchor))
+    return recorded != training_rows_sha256(*training_rows(frame, names, horizon, anchor, config))
 
 
 def _number(value) -> float | None:

@@ -206,6 +206,12 @@ def test_a_trained_model_is_trained_again_when_its_rows_were_incomplete():
     assert _needs_training(stale, full, names, 1, anchor)
     assert not _needs_training(fresh, full, names, 1, anchor)
     assert not _needs_training({**stale, "source": "registered"}, full, names, 1, anchor)
+    # the catalog's training settings changed (fewer pairs needed, a shorter window): trained again
+    shorter = TrainingConfig(min_pairs=60, window=300)
+    assert _needs_training(fresh, full, names, 1, anchor, shorter)
+    again = train_direction_model(full, names, asset="1_A", horizon=1, as_of=anchor, config=shorter).manifest
+    assert again["training_window"]["rows"] == 300
+    assert not _needs_training(again, full, names, 1, anchor, shorter)
 
 
 def _seeded_signal_rows(seed: int) -> pd.DataFrame:
