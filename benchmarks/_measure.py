@@ -7,10 +7,13 @@ across exec, so a large benchmark parent would inflate every child's figure.
 
 from __future__ import annotations
 
+import os
+import resource
+import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -58,6 +61,36 @@ def measure(label: str, argv: list[str], env: dict[str, str] | None = None, cwd:
     done.set()
     sampler.join()
     return Measurement(label, seconds, peak / 2**20, proc.returncode, out)
+
+
+@dataclass
+class Row:
+    """One benchmark row measured over several rounds (medians)."""
+
+    label: str
+    runs: list = field(default_factory=list)  # (Measurement, cpu seconds, load before, load after)
+
+    def add(self, measurement, cpu: float, before: float, after: float) -> None:
+        self.runs.append((measurement, cpu, before, after))
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(m.seconds for m, *_ in self.runs)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(c for _, c, *_ in self.runs)
+
+
+def timed(label: str, argv: list[str], env: dict, cwd) -> tuple[Measurement, float, float, float]:
+    """``measure`` plus the child's CPU seconds (user + sys, all its threads and children) and the
+    1-minute load average before and after."""
+    before = os.getloadavg()[0]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m = measure(label, argv, env, str(cwd))
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (now.ru_utime - used.ru_utime) + (now.ru_stime - used.ru_stime)
+    return m, cpu, before, os.getloadavg()[0]
 
 
 def table(rows: list[Measurement]) -> str:

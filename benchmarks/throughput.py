@@ -47,7 +47,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -55,11 +54,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure  # noqa: E402
+from _measure import Row, timed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-key-not-secret"
@@ -121,32 +119,6 @@ def _content_digest(path: Path) -> str:
     return hashlib.sha256(sink.getvalue()).hexdigest()
 
 
-@dataclass
-class Row:
-    label: str
-    runs: list = field(default_factory=list)  # (Measurement, cpu seconds, load before, load after)
-
-    def add(self, measurement, cpu: float, before: float, after: float) -> None:
-        self.runs.append((measurement, cpu, before, after))
-
-    @property
-    def seconds(self) -> float:
-        return statistics.median(m.seconds for m, *_ in self.runs)
-
-    @property
-    def cpu(self) -> float:
-        return statistics.median(c for _, c, *_ in self.runs)
-
-
-def _timed(label: str, argv: list[str], env: dict, cwd: Path):
-    before = os.getloadavg()[0]
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    m = measure(label, argv, env, str(cwd))
-    now = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (now.ru_utime - used.ru_utime) + (now.ru_stime - used.ru_stime)
-    return m, cpu, before, os.getloadavg()[0]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", metavar="REV", action="append", default=[],
@@ -199,7 +171,7 @@ def main() -> int:
                               _command(sys.executable, START, last - dt.timedelta(days=1)) + config),
                              (f"{name}: daily run (1 day)", _command(sys.executable, last, last) + config)]
                     for label, command in steps:
-                        result = _timed(label, _shell(command), env, folder)
+                        result = timed(label, _shell(command), env, folder)
                         rows.setdefault(label, Row(label)).add(*result)
                         if result[0].returncode != 0:
                             print(f"FAILED: {label}\n{result[0].stdout[-3000:]}")
@@ -210,7 +182,7 @@ def main() -> int:
                 env = _env(folder, url, REPO, catalog)
                 for label, first, end in ((f"core without Dagster: {args.days - 1} days", START, last - dt.timedelta(days=1)),
                                           ("core without Dagster: the last day (1 day)", last, last)):
-                    result = _timed(label, _core_command(sys.executable, first, end, args.route), env, folder)
+                    result = timed(label, _core_command(sys.executable, first, end, args.route), env, folder)
                     if result[0].returncode != 0:
                         print(f"FAILED: {label}\n{result[0].stdout[-3000:]}")
                         return 1
