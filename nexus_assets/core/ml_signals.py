@@ -14,6 +14,11 @@ The table is shaped like the slope signals (``variant``, ``horizons``, ``net_pro
 signal of its own, variant ``ml_h<h>``, with the same simulation, costs and statistics;
 ``net_prob = 2 p - 1`` is the signed confidence. A row reads only its own prediction, so the
 signal is point in time whenever the predictions are.
+
+The record of a horizon's ML signal starts on its first prediction (:func:`record_rows`): before
+any model serves, the signal only holds by default, as the slope signals have no rows before the
+ensemble's warm-up; counting those days would compare a record over another span (and another
+buy and hold) with the slope signals'.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = [
     "VARIANT_PATTERN",
     "ml_signals",
     "ml_variant",
+    "record_rows",
     "variant_horizon",
 ]
 
@@ -111,6 +117,22 @@ def ml_signals(predictions: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
         "price": frame["price"].to_numpy("float64", na_value=np.nan),
     })
     return out[list(ML_SIGNAL_COLUMNS)]
+
+
+def record_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``rows`` (``ml_signals`` rows, at least ``date``, ``variant``, ``probability_up``)
+    that enter the record: each variant's rows from its first date with a probability on; a
+    variant without one has none. Point in time: that first date depends on nothing after it."""
+    if rows.empty:
+        return rows
+    variant = rows["variant"].astype(str).to_numpy()
+    dates = rows["date"].to_numpy("datetime64[ns]")
+    served = ~np.isnan(rows["probability_up"].to_numpy("float64", na_value=np.nan))
+    keep = np.zeros(len(rows), dtype=bool)
+    for name in np.unique(variant[served]):
+        mine = variant == name
+        keep |= mine & (dates >= dates[mine & served].min())
+    return rows if keep.all() else rows[keep]
 
 
 def _check(frame: pd.DataFrame, p: np.ndarray, confidence: np.ndarray) -> None:

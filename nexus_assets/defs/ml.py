@@ -48,7 +48,8 @@ from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
 from nexus_assets.ml_registry import RegistryError, list_manifests, load_model, write_model
 from nexus_assets.qml.sandbox import load_prices
 
-__all__ = ["FEATURES", "ML_MODELS", "ML_PREDICTIONS", "build_ml_assets", "price_history", "run_frame"]
+__all__ = ["FEATURES", "ML_MODELS", "ML_PREDICTIONS", "build_ml_assets", "current_manifests", "price_history", "run_frame",
+           "training_config"]
 
 FEATURES = "features"
 ML_MODELS = "ml_models"
@@ -162,7 +163,8 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
                     if model is not None:
                         write_model(data_dir, model.manifest, model.onnx)
                         trained.append(model.manifest["version"])
-            per_day = split_sorted_by_day(serving_table(list_manifests(data_dir, key), key, entry.ml_horizons, days), days)
+            servable = current_manifests(list_manifests(data_dir, key), entry.ml_retrain_days, config)
+            per_day = split_sorted_by_day(serving_table(servable, key, entry.ml_horizons, days), days)
             for day in days:
                 pk = partition_key(key, day)
                 table = per_day[day]
@@ -216,6 +218,17 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
 def training_config(entry: CatalogAsset) -> TrainingConfig:
     """The training settings of ``entry``: the defaults with the catalog's pair counts."""
     return TrainingConfig(min_pairs=entry.ml_min_train_pairs, window=entry.ml_train_window)
+
+
+def current_manifests(manifests: Sequence[dict], every: int, config: TrainingConfig) -> list[dict]:
+    """The manifests that may serve under the catalog's current settings: every registered model, and
+    the trained models of today's cadence (trained on one of its training days) and settings. A model
+    left in the registry by an earlier cadence or other settings stays there but serves no date, so
+    a date's model does not depend on what earlier runs trained."""
+    settings = config.as_dict()
+    return [m for m in manifests if m.get("source") != "trained" or (
+        m.get("hyperparameters") == settings
+        and training_anchor(dt.date.fromisoformat(m["trained_on"]), every).isoformat() == m["trained_on"])]
 
 
 def _needs_training(manifest: dict | None, frame: pd.DataFrame, names, horizon: int, anchor: dt.date,

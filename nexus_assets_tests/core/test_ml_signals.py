@@ -9,7 +9,7 @@ import pytest
 
 from nexus_assets.core.contract import ML_SIGNALS
 from nexus_assets.core.metrics import record, record_signals
-from nexus_assets.core.ml_signals import ml_signals, ml_variant, variant_horizon
+from nexus_assets.core.ml_signals import ml_signals, ml_variant, record_rows, variant_horizon
 from nexus_assets_tests.core.ml_data import ml_predictions
 from nexus_assets_tests.core.test_metrics import seeded_signals
 
@@ -132,3 +132,41 @@ def test_rewriting_after_a_date_changes_nothing_on_or_before_it(cut):
     b = record(after, as_of=[day], calendar="exchange", cost_bps=5.0, horizons=[1, 5])[day]
     for name in a:
         pdt.assert_frame_equal(a[name], b[name], check_exact=True)
+
+
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_the_record_starts_on_each_horizons_first_prediction(seed):
+    """Before any model serves the ML signal only holds by default: those days are not in its record
+    (as the slope signals have no rows before the ensemble's warm-up), so its span and buy and hold
+    start with its first prediction. Each horizon starts on its own; later gaps stay in."""
+    predictions = ml_predictions(seed=seed)
+    rng = np.random.default_rng(seed)
+    late = predictions["horizon"] == 5
+    first_h5 = int(rng.integers(9, 30))  # h5's first model serves later than h1's
+    dates = sorted(set(predictions["date"]))
+    early = late & (predictions["date"] < dates[first_h5])
+    predictions.loc[early, ["model_version", "model_sha256"]] = ""
+    predictions.loc[early, ["probability_up", "confidence"]] = np.nan
+    signals = ml_signals(predictions, threshold=0.3).sample(frac=1.0, random_state=seed)  # any row order
+
+    kept = record_rows(signals)
+    reference = []  # the obvious way: per variant, walk the dates and start at the first probability
+    for _, rows in signals.groupby("variant"):
+        started = False
+        for index, row in rows.sort_values("date").iterrows():
+            started = started or row["probability_up"] == row["probability_up"]
+            if started:
+                reference.append(index)
+    assert sorted(kept.index) == sorted(reference)
+    assert kept.groupby("variant")["date"].min().to_dict() == {"ml_h1": dates[8], "ml_h5": dates[first_h5]}
+    assert (kept["reason"] == "no_probability").any()  # a later gap without a probability stays in the record
+    assert record_rows(signals[signals["reason"] == "no_model"]).empty
+
+    day = dates[-1].date()
+    tables = record(kept, as_of=[day], calendar="exchange", cost_bps=5.0, horizons=[1, 5])[day]
+    stats = tables["statistics"].set_index(["signal", "basis", "statistic"])["value"]
+    prices = predictions.drop_duplicates("date").set_index("date")["price"]
+    for variant, first in (("ml_h1", dates[8]), ("ml_h5", dates[first_h5])):
+        assert stats[(variant, "point_in_time", "buy_and_hold_return")] == pytest.approx(prices.iloc[-1] / prices[first] - 1)
+    daily = tables["daily"]
+    assert daily[daily["signal"] == "ml_h5"]["date"].min() == dates[first_h5]
