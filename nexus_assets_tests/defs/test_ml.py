@@ -14,7 +14,7 @@ from nexus_assets.core.contract import ML_MODELS, ML_PREDICTIONS, table_problems
 from nexus_assets.core.features import feature_frame, model_features
 from nexus_assets.core.ml_training import TrainingConfig, train_direction_model
 from nexus_assets.definitions import MAIN_JOB
-from nexus_assets.defs.ml import _needs_training, _sandbox_volume
+from nexus_assets.defs.ml import _needs_training, _sandbox_volume, current_manifests
 from nexus_assets.defs.schedules import RANGE_END_TAG, RANGE_START_TAG
 from nexus_assets.ml_registry import MODEL_FILE, load_model, registry_root
 from nexus_assets.qml.sandbox import load_prices
@@ -100,6 +100,28 @@ def test_a_tampered_model_fails_the_step_and_writes_nothing(ranged):
     finally:
         path.write_bytes(original)
         target.write_bytes(before)
+
+
+@pytest.mark.slow
+def test_after_a_change_of_cadence_only_the_new_cadences_models_serve(ranged, tmp_path):
+    """The weekly store's registry holds Monday 2018-01-08's models; with a 28-day cadence 2018-01-10 is
+    served by 2018-01-01's, exactly as in a store that never had the weekly models (those stay in the
+    registry, serving nothing)."""
+    import shutil
+
+    day = dt.date(2018, 1, 10)
+    monthly = re.sub(r"ml_retrain_days = \d+", "ml_retrain_days = 28", _text())
+    (tmp_path / "changed").mkdir()
+    (tmp_path / "fresh").mkdir()
+    changed = Pipeline(tmp_path / "changed", monthly)
+    shutil.copytree(ranged.data_dir, changed.data_dir)
+    assert (changed.data_dir / "ml_registry" / ASSET / "trained-2018-01-08-h1").is_dir()
+    fresh = Pipeline(tmp_path / "fresh", monthly)
+    for pipe in (changed, fresh):
+        assert _run(pipe, day, day).success
+    assert _read(changed, "ml_models", day)["model_version"].tolist() == ["trained-2018-01-01-h1", "trained-2018-01-01-h5"]
+    for asset in ML_ASSETS:
+        assert changed.file(asset, f"{ASSET}|{day}").read_bytes() == fresh.file(asset, f"{ASSET}|{day}").read_bytes()
 
 
 @pytest.mark.slow
@@ -212,6 +234,20 @@ def test_a_trained_model_is_trained_again_when_its_rows_were_incomplete():
     again = train_direction_model(full, names, asset="1_A", horizon=1, as_of=anchor, config=shorter).manifest
     assert again["training_window"]["rows"] == 300
     assert not _needs_training(again, full, names, 1, anchor, shorter)
+
+
+def test_only_models_of_the_current_cadence_and_settings_serve():
+    """current_manifests: registered models always; trained ones only from a training day of today's
+    cadence and with today's settings."""
+    settings = TrainingConfig().as_dict()
+    trained = [{"version": f"trained-{d}-h1", "source": "trained", "trained_on": d, "hyperparameters": settings}
+               for d in ("2018-01-01", "2018-01-08", "2018-01-29")]
+    other = {**trained[0], "version": "other", "hyperparameters": {**settings, "window": 300}}
+    registered = {"version": "mine", "source": "registered", "trained_on": None, "hyperparameters": None}
+    every = [*trained, other, registered]
+    assert current_manifests(every, 7, TrainingConfig()) == [*trained, registered]
+    assert current_manifests(every, 28, TrainingConfig()) == [trained[0], trained[2], registered]
+    assert current_manifests(every, 7, TrainingConfig(window=300)) == [other, registered]
 
 
 def _seeded_signal_rows(seed: int) -> pd.DataFrame:
