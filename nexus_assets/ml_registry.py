@@ -25,7 +25,8 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,10 +228,20 @@ def _session(data: bytes, where: str):
     options.intra_op_num_threads = 1  # the same numbers on every machine, and no extra threads on a shared host
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for any malformed model
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    with tempfile.TemporaryDirectory(prefix="nexus-no-external-data-") as empty:
+        # A model loaded from bytes reads tensors it keeps in a side file ("external data") from the
+        # working directory: bytes the manifest's hash does not cover. Pointed at an empty folder,
+        # onnxruntime refuses such a model instead.
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        try:
+            return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for any malformed model
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "external data" in first.lower() or empty in first:  # onnxruntime 1.21 names only the missing file
+        raise ModelIntegrityError(
+            f"{where}: the model keeps tensors in a separate file (ONNX external data), which its SHA-256 does not "
+            "cover; refusing it: register the model with its .data file beside it (the registry stores one "
+            "self-contained file), or export with torch.onnx.export(..., external_data=False)")
     hint = ""
     if "Type Error" in first and "tensor(double)" in first:  # skl2onnx 1.20: DoubleTensorType with ZipMap or trees
         hint = ("; a scikit-learn export in double that onnxruntime cannot type: convert with FloatTensorType, or "
@@ -374,10 +385,51 @@ def write_model(data_dir: str, manifest: Mapping[str, Any], data: bytes) -> dict
     return stored
 
 
+def _tensors(graph) -> Iterator[Any]:
+    """Every tensor stored in ``graph``: initializers and node attributes, through subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
+
+
+def _inline_external_data(source: UPath, data: bytes) -> tuple[bytes, list[str]]:
+    """``(bytes, side files)``: the model as one self-contained file when it keeps tensors in side
+    files beside it (ONNX external data: torch.onnx.export's default exporter writes ``<file>.data``),
+    else the bytes unchanged. The registry stores and hashes one file, so side files are read here,
+    once, and folded into it."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception:  # not a model at all: check_onnx says so in onnxruntime's words
+        return data, []
+    external = [t for t in _tensors(model.graph) if uses_external_data(t)]
+    if not external:
+        return data, []
+    files = sorted({ExternalDataInfo(t).location for t in external})
+    fix = "copy it next to the model file, or export with torch.onnx.export(..., external_data=False)"
+    if source.protocol not in ("", "file"):
+        raise RegistryError(f"{source}: the model keeps its weights in {', '.join(files)} beside it, which is read "
+                            f"from a local folder only: copy both files to a local folder first")
+    try:
+        load_external_data_for_model(model, str(source.parent))
+        return model.SerializeToString(), files
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # missing, short, outside the folder, > 2 GiB
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RegistryError(f"{source}: the model keeps its weights in {', '.join(files)} beside it, which cannot "
+                            f"be read into one file ({reason}): {fix}") from None
+
+
 def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, features: Sequence[str],
                    valid_from: dt.date, version: str | None = None, libraries: Mapping[str, str] | None = None) -> dict:
-    """Add an externally trained ONNX model: checked (:func:`check_onnx`), copied, hashed, with a
-    manifest (``source: registered``)."""
+    """Add an externally trained ONNX model: checked (:func:`check_onnx`), copied (its external data
+    folded into the one stored file), hashed, with a manifest (``source: registered``)."""
     features = [f.strip() for f in features]
     if not features or any(not f for f in features) or len(set(features)) != len(features):
         raise RegistryError(f"--features must be distinct non-empty names, got {','.join(features)!r}")
@@ -388,6 +440,7 @@ def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, 
         data = source.read_bytes()
     except OSError as exc:
         raise RegistryError(f"{model_file}: cannot read the model file: {exc.strerror or exc}") from None
+    data, inlined = _inline_external_data(source, data)
     check_onnx(data, len(features), where=model_file)
     version = version or f"registered-{valid_from.isoformat()}-h{horizon}-{sha256_hex(data)[:8]}"
     folder = _model_dir(data_dir, asset, version)
@@ -401,6 +454,7 @@ def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, 
         "trained_on": None,
         "source": "registered",
         "registered_from": source.name,
+        "external_data_inlined": inlined,
         "features": features,
         "training_window": None,
         "hyperparameters": None,

@@ -305,6 +305,50 @@ def test_refusals_name_the_file_the_reason_and_the_fix(tmp_path, build, width, r
     assert not (tmp_path / "data").exists()  # nothing stored
 
 
+def _with_external_data(path: Path, width: int) -> Path:
+    """The network saved as torch.onnx.export's default exporter saves it: the graph in ``path``,
+    the weights in ``<path>.data`` beside it."""
+    model = onnx.load(str(network_onnx(path, width)))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=0)
+    assert any(t.data_location == TensorProto.EXTERNAL for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+    return path
+
+
+def test_weights_in_a_side_file_are_folded_into_the_one_stored_file(tmp_path, monkeypatch):
+    width = 4
+    (tmp_path / "export").mkdir()
+    path = _with_external_data(tmp_path / "export" / "team.onnx", width)
+    monkeypatch.chdir(tmp_path)  # not the export's folder: nothing is read from the working directory
+    manifest = _register(tmp_path, path, width)
+    assert manifest["external_data_inlined"] == ["team.onnx.data"]
+    stored = registry_root(str(tmp_path / "data")) / ASSET / manifest["version"] / MODEL_FILE
+    assert sorted(p.name for p in stored.parent.iterdir()) == [MANIFEST_FILE, MODEL_FILE]
+    assert not any(t.data_location == TensorProto.EXTERNAL for t in onnx.load(str(stored)).graph.initializer)
+    (path.parent / "team.onnx.data").unlink()
+    loaded = load_model(str(tmp_path / "data"), ASSET, manifest["version"])
+    x = np.random.default_rng(1).normal(size=(5, width))
+    np.testing.assert_allclose(loaded.probability_up(x), expected_probability(x), rtol=0, atol=1e-6)
+    with pytest.raises(RegistryError, match=f"^{re.escape(str(path))}: the model keeps its weights in team.onnx.data "
+                       r"beside it, which cannot be read .*external_data=False\)$"):
+        _register(tmp_path, path, width, version="again")
+
+
+def test_a_stored_model_that_reads_a_side_file_is_refused(tmp_path, monkeypatch):
+    """Its hash would not cover the weights: onnxruntime would read them from the working directory."""
+    width = 4
+    path = _with_external_data(tmp_path / "team.onnx", width)
+    data_dir = str(tmp_path / "data")
+    stored = write_model(data_dir, {"version": "v1", "asset": ASSET, "horizon": 1, "valid_from": "2018-01-01",
+                                    "source": "registered", "features": list("abcd")}, path.read_bytes())
+    monkeypatch.chdir(tmp_path)  # where team.onnx.data lies
+    where = registry_root(data_dir) / ASSET / "v1" / MODEL_FILE
+    with pytest.raises(ModelIntegrityError, match=f"^{re.escape(str(where))}: the model keeps tensors in a separate file"):
+        load_model(data_dir, ASSET, stored["version"])
+    [result] = verify(data_dir)
+    assert not result.ok and "separate file" in result.reason
+
+
 def _skl2onnx(path: Path, model, x: np.ndarray, *, double: bool, zipmap: bool = True, labels=(0, 1)) -> Path:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
