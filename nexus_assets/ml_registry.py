@@ -397,7 +397,7 @@ def _tensors(graph) -> Iterator[Any]:
                 yield from _tensors(subgraph)
 
 
-def _inline_external_data(source: UPath, data: bytes) -> tuple[bytes, list[str]]:
+def _inline_external_data(source: UPath, data: bytes, where: str) -> tuple[bytes, list[str]]:
     """``(bytes, side files)``: the model as one self-contained file when it keeps tensors in side
     files beside it (ONNX external data: torch.onnx.export's default exporter writes ``<file>.data``),
     else the bytes unchanged. The registry stores and hashes one file, so side files are read here,
@@ -415,14 +415,14 @@ def _inline_external_data(source: UPath, data: bytes) -> tuple[bytes, list[str]]
     files = sorted({ExternalDataInfo(t).location for t in external})
     fix = "copy it next to the model file, or export with torch.onnx.export(..., external_data=False)"
     if source.protocol not in ("", "file"):
-        raise RegistryError(f"{source}: the model keeps its weights in {', '.join(files)} beside it, which is read "
+        raise RegistryError(f"{where}: the model keeps its weights in {', '.join(files)} beside it, which is read "
                             f"from a local folder only: copy both files to a local folder first")
     try:
         load_external_data_for_model(model, str(source.parent))
         return model.SerializeToString(), files
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # missing, short, outside the folder, > 2 GiB
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise RegistryError(f"{source}: the model keeps its weights in {', '.join(files)} beside it, which cannot "
+        raise RegistryError(f"{where}: the model keeps its weights in {', '.join(files)} beside it, which cannot "
                             f"be read into one file ({reason}): {fix}") from None
 
 
@@ -440,7 +440,7 @@ def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, 
         data = source.read_bytes()
     except OSError as exc:
         raise RegistryError(f"{model_file}: cannot read the model file: {exc.strerror or exc}") from None
-    data, inlined = _inline_external_data(source, data)
+    data, inlined = _inline_external_data(source, data, model_file)
     check_onnx(data, len(features), where=model_file)
     version = version or f"registered-{valid_from.isoformat()}-h{horizon}-{sha256_hex(data)[:8]}"
     folder = _model_dir(data_dir, asset, version)
