@@ -348,12 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("asset", nargs="?", help="only this asset's models")
     check.add_argument("version", nargs="?", help="only this version")
     check.set_defaults(run=_models_verify)
-    register = model_commands.add_parser("register", help="add an externally trained ONNX model with its feature list",
-                                         description="Add an externally trained ONNX model: it must load, take one "
-                                         "input of width = the feature count, and give a probability of an up move.")
+    register = model_commands.add_parser(
+        "register", help="add an externally trained ONNX model with its feature list",
+        description="Add an externally trained ONNX model (PyTorch, TensorFlow via tf2onnx, scikit-learn via skl2onnx): "
+        "one float32 or float64 input of rows x the feature count (any batch size, or a fixed one), and a probability "
+        "of an up move: an (n,), (n, 1) or (n, 2) float output, or scikit-learn's probability map (class 1 = up). "
+        "Logits are refused. Weights in a side file (<file>.data, PyTorch's default exporter) are folded into the "
+        "stored file (docs/ml.md).")
     register.add_argument("--asset", required=True, help="catalog asset key")
     register.add_argument("--horizon", required=True, type=_positive_int, help="observations ahead the model predicts")
-    register.add_argument("--file", required=True, metavar="MODEL.onnx", help="the ONNX model file")
+    register.add_argument("--file", required=True, metavar="MODEL.onnx",
+                          help="the ONNX model file (and its external data file beside it, if it has one)")
     register.add_argument("--features", required=True, metavar="f1,f2,...",
                           help="the features table's columns the model reads, in input order")
     register.add_argument("--valid-from", type=_iso_date, metavar="YYYY-MM-DD",

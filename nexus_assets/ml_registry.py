@@ -25,7 +25,8 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "RegistryError",
     "UnknownModelError",
     "ModelIntegrityError",
+    "ModelInput",
     "LoadedModel",
     "Verification",
     "registry_root",
@@ -192,15 +194,31 @@ def verify(data_dir: str, asset: str | None = None, version: str | None = None) 
 
 
 @dataclass(frozen=True)
+class ModelInput:
+    """The one input of a direction model: its name, the element type rows are cast to, and its
+    batch size when the export fixed one (``None``: any number of rows in one call)."""
+
+    name: str
+    dtype: type
+    batch: int | None
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A verified model: its manifest and an onnxruntime session over the verified bytes."""
+    """A verified model: its manifest, an onnxruntime session over the verified bytes and its input."""
 
     manifest: dict
     session: Any
+    input: ModelInput
 
     def probability_up(self, rows: np.ndarray) -> np.ndarray:
         """P(up) for each row of ``rows`` (float, one column per manifest feature, in order)."""
-        return _probability_up(self.session, np.asarray(rows, dtype=np.float32))
+        return _up(_run(self.session, self.input, np.asarray(rows))[1])
+
+
+# onnxruntime's element types that feature rows are cast to; a float32 model gets exactly the
+# float32 rows it always got, so the pipeline's own models predict the same bits as before
+_ELEMENT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 
 def _session(data: bytes, where: str):
@@ -210,45 +228,138 @@ def _session(data: bytes, where: str):
     options.intra_op_num_threads = 1  # the same numbers on every machine, and no extra threads on a shared host
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for any malformed model
-        raise ModelIntegrityError(f"{where}: not a loadable ONNX model: {str(exc).splitlines()[0][:300]}") from None
+    with tempfile.TemporaryDirectory(prefix="nexus-no-external-data-") as empty:
+        # A model loaded from bytes reads tensors it keeps in a side file ("external data") from the
+        # working directory: bytes the manifest's hash does not cover. Pointed at an empty folder,
+        # onnxruntime refuses such a model instead.
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        try:
+            return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for any malformed model
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "external data" in first.lower() or empty in first:  # onnxruntime 1.21 names only the missing file
+        raise ModelIntegrityError(
+            f"{where}: the model keeps tensors in a separate file (ONNX external data), which its SHA-256 does not "
+            "cover; refusing it: register the model with its .data file beside it (the registry stores one "
+            "self-contained file), or export with torch.onnx.export(..., external_data=False)")
+    hint = ""
+    if "Type Error" in first and "tensor(double)" in first:  # skl2onnx 1.20: DoubleTensorType with ZipMap or trees
+        hint = ("; a scikit-learn export in double that onnxruntime cannot type: convert with FloatTensorType, or "
+                "(enough for a linear model) options={'zipmap': False}")
+    raise ModelIntegrityError(f"{where}: not a loadable ONNX model for onnxruntime {ort.__version__}: {first[:300]}{hint}")
 
 
-def _probability_up(session, rows: np.ndarray) -> np.ndarray:
-    name = session.get_inputs()[0].name
-    outputs = session.run(None, {name: rows})
-    for output in outputs:  # skl2onnx: [label, probabilities]; a plain network: one (n, 1) or (n, 2) tensor
-        if isinstance(output, list) and output and isinstance(output[0], dict):  # a ZipMap'd classifier
-            return np.array([float(row.get(1, row.get("1", np.nan))) for row in output])
-        values = np.asarray(output)
-        if values.dtype.kind == "f" and values.ndim == 2 and values.shape[0] == len(rows) and values.shape[1] in (1, 2):
-            return values[:, -1].astype(np.float64)
-    raise RegistryError("the model gives no probability output (an (n, 1) or (n, 2) float tensor)")
-
-
-def check_onnx(data: bytes, n_features: int, *, where: str) -> None:
-    """Refuse an ONNX model that does not load, whose input width is not ``n_features`` or whose
-    output is not a probability in [0, 1] (tried on zero and unit rows and a few seeded random ones)."""
-    session = _session(data, where)
+def _model_input(session, where: str, n_features: int) -> ModelInput:
+    """The model's one input, refused unless it is float or double rows x ``n_features``."""
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise RegistryError(f"{where}: the model takes {len(inputs)} inputs; one (rows x features) is needed")
-    shape = inputs[0].shape
-    width = shape[-1] if shape else None
-    if not isinstance(width, int) or width != n_features:
-        raise RegistryError(f"{where}: the model's input width is {width!r}, the feature list has {n_features} names")
+    name, shape, kind = inputs[0].name, inputs[0].shape, inputs[0].type
+    if kind not in _ELEMENT_TYPES:
+        raise RegistryError(f"{where}: the model's input {name!r} is {kind}; features are fed as float or double "
+                            "(tensor(float) or tensor(double)): export the model with a float32 or float64 input")
+    if len(shape) != 2:
+        raise RegistryError(f"{where}: the model's input {name!r} has shape {shape}; rows x features is needed: "
+                            f"export it with an input of shape (batch, {n_features})")
+    batch, width = shape
+    if not isinstance(width, int):
+        raise RegistryError(f"{where}: the model's input width is symbolic ({width!r}), the feature list has "
+                            f"{n_features} names: export it with a fixed feature dimension of {n_features}")
+    if width != n_features:
+        raise RegistryError(f"{where}: the model's input width is {width!r}, the feature list has {n_features} names: "
+                            "--features must name the model's inputs, in order")
+    # a fixed batch (an export without a dynamic batch axis, torch.onnx.export's default) is run in
+    # batches of that size; a symbolic or unknown one takes every row in one call
+    return ModelInput(name, _ELEMENT_TYPES[kind], batch if isinstance(batch, int) and batch > 0 else None)
+
+
+def _probability_output(names: Sequence[str], outputs: Sequence[Any], n: int) -> tuple[str, np.ndarray]:
+    """``(name, values)`` of the output that holds the probability: P(up) as ``(n,)``, or the two class
+    probabilities as ``(n, 2)`` (class 1, the last column, is up). Taken in this order: scikit-learn's
+    probability map, an ``(n, 1)`` or ``(n, 2)`` float tensor, an ``(n,)`` float tensor (after the
+    others, so that a float label beside the probabilities is never taken for them)."""
+    one_column = None
+    for name, output in zip(names, outputs):
+        if isinstance(output, list) and output and isinstance(output[0], dict):  # skl2onnx's ZipMap: {class: p} rows
+            key = next((k for k in (1, "1") if k in output[0]), None)
+            if key is None:
+                raise RegistryError(f"the model's probability map {name!r} has classes {sorted(map(str, output[0]))}; "
+                                    "class 1 is read as up: train on labels 0/1 (or -1/1) with 1 = up")
+            return name, np.array([float(row[key]) for row in output])
+        values = np.asarray(output) if isinstance(output, np.ndarray) else None
+        if values is not None and values.ndim == 0 and n == 1:  # `.squeeze()` of one row's output, batch fixed at 1
+            values = values.reshape(1)
+        if values is None or values.dtype.kind != "f" or values.ndim not in (1, 2) or values.shape[0] != n:
+            continue
+        if values.ndim == 2 and values.shape[1] in (1, 2):
+            return name, values[:, 0].astype(np.float64) if values.shape[1] == 1 else values.astype(np.float64)
+        if values.ndim == 1 and one_column is None:
+            one_column = name, values.astype(np.float64)
+    if one_column is not None:
+        return one_column
+    given = ", ".join(f"{name} {_describe(output)}" for name, output in zip(names, outputs))
+    raise RegistryError("the model gives no probability output (an (n,), (n, 1) or (n, 2) float tensor, or "
+                        f"scikit-learn's probability map) for {n} rows; it gives {given}")
+
+
+def _describe(output: Any) -> str:
+    if isinstance(output, np.ndarray):
+        return f"{output.dtype} {tuple(output.shape)}"
+    return type(output).__name__
+
+
+def _run(session, model_input: ModelInput, rows: np.ndarray) -> tuple[str, np.ndarray]:
+    """The probability output (:func:`_probability_output`) for ``rows``, cast to the input's type,
+    in one call, or in batches of a fixed batch size (the last padded with zero rows, whose outputs
+    are dropped)."""
+    x = rows.astype(model_input.dtype)
+    names = [o.name for o in session.get_outputs()]
+    if model_input.batch is None:
+        return _probability_output(names, session.run(None, {model_input.name: x}), len(x))
+    size, name, parts = model_input.batch, names[0], []
+    for start in range(0, len(x), size):
+        chunk = np.zeros((size, x.shape[1]), dtype=model_input.dtype)
+        chunk[: min(size, len(x) - start)] = x[start:start + size]
+        name, values = _probability_output(names, session.run(None, {model_input.name: chunk}), size)
+        parts.append(values[: len(x) - start])
+    return name, np.concatenate(parts) if parts else np.empty((0,))
+
+
+# how far past [0, 1] a probability may round (a tree ensemble's average of leaves gives -1.5e-8);
+# served probabilities are clipped to [0, 1] (ml_serving.predictions_table)
+_ROUNDING = 1e-6
+
+
+def _up(values: np.ndarray) -> np.ndarray:
+    return values if values.ndim == 1 else values[:, -1]
+
+
+def check_onnx(data: bytes, n_features: int, *, where: str) -> None:
+    """Refuse an ONNX model that does not load, whose one input is not float or double rows x
+    ``n_features``, or whose output is not a probability in [0, 1] (two columns must sum to 1),
+    tried on zero and unit rows and a few seeded random ones."""
+    session = _session(data, where)
+    model_input = _model_input(session, where, n_features)
     probe = np.vstack([np.zeros(n_features), np.ones(n_features), -np.ones(n_features),
-                       np.random.default_rng(0).normal(0.0, 3.0, (8, n_features))]).astype(np.float32)
+                       np.random.default_rng(0).normal(0.0, 3.0, (8, n_features))])
     try:
-        p = _probability_up(session, probe)
+        name, values = _run(session, model_input, probe)
     except RegistryError as exc:
         raise RegistryError(f"{where}: {exc}") from None
     except Exception as exc:
         raise RegistryError(f"{where}: the model fails on a probe input: {str(exc).splitlines()[0][:300]}") from None
-    if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
-        raise RegistryError(f"{where}: the model's output is not a probability in [0, 1] (got {p.tolist()})")
+    if not np.all(np.isfinite(values)) or np.any(values < -_ROUNDING) or np.any(values > 1 + _ROUNDING):
+        finite = values[np.isfinite(values)]
+        seen = f"from {finite.min():.4g} to {finite.max():.4g}" if finite.size else "no finite value"
+        nan = ", and NaN" if finite.size < values.size else ""
+        raise RegistryError(f"{where}: the model's output {name!r} is not a probability in [0, 1] (on the probe rows: "
+                            f"{seen}{nan}): raw logits or a score? end the network with a sigmoid (one output) or a "
+                            "softmax (two outputs) before exporting")
+    if values.ndim == 2 and not np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
+        sums = values.sum(axis=1)
+        raise RegistryError(f"{where}: the model's two outputs {name!r} do not sum to 1 (row sums from "
+                            f"{sums.min():.4g} to {sums.max():.4g}): not class probabilities; end the network with a "
+                            "softmax over the two classes, or give one sigmoid output")
 
 
 def load_model(data_dir: str, asset: str, version: str, *, features: Sequence[str] | None = None) -> LoadedModel:
@@ -259,7 +370,8 @@ def load_model(data_dir: str, asset: str, version: str, *, features: Sequence[st
     path, data = _verified_bytes(data_dir, manifest)
     if features is not None and list(features) != list(manifest["features"]):
         raise RegistryError(f"{path}: the model expects features {manifest['features']}, the caller has {list(features)}")
-    return LoadedModel(manifest, _session(data, str(path)))
+    session = _session(data, str(path))
+    return LoadedModel(manifest, session, _model_input(session, str(path), len(manifest["features"])))
 
 
 def write_model(data_dir: str, manifest: Mapping[str, Any], data: bytes) -> dict:
@@ -273,10 +385,51 @@ def write_model(data_dir: str, manifest: Mapping[str, Any], data: bytes) -> dict
     return stored
 
 
+def _tensors(graph) -> Iterator[Any]:
+    """Every tensor stored in ``graph``: initializers and node attributes, through subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
+
+
+def _inline_external_data(source: UPath, data: bytes, where: str) -> tuple[bytes, list[str]]:
+    """``(bytes, side files)``: the model as one self-contained file when it keeps tensors in side
+    files beside it (ONNX external data: torch.onnx.export's default exporter writes ``<file>.data``),
+    else the bytes unchanged. The registry stores and hashes one file, so side files are read here,
+    once, and folded into it."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception:  # not a model at all: check_onnx says so in onnxruntime's words
+        return data, []
+    external = [t for t in _tensors(model.graph) if uses_external_data(t)]
+    if not external:
+        return data, []
+    files = sorted({ExternalDataInfo(t).location for t in external})
+    fix = "copy it next to the model file, or export with torch.onnx.export(..., external_data=False)"
+    if source.protocol not in ("", "file"):
+        raise RegistryError(f"{where}: the model keeps its weights in {', '.join(files)} beside it, which is read "
+                            f"from a local folder only: copy both files to a local folder first")
+    try:
+        load_external_data_for_model(model, str(source.parent))
+        return model.SerializeToString(), files
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # missing, short, outside the folder, > 2 GiB
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RegistryError(f"{where}: the model keeps its weights in {', '.join(files)} beside it, which cannot "
+                            f"be read into one file ({reason}): {fix}") from None
+
+
 def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, features: Sequence[str],
                    valid_from: dt.date, version: str | None = None, libraries: Mapping[str, str] | None = None) -> dict:
-    """Add an externally trained ONNX model: checked (loads, input width = feature count, gives a
-    probability), copied, hashed, with a manifest (``source: registered``)."""
+    """Add an externally trained ONNX model: checked (:func:`check_onnx`), copied (its external data
+    folded into the one stored file), hashed, with a manifest (``source: registered``)."""
     features = [f.strip() for f in features]
     if not features or any(not f for f in features) or len(set(features)) != len(features):
         raise RegistryError(f"--features must be distinct non-empty names, got {','.join(features)!r}")
@@ -287,6 +440,7 @@ def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, 
         data = source.read_bytes()
     except OSError as exc:
         raise RegistryError(f"{model_file}: cannot read the model file: {exc.strerror or exc}") from None
+    data, inlined = _inline_external_data(source, data, model_file)
     check_onnx(data, len(features), where=model_file)
     version = version or f"registered-{valid_from.isoformat()}-h{horizon}-{sha256_hex(data)[:8]}"
     folder = _model_dir(data_dir, asset, version)
@@ -300,6 +454,7 @@ def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, 
         "trained_on": None,
         "source": "registered",
         "registered_from": source.name,
+        "external_data_inlined": inlined,
         "features": features,
         "training_window": None,
         "hyperparameters": None,

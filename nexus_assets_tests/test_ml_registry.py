@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from nexus_assets.cli import main
 from nexus_assets.core.features import feature_frame, model_features
@@ -49,17 +50,54 @@ def registry(tmp_path, trained):
     return data_dir, stored
 
 
-def _external_onnx(path: Path, width: int, *, output_shape=(None, 1), op="Sigmoid") -> Path:
-    """A plain network as another framework would export it: sigmoid(x . w), one (n, 1) output."""
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [width, 1], list(np.linspace(-0.3, 0.3, width)))
+_HEADS = {  # head -> (columns of x . w, nodes after MatMul's "z"); the output is "p"
+    "sigmoid": (1, [("Sigmoid", ["z"], {})]),
+    "logits": (1, [("Identity", ["z"], {})]),
+    "softmax": (2, [("Softmax", ["z"], {"axis": 1})]),
+    "logits2": (2, [("Identity", ["z"], {})]),
+    "two_sigmoids": (2, [("Sigmoid", ["z"], {})]),
+    "three_classes": (3, [("Softmax", ["z"], {"axis": 1})]),
+    "sigmoid_1d": (1, [("Sigmoid", ["z"], {}), ("Squeeze", ["s", "axis"], {})]),  # (n,)
+    "squeeze": (1, [("Sigmoid", ["z"], {}), ("Squeeze", ["s"], {})]),  # torch's .squeeze(): () for one row
+}
+
+
+def network_onnx(path: Path, width: int, *, head: str = "sigmoid", batch=None, elem=TensorProto.FLOAT,
+                 input_name: str = "x", input_shape=None) -> Path:
+    """A plain network as another framework exports it: ``head(x . w)`` with one input ``input_name``
+    of ``[batch, width]`` (``batch``: None, a symbolic name such as tf2onnx's ``unk__6``, or a fixed
+    size as torch.onnx.export without dynamic axes gives) and element type ``elem``; an int64 input
+    is cast to float first."""
+    columns, steps = _HEADS[head]
+    dtype = np.float64 if elem == TensorProto.DOUBLE else np.float32
+    weights = numpy_helper.from_array(_weights(width, columns).astype(dtype), "w")
+    nodes = [helper.make_node("Cast", [input_name], ["xf"], to=TensorProto.FLOAT)] if elem == TensorProto.INT64 else []
+    nodes.append(helper.make_node("MatMul", ["xf" if nodes else input_name, "w"], ["z"]))
+    for i, (op, inputs, attributes) in enumerate(steps):
+        nodes.append(helper.make_node(op, inputs, ["p" if i == len(steps) - 1 else "s"], **attributes))
+    initializers = [weights, numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")]
+    output_elem = TensorProto.DOUBLE if elem == TensorProto.DOUBLE else TensorProto.FLOAT
+    output_shape = {"sigmoid_1d": [batch], "squeeze": []}.get(head, [batch, columns])  # torch declares () for .squeeze()
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node(op, ["z"], ["p"])],
-        "external", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, list(output_shape))], initializer=[weights])
+        nodes, "external", [helper.make_tensor_value_info(input_name, elem, input_shape or [batch, width])],
+        [helper.make_tensor_value_info("p", output_elem, output_shape)], initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def _weights(width: int, columns: int) -> np.ndarray:
+    return np.linspace(-0.3, 0.3, width * columns).reshape(width, columns)
+
+
+def expected_probability(x: np.ndarray, head: str = "sigmoid") -> np.ndarray:
+    """What :func:`network_onnx`'s network gives for P(up), computed in float64."""
+    z = x @ _weights(x.shape[1], _HEADS[head][0])
+    if head == "softmax":
+        return 1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1]))
+    return 1.0 / (1.0 + np.exp(-z[:, 0]))
 
 
 def test_a_stored_model_lists_verifies_and_loads(registry, trained):
@@ -71,6 +109,9 @@ def test_a_stored_model_lists_verifies_and_loads(registry, trained):
     model = load_model(data_dir, ASSET, stored["version"], features=NAMES)
     x = np.random.default_rng(0).normal(size=(5, len(NAMES)))
     np.testing.assert_allclose(model.probability_up(x), trained.pipeline.predict_proba(x)[:, 1], atol=2e-6)
+    # the pipeline's own models: float32 rows in one call, the same bits as onnxruntime's own answer
+    direct = model.session.run(None, {model.session.get_inputs()[0].name: x.astype(np.float32)})[1][:, 1]
+    assert model.probability_up(x).tobytes() == direct.astype(np.float64).tobytes()
 
 
 def test_a_tampered_file_is_refused_naming_the_file_and_the_reason(registry):
@@ -106,7 +147,8 @@ def test_unknown_versions_and_feature_mismatches_are_refused(registry):
 def test_register_round_trip_and_checks(tmp_path):
     data_dir = str(tmp_path / "data")
     width = 4
-    path = _external_onnx(tmp_path / "ext.onnx", width)
+    # named as tf2onnx names a Keras model's input and its symbolic batch
+    path = network_onnx(tmp_path / "ext.onnx", width, input_name="input_1", batch="unk__6")
     manifest = register_model(data_dir, asset=ASSET, horizon=5, model_file=str(path),
                               features=["rsi_14", "macd", "bb_position", "month"], valid_from=dt.date(2018, 6, 1))
     assert manifest["source"] == "registered" and manifest["features"] == ["rsi_14", "macd", "bb_position", "month"]
@@ -121,7 +163,7 @@ def test_register_round_trip_and_checks(tmp_path):
     with pytest.raises(RegistryError, match="already exists"):
         register_model(data_dir, asset=ASSET, horizon=5, model_file=str(path), features=["a", "b", "c", "d"],
                        valid_from=dt.date(2018, 6, 1), version=manifest["version"])
-    not_probability = _external_onnx(tmp_path / "relu.onnx", width, op="Exp")
+    not_probability = network_onnx(tmp_path / "logits.onnx", width, head="logits")
     with pytest.raises(RegistryError, match="not a probability"):
         register_model(data_dir, asset=ASSET, horizon=5, model_file=str(not_probability), features=list("abcd"),
                        valid_from=dt.date(2018, 6, 1), version="exp")
@@ -188,7 +230,7 @@ def test_models_cli_bad_input_is_one_line_and_exit_2(cli_env, capsys, argv, mess
 
 def test_models_cli_register(cli_env, capsys, tmp_path):
     data_dir, _ = cli_env
-    path = _external_onnx(tmp_path / "team.onnx", 2)
+    path = network_onnx(tmp_path / "team.onnx", 2)
     argv = ["models", "register", "--asset", ASSET, "--horizon", "5", "--file", str(path), "--features",
             "rsi_14,macd", "--valid-from", "2018-06-01", "--version", "team-v1"]
     assert main(argv) == 0
@@ -214,3 +256,139 @@ def test_a_scikit_learn_export_with_its_probability_map_registers_and_predicts(t
                               valid_from=dt.date(2018, 1, 1))
     loaded = load_model(data_dir, ASSET, manifest["version"])
     np.testing.assert_allclose(loaded.probability_up(x[:5]), model.predict_proba(x[:5])[:, 1], atol=1e-5)
+
+
+def _register(tmp_path: Path, path: Path, width: int, **kwargs) -> dict:
+    return register_model(str(tmp_path / "data"), asset=ASSET, horizon=1, model_file=str(path),
+                          features=[f"f{i}" for i in range(width)], valid_from=dt.date(2018, 1, 1), **kwargs)
+
+
+@pytest.mark.parametrize("case, build, rows", [
+    ("torch's default export: batch fixed at 1", {"batch": 1}, 5),
+    ("a fixed batch of 4, the last batch padded", {"batch": 4}, 10),
+    ("a double (float64) model", {"elem": TensorProto.DOUBLE}, 5),
+    ("a double model, batch fixed at 1", {"elem": TensorProto.DOUBLE, "batch": 1}, 3),
+    ("a 1-D (n,) probability", {"head": "sigmoid_1d"}, 5),
+    ("a 1-D (n,) probability of one row", {"head": "sigmoid_1d"}, 1),
+    (".squeeze() at batch 1: a scalar output", {"head": "squeeze", "batch": 1}, 4),
+    ("softmax over two classes, batch fixed at 1", {"head": "softmax", "batch": 1}, 3),
+])
+def test_exports_as_teams_make_them_register_and_predict(tmp_path, case, build, rows):
+    width = 4
+    manifest = _register(tmp_path, network_onnx(tmp_path / "team.onnx", width, **build), width)
+    loaded = load_model(str(tmp_path / "data"), ASSET, manifest["version"])
+    x = np.random.default_rng(7).normal(0.0, 2.0, (rows, width))
+    tolerance = 1e-12 if build.get("elem") == TensorProto.DOUBLE else 1e-6  # float32 arithmetic
+    np.testing.assert_allclose(loaded.probability_up(x), expected_probability(x, build.get("head", "sigmoid")),
+                               rtol=0, atol=tolerance, err_msg=case)
+    assert all(r.ok for r in verify(str(tmp_path / "data"))), case
+
+
+@pytest.mark.parametrize("build, width, reason", [
+    ({"head": "logits"}, 4, r"output 'p' is not a probability in \[0, 1\] \(on the probe rows: from -?[\d.]+ to [\d.]+\): "
+                            r"raw logits or a score\? end the network with a sigmoid"),
+    ({"head": "logits2"}, 4, r"not a probability in \[0, 1\].*softmax \(two outputs\)"),
+    ({"head": "two_sigmoids"}, 4, r"two outputs 'p' do not sum to 1 .*end the network with a softmax"),
+    ({"head": "three_classes"}, 4, r"no probability output .* it gives p float32 \(11, 3\)"),
+    ({}, 3, r"input width is 3, the feature list has 4 names: --features must name the model's inputs, in order"),
+    ({"input_shape": [None, "n_features"]}, 4, r"input width is symbolic \('n_features'\).*fixed feature dimension of 4"),
+    ({"elem": TensorProto.INT64}, 4, r"input 'x' is tensor\(int64\).*export the model with a float32 or float64 input"),
+    ({"input_shape": [None, 1, 4]}, 4, r"input 'x' has shape \[None, 1, 4\].*input of shape \(batch, 4\)"),
+])
+def test_refusals_name_the_file_the_reason_and_the_fix(tmp_path, build, width, reason):
+    path = network_onnx(tmp_path / "team.onnx", width, **build)
+    with pytest.raises(RegistryError) as refused:
+        _register(tmp_path, path, 4)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert re.search(reason, message), message
+    assert not (tmp_path / "data").exists()  # nothing stored
+
+
+def _with_external_data(path: Path, width: int) -> Path:
+    """The network saved as torch.onnx.export's default exporter saves it: the graph in ``path``,
+    the weights in ``<path>.data`` beside it."""
+    model = onnx.load(str(network_onnx(path, width)))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=0)
+    assert any(t.data_location == TensorProto.EXTERNAL for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+    return path
+
+
+def test_weights_in_a_side_file_are_folded_into_the_one_stored_file(tmp_path, monkeypatch):
+    width = 4
+    (tmp_path / "export").mkdir()
+    path = _with_external_data(tmp_path / "export" / "team.onnx", width)
+    monkeypatch.chdir(tmp_path)  # not the export's folder: nothing is read from the working directory
+    manifest = _register(tmp_path, path, width)
+    assert manifest["external_data_inlined"] == ["team.onnx.data"]
+    stored = registry_root(str(tmp_path / "data")) / ASSET / manifest["version"] / MODEL_FILE
+    assert sorted(p.name for p in stored.parent.iterdir()) == [MANIFEST_FILE, MODEL_FILE]
+    assert not any(t.data_location == TensorProto.EXTERNAL for t in onnx.load(str(stored)).graph.initializer)
+    (path.parent / "team.onnx.data").unlink()
+    loaded = load_model(str(tmp_path / "data"), ASSET, manifest["version"])
+    x = np.random.default_rng(1).normal(size=(5, width))
+    np.testing.assert_allclose(loaded.probability_up(x), expected_probability(x), rtol=0, atol=1e-6)
+    with pytest.raises(RegistryError, match=f"^{re.escape(str(path))}: the model keeps its weights in team.onnx.data "
+                       r"beside it, which cannot be read .*external_data=False\)$"):
+        _register(tmp_path, path, width, version="again")
+
+
+def test_a_stored_model_that_reads_a_side_file_is_refused(tmp_path, monkeypatch):
+    """Its hash would not cover the weights: onnxruntime would read them from the working directory."""
+    width = 4
+    path = _with_external_data(tmp_path / "team.onnx", width)
+    data_dir = str(tmp_path / "data")
+    stored = write_model(data_dir, {"version": "v1", "asset": ASSET, "horizon": 1, "valid_from": "2018-01-01",
+                                    "source": "registered", "features": list("abcd")}, path.read_bytes())
+    monkeypatch.chdir(tmp_path)  # where team.onnx.data lies
+    where = registry_root(data_dir) / ASSET / "v1" / MODEL_FILE
+    with pytest.raises(ModelIntegrityError, match=f"^{re.escape(str(where))}: the model keeps tensors in a separate file"):
+        load_model(data_dir, ASSET, stored["version"])
+    [result] = verify(data_dir)
+    assert not result.ok and "separate file" in result.reason
+
+
+def _skl2onnx(path: Path, model, x: np.ndarray, *, double: bool, zipmap: bool = True, labels=(0, 1)) -> Path:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+    y = np.asarray(labels)[(x[:, 0] + 0.5 * np.random.default_rng(4).normal(size=len(x)) > 0).astype(int)]
+    model.fit(x, y)
+    kind = DoubleTensorType if double else FloatTensorType
+    onx = convert_sklearn(model, initial_types=[("input", kind([None, x.shape[1]]))],
+                          options=None if zipmap else {id(model): {"zipmap": False}})
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("estimator, zipmap", [("logistic", False), ("forest", True), ("forest", False)])
+def test_scikit_learn_exports_with_double_input_register_and_predict(tmp_path, estimator, zipmap):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    model = {"logistic": LogisticRegression(),
+             "forest": RandomForestClassifier(n_estimators=10, random_state=0)}[estimator]
+    x = np.random.default_rng(3).normal(size=(200, 3))
+    manifest = _register(tmp_path, _skl2onnx(tmp_path / "skl.onnx", model, x, double=True, zipmap=zipmap), 3)
+    loaded = load_model(str(tmp_path / "data"), ASSET, manifest["version"])
+    np.testing.assert_allclose(loaded.probability_up(x[:20]), model.predict_proba(x[:20])[:, 1], rtol=0, atol=1e-6)
+
+
+def test_scikit_learn_exports_that_cannot_serve_are_refused_with_the_fix(tmp_path):
+    """skl2onnx's DoubleTensorType graphs that onnxruntime does not type-check (a ZipMap over double
+    probabilities; gradient boosting in double with or without it), and class labels without a 1."""
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(3).normal(size=(200, 3))
+    for name, model, zipmap in [("zipmap", LogisticRegression(), True),
+                                ("boosting", GradientBoostingClassifier(n_estimators=5, random_state=0), False)]:
+        path = _skl2onnx(tmp_path / f"{name}.onnx", model, x, double=True, zipmap=zipmap)
+        with pytest.raises(RegistryError, match=f"^{re.escape(str(path))}: not a loadable ONNX model .*tensor\\(double\\).*"
+                                                r"convert with FloatTensorType, or .*options=\{'zipmap': False\}$"):
+            _register(tmp_path, path, 3)
+    words = _skl2onnx(tmp_path / "words.onnx", LogisticRegression(), x, double=False, labels=("down", "up"))
+    with pytest.raises(RegistryError, match=f"^{re.escape(str(words))}: the model's probability map 'output_probability' "
+                                            r"has classes \['down', 'up'\]; class 1 is read as up: train on labels 0/1"):
+        _register(tmp_path, words, 3)

@@ -137,6 +137,33 @@ def test_files_do_not_depend_on_how_dates_are_grouped_into_runs(ranged, tmp_path
     assert np.any(["model.onnx" in p for p in want])
 
 
+def test_a_registered_torch_style_export_serves_its_dates(tmp_path):
+    """A double model whose batch is fixed at 1 (torch.onnx.export without dynamic axes): registered,
+    it serves from its valid_from, one row at a time, and the stored probability is the network's."""
+    from onnx import TensorProto
+
+    from nexus_assets.ml_registry import register_model
+    from nexus_assets_tests.test_ml_registry import expected_probability, network_onnx
+
+    pipe = Pipeline(tmp_path, _text())
+    names = model_features(True)
+    path = network_onnx(tmp_path / "team.onnx", len(names), batch=1, elem=TensorProto.DOUBLE)
+    manifest = register_model(str(pipe.data_dir), asset=ASSET, horizon=1, model_file=str(path), features=names,
+                              valid_from=dt.date(2018, 1, 2), version="team-v1")
+    last = dt.date(2018, 1, 5)
+    assert _run(pipe, FIRST, last).success
+    days = [FIRST + dt.timedelta(days=i) for i in range((last - FIRST).days + 1)]
+    predictions = pd.concat([_read(pipe, "ml_predictions", day) for day in days], ignore_index=True)
+    served = predictions[(predictions["horizon"] == 1) & (predictions["date"] >= pd.Timestamp(2018, 1, 2))]
+    assert served["model_version"].tolist() == ["team-v1"] * 4
+    assert set(served["model_sha256"]) == {manifest["sha256"]}
+    features = pd.concat([_read(pipe, "features", day) for day in days]).set_index("date").loc[served["date"]]
+    np.testing.assert_allclose(served["probability_up"], expected_probability(features[names].to_numpy()),
+                               rtol=0, atol=1e-12)
+    models = _read(pipe, "ml_models", dt.date(2018, 1, 3))
+    assert models.loc[models["horizon"] == 1, "source"].tolist() == ["registered"]
+
+
 def test_an_api_asset_reads_its_closes_from_qml_models_up_to_the_date(tmp_path):
     """One close per day from target_var_price (a day without a price has none), nothing after
     the date, no volume; stored partitions outside the run's window count too."""
