@@ -212,13 +212,30 @@ def _models_settings():
     return Settings.from_env()
 
 
-def _models_list(args: argparse.Namespace) -> int:
-    from nexus_assets.ml_registry import list_manifests
+def _known_asset(settings, asset: str | None) -> None:
+    """Refuse an asset that is neither in the catalog nor in the registry (a typo would otherwise
+    answer "no models" and exit 0: a CI gate on ``models verify <typo>`` would pass)."""
+    from nexus_assets.ml_registry import RegistryError, registry_root
 
-    manifests = list_manifests(_models_settings().data_dir, args.asset)
+    if asset is None:
+        return
+    catalog = settings.catalog()
+    if asset not in catalog.keys and not (registry_root(settings.data_dir) / asset).is_dir():
+        raise RegistryError(f"asset {asset!r} is not in the catalog {catalog.path} ({', '.join(catalog.keys)}) "
+                            "nor in the registry")
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    from nexus_assets.ml_registry import scan_manifests
+
+    settings = _models_settings()
+    _known_asset(settings, args.asset)
+    manifests, problems = scan_manifests(settings.data_dir, args.asset)
+    for problem in problems:  # listed, not hidden: `models verify` says the same
+        print(problem.line(), file=sys.stderr)
     if not manifests:
         print("no models in the registry" + (f" for {args.asset}" if args.asset else ""))
-        return 0
+        return 1 if problems else 0
     print("asset  version  horizon  valid_from  source  sha256  mlp_val_accuracy/brier  baseline_val_accuracy/brier")
     for m in manifests:
         val = m.get("validation") or {}
@@ -229,7 +246,7 @@ def _models_list(args: argparse.Namespace) -> int:
 
         print(f"{m['asset']}  {m['version']}  {m['horizon']}  {m['valid_from']}  {m['source']}  {m['sha256'][:12]}  "
               f"{scores('mlp')}  {scores('baseline_logistic')}")
-    return 0
+    return 1 if problems else 0
 
 
 def _models_show(args: argparse.Namespace) -> int:
@@ -244,7 +261,9 @@ def _models_show(args: argparse.Namespace) -> int:
 def _models_verify(args: argparse.Namespace) -> int:
     from nexus_assets.ml_registry import verify
 
-    results = verify(_models_settings().data_dir, args.asset, args.version)
+    settings = _models_settings()
+    _known_asset(settings, args.asset)
+    results = verify(settings.data_dir, args.asset, args.version)
     for result in results:
         print(result.line())
     if not results:

@@ -26,7 +26,7 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ __all__ = [
     "LoadedModel",
     "Verification",
     "registry_root",
+    "ManifestProblem",
+    "scan_manifests",
     "list_manifests",
     "read_manifest",
     "current_manifest",
@@ -103,7 +105,9 @@ def _read_json(path: UPath) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # its strerror only: str(exc) repeats the path, which the API must not show
+        raise RegistryError(f"{path}: unreadable manifest: {exc.strerror or type(exc).__name__}") from None
+    except ValueError as exc:
         raise RegistryError(f"{path}: unreadable manifest: {exc}") from None
     folder_asset, folder_version = path.parent.parent.name, path.parent.name
     if not isinstance(manifest, dict) or (manifest.get("asset"), manifest.get("version")) != (folder_asset, folder_version):
@@ -111,23 +115,55 @@ def _read_json(path: UPath) -> dict:
     return manifest
 
 
-def list_manifests(data_dir: str, asset: str | None = None) -> list[dict]:
-    """Every manifest (of ``asset``, if given), sorted by asset, horizon, valid_from, registered
-    after trained, version: the order :func:`current_manifest` resolves ties in."""
+@dataclass(frozen=True)
+class ManifestProblem:
+    """A manifest that cannot be read: unparsable, or not its folder's (copied or edited by hand)."""
+
+    asset: str  # the folder names: the manifest itself may say otherwise, or nothing
+    version: str
+    path: str
+    reason: str
+
+    def line(self) -> str:
+        return f"BAD {self.asset} {self.version} {self.path}: {self.reason}"
+
+
+def scan_manifests(data_dir: str, asset: str | None = None, *, assets: Collection[str] | None = None
+                   ) -> tuple[list[dict], list[ManifestProblem]]:
+    """Every readable manifest (of ``asset``, or of the ``assets`` given), in :func:`list_manifests`
+    order, and one :class:`ManifestProblem` per manifest that cannot be read, in folder order: one
+    bad manifest does not hide the others (``models verify`` reports each, the API lists the rest)."""
     root = registry_root(data_dir)
     if asset is not None:
         folders = [root / _check_name("asset", asset)]
     else:
         folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name) if root.is_dir() else []
-    manifests = []
+    if assets is not None:
+        folders = [folder for folder in folders if folder.name in assets]
+    manifests, problems = [], []
     for folder in folders:
         if not folder.is_dir():
             continue
         for version_dir in sorted(folder.iterdir(), key=lambda p: p.name):
             path = version_dir / MANIFEST_FILE
-            if version_dir.is_dir() and path.is_file():
+            if not (version_dir.is_dir() and path.is_file()):
+                continue
+            try:
                 manifests.append(_read_json(path))
-    return sorted(manifests, key=manifest_order)
+            except RegistryError as exc:
+                problems.append(ManifestProblem(folder.name, version_dir.name, str(path), str(exc).removeprefix(f"{path}: ")))
+    return sorted(manifests, key=manifest_order), problems
+
+
+def list_manifests(data_dir: str, asset: str | None = None) -> list[dict]:
+    """Every manifest (of ``asset``, if given), sorted by asset, horizon, valid_from, registered
+    after trained, version: the order :func:`current_manifest` resolves ties in. A manifest that
+    cannot be read stops it (:class:`RegistryError` naming the file): the pipeline serves from a
+    registry it can read whole, or not at all."""
+    manifests, problems = scan_manifests(data_dir, asset)
+    if problems:
+        raise RegistryError(f"{problems[0].path}: {problems[0].reason}")
+    return manifests
 
 
 def read_manifest(data_dir: str, asset: str, version: str) -> dict:
@@ -171,14 +207,16 @@ def _verified_bytes(data_dir: str, manifest: Mapping[str, Any]) -> tuple[UPath, 
 
 def verify(data_dir: str, asset: str | None = None, version: str | None = None) -> list[Verification]:
     """Check every model's file (of ``asset``, of ``version``) against its manifest's hash and
-    feature list; one result per model, in :func:`list_manifests` order."""
+    feature list; one result per model: first each manifest that cannot be read, then the others
+    in :func:`list_manifests` order."""
+    results = []
     if version is not None:
         if asset is None:
             raise RegistryError("a version needs its asset")
         manifests = [read_manifest(data_dir, asset, version)]
     else:
-        manifests = list_manifests(data_dir, asset)
-    results = []
+        manifests, problems = scan_manifests(data_dir, asset)
+        results += [Verification(p.asset, p.version, p.path, False, p.reason) for p in problems]
     for manifest in manifests:
         path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / manifest.get("file", MODEL_FILE)
         try:

@@ -28,6 +28,7 @@ from nexus_assets.ml_registry import (
     read_manifest,
     register_model,
     registry_root,
+    scan_manifests,
     verify,
     write_model,
 )
@@ -212,7 +213,36 @@ def test_models_cli_list_show_verify(cli_env, capsys):
     assert len(lines) == 1 and lines[0].startswith("BAD ") and "does not match" in lines[0]
 
 
+def test_a_bad_manifest_is_one_bad_line_and_hides_no_other_model(cli_env, capsys):
+    """An unparsable manifest and one copied into another version's folder: `verify` reports each
+    as BAD (file and reason) beside the good model's OK and exits 1; `list` shows the good model,
+    names the bad ones on stderr and exits 1; the pipeline's list_manifests refuses the registry."""
+    data_dir, stored = cli_env
+    root = registry_root(data_dir) / ASSET
+    (root / "broken").mkdir()
+    (root / "broken" / MANIFEST_FILE).write_text('{"broken": ')
+    (root / "copied").mkdir()
+    for name in (MODEL_FILE, MANIFEST_FILE):
+        (root / "copied" / name).write_bytes((root / stored["version"] / name).read_bytes())
+    assert main(["models", "verify"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["BAD", ASSET, "broken"], ["BAD", ASSET, "copied"], ["OK", ASSET, stored["version"]]]
+    assert str(root / "broken" / MANIFEST_FILE) in lines[0] and "unreadable manifest" in lines[0]
+    assert "not its folder's" in lines[1]
+    assert main(["models", "list", "--asset", ASSET]) == 1
+    captured = capsys.readouterr()
+    assert stored["version"] in captured.out and captured.err.count("BAD ") == 2
+    with pytest.raises(RegistryError, match="broken"):
+        list_manifests(data_dir, ASSET)
+    manifests, problems = scan_manifests(data_dir)
+    assert [m["version"] for m in manifests] == [stored["version"]]
+    assert [(p.asset, p.version) for p in problems] == [(ASSET, "broken"), (ASSET, "copied")]
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["models", "list", "--asset", "NOPE"], "'NOPE' is not in the catalog"),
+    (["models", "verify", "NOPE"], "'NOPE' is not in the catalog"),
     (["models", "show", ASSET, "v-missing"], "no model 'v-missing'"),
     (["models", "verify", ASSET, "v-missing"], "no model 'v-missing'"),
     (["models", "register", "--asset", "NOPE", "--horizon", "1", "--file", "x.onnx", "--features", "rsi_14"],

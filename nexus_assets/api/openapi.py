@@ -161,6 +161,12 @@ _MODELS = {
                            "source": {"type": "string", "description": "trained by the pipeline, or registered"},
                            "features": {"type": "array", "items": {"type": "string"}},
                        }}},
+        "unreadable": {"type": "array", "description": "manifests of these assets that cannot be read (unparsable, "
+                       "or not their folder's): the pipeline refuses to serve the asset until they are mended or removed; "
+                       "`nexus-assets models verify` names the files", "items": {
+                           "type": "object", "required": ["asset", "version", "reason"],
+                           "properties": {"asset": {"type": "string"}, "version": {"type": "string"},
+                                          "reason": {"type": "string"}}}},
     },
 }
 

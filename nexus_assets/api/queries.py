@@ -38,7 +38,7 @@ from nexus_assets.core.dashboard.site import page_path
 from nexus_assets.core.ensembles import LOOKBACK
 from nexus_assets.core.freshness import freshness_status
 from nexus_assets.core.signals import parse_horizons
-from nexus_assets.ml_registry import REGISTRY_FOLDER, list_manifests
+from nexus_assets.ml_registry import REGISTRY_FOLDER, scan_manifests
 
 __all__ = [
     "ASSET_ENDPOINTS",
@@ -439,20 +439,25 @@ def assets_answer(store: Store, catalog: Catalog, allowed: Callable[[str], bool]
 
 
 def models_answer(store: Store, catalog: Catalog, allowed: Callable[[str], bool]) -> Answer:
-    """The registry's manifests of the catalog assets a key may read, in the registry's order."""
+    """The registry's manifests of the catalog assets a key may read, in the registry's order, and
+    those of its manifests that cannot be read (asset, version and reason; never a server path):
+    only these assets' folders are read, so another asset's broken manifest changes nothing here."""
     seen: list = []
-    known = {entry.key for entry in catalog.assets}
-    manifests = [m for m in list_manifests(store.data_dir) if m.get("asset") in known and allowed(m["asset"])]
+    visible = {entry.key for entry in catalog.assets if allowed(entry.key)}
+    manifests, problems = scan_manifests(store.data_dir, assets=visible)
+    manifests = [m for m in manifests if m.get("asset") in visible]
+    unreadable = [{"asset": p.asset, "version": p.version, "reason": p.reason} for p in problems]
     if store.local:  # a new version or a rewritten manifest changes one of these identities
         root = UPath(store.data_dir) / REGISTRY_FOLDER
         folders = [root] + [root / m["asset"] for m in manifests] + [root / m["asset"] / m["version"] for m in manifests]
+        folders += [root / p.asset / p.version for p in problems]  # mending one in place changes the answer
         for folder in dict.fromkeys(str(f.path if hasattr(f, "path") else f) for f in folders):
             seen.append((folder, identity_of(folder)))
         for asset in {entry.key for entry in catalog.assets if allowed(entry.key)}:
             name = str(root / asset)
             seen.append((name, identity_of(name)))
     out = Answer(endpoint="models", asset=None, as_of=None, seen=seen)
-    body = json.dumps(manifests, sort_keys=True, allow_nan=False)
+    body = json.dumps([manifests, unreadable], sort_keys=True, allow_nan=False)
     out.files.append(("models", dt.date.min, hashlib.sha256(body.encode()).hexdigest()))
-    out.document = {"endpoint": "models", "total": len(manifests), "models": manifests}
+    out.document = {"endpoint": "models", "total": len(manifests), "models": manifests, "unreadable": unreadable}
     return out

@@ -103,6 +103,36 @@ def test_models_lists_the_manifests_the_key_may_read(client, served):
     assert {m["asset"] for m in scoped["models"]} == {SP}
 
 
+def test_a_broken_manifest_is_listed_as_unreadable_and_hides_nothing_else(served, tmp_path):
+    """Another asset's broken manifest changes nothing for a key scoped away from it; a key that may
+    read it gets the readable models and the broken one named (asset, version, reason), never a
+    server path; mending it changes the ETag."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    data = tmp_path / "data"
+    shutil.copytree(served["data"], data)
+    folder = data / "ml_registry" / VIX / "2025-01-13-broken"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"version": ')
+    keys = KeyStore(tmp_path / "instance")
+    scoped, every = keys.create("sp", (SP,), "100000/minute"), keys.create("all", None, "100000/minute")
+    (tmp_path / "catalog.toml").write_text(sandbox_catalog_text(keys=(SP, VIX)))
+    app = create_app(catalog=load_catalog(tmp_path / "catalog.toml"), store=Store(str(data)), keys=keys, clock=lambda: DAY)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        sp = client.get("/api/v1/models", headers={"X-API-Key": scoped})
+        assert sp.status_code == 200 and sp.json()["unreadable"] == [] and sp.json()["total"] == 2
+        answer = client.get("/api/v1/models", headers={"X-API-Key": every})
+        assert answer.status_code == 200 and answer.json()["total"] == 3
+        (problem,) = answer.json()["unreadable"]
+        assert (problem["asset"], problem["version"]) == (VIX, "2025-01-13-broken")
+        assert "unreadable manifest" in problem["reason"] and str(tmp_path) not in answer.text
+        shutil.rmtree(folder)
+        mended = client.get("/api/v1/models", headers={"X-API-Key": every})
+        assert mended.json()["unreadable"] == [] and mended.headers["ETag"] != answer.headers["ETag"]
+
+
 def test_models_etag_changes_when_a_model_is_registered(client, served, tmp_path):
     before = get(client, served, "models")
     assert get(client, served, "models", **{"If-None-Match": before.headers["ETag"]}).status_code == 304
