@@ -5,7 +5,7 @@
   the local instance (the README's first command);
 - ``nexus-assets qml-server``: a QML-compatible HTTP server on loopback (sandbox and synthetic projects);
 - ``nexus-assets site``: the dashboard's files over HTTP on loopback;
-- ``nexus-assets models list|show|verify|register``: the ML model registry (docs/ml.md#the-registry).
+- ``nexus-assets models list|show|verify|sign|register``: the ML model registry (docs/ml.md#the-registry).
 """
 
 from __future__ import annotations
@@ -271,6 +271,19 @@ def _models_verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _models_sign(args: argparse.Namespace) -> int:
+    from nexus_assets.ml_registry import sign
+
+    settings = _models_settings()
+    _known_asset(settings, args.asset)
+    results = sign(settings.data_dir, args.asset, args.version)
+    for result in results:
+        print(result.line())
+    if not results:
+        print("no models in the registry" + (f" for {args.asset}" if args.asset else ""))
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _models_register(args: argparse.Namespace) -> int:
     from nexus_assets.core.contract import FEATURE_COLUMNS
     from nexus_assets.core.features import CALENDAR_FEATURES
@@ -353,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787; 0 picks a free one)")
     site.set_defaults(run=_site)
 
-    models = commands.add_parser("models", help="the ML model registry: list, show, verify, register (NEXUS_DATA_DIR)",
+    models = commands.add_parser("models", help="the ML model registry: list, show, verify, sign, register (NEXUS_DATA_DIR)",
                                  description="The ML model registry under $NEXUS_DATA_DIR/ml_registry (docs/ml.md).")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="SUBCOMMAND")
     listing = model_commands.add_parser("list", help="every model's manifest, one line each")
@@ -367,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("asset", nargs="?", help="only this asset's models")
     check.add_argument("version", nargs="?", help="only this version")
     check.set_defaults(run=_models_verify)
+    signing = model_commands.add_parser(
+        "sign", help="sign manifests with NEXUS_MODEL_SIGNING_KEY (once, when signing is turned on)",
+        description="Sign the registry's manifests (HMAC-SHA256) with the key in NEXUS_MODEL_SIGNING_KEY, each only "
+        "if its model file still matches its manifest's SHA-256. With the key set, every load and `verify` refuses "
+        "an unsigned or wrongly signed manifest, and new models are signed as they are written (docs/ml.md).")
+    signing.add_argument("asset", nargs="?", help="only this asset's models")
+    signing.add_argument("version", nargs="?", help="only this version")
+    signing.set_defaults(run=_models_sign)
     register = model_commands.add_parser(
         "register", help="add an externally trained ONNX model with its feature list",
         description="Add an externally trained ONNX model (PyTorch, TensorFlow via tf2onnx, scikit-learn via skl2onnx): "

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
+import os
 import re
 import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -59,12 +61,17 @@ __all__ = [
     "check_onnx",
     "register_model",
     "sha256_hex",
+    "SIGNING_KEY_ENV",
+    "manifest_signature",
+    "sign",
 ]
 
 REGISTRY_FOLDER = "ml_registry"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
+SIGNING_KEY_ENV = "NEXUS_MODEL_SIGNING_KEY"  # a secret: read from the environment only, never written or shown
+_SIGNATURE_PREFIX = "hmac-sha256:"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # one path segment, no traversal
 
 
@@ -189,8 +196,49 @@ class Verification:
         return f"{'OK ' if self.ok else 'BAD'} {self.asset} {self.version} {self.path}: {self.reason}"
 
 
+def _signing_key() -> bytes | None:
+    """The manifests' signing key from ``NEXUS_MODEL_SIGNING_KEY`` (None when unset or empty)."""
+    key = os.environ.get(SIGNING_KEY_ENV, "")
+    if not key:
+        return None
+    if len(key.encode("utf-8")) < 16:  # never echoed: its length only
+        raise RegistryError(f"{SIGNING_KEY_ENV} is too short to sign with ({len(key.encode('utf-8'))} bytes; at least 16, "
+                            "e.g. `python3 -c 'import secrets; print(secrets.token_hex(32))'`)")
+    return key.encode("utf-8")
+
+
+def manifest_signature(manifest: Mapping[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 of the manifest's canonical JSON (sorted keys, no spaces), its ``signature`` left out."""
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _SIGNATURE_PREFIX + hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def _check_signature(data_dir: str, manifest: Mapping[str, Any]) -> bool:
+    """With a signing key set, refuse a manifest whose signature is missing or wrong
+    (:class:`ModelIntegrityError` naming the manifest's file); True when checked, False without a key."""
+    key = _signing_key()
+    if key is None:
+        return False
+    path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / MANIFEST_FILE
+    found = manifest.get("signature")
+    if not found:
+        raise ModelIntegrityError(f"{path}: the manifest is not signed and {SIGNING_KEY_ENV} is set; refusing to load "
+                                  "its model (sign the registry's models once with `nexus-assets models sign`)")
+    if not isinstance(found, str) or not hmac.compare_digest(found, manifest_signature(manifest, key)):
+        raise ModelIntegrityError(f"{path}: the manifest's signature does not match: it was changed after it was "
+                                  f"signed, or signed with another {SIGNING_KEY_ENV}; refusing to load its model")
+    return True
+
+
 def _verified_bytes(data_dir: str, manifest: Mapping[str, Any]) -> tuple[UPath, bytes]:
+    """The model file's bytes, after the manifest's signature (when a key is set) and the file's hash."""
+    _check_signature(data_dir, manifest)
     path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / manifest.get("file", MODEL_FILE)
+    return path, _hashed_bytes(path, manifest)
+
+
+def _hashed_bytes(path: UPath, manifest: Mapping[str, Any]) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -202,7 +250,7 @@ def _verified_bytes(data_dir: str, manifest: Mapping[str, Any]) -> tuple[UPath, 
         raise ModelIntegrityError(
             f"{path}: SHA-256 {found} does not match the manifest's {manifest.get('sha256')}: the file was changed "
             "after it was registered; refusing to load it")
-    return path, data
+    return data
 
 
 def verify(data_dir: str, asset: str | None = None, version: str | None = None) -> list[Verification]:
@@ -226,8 +274,41 @@ def verify(data_dir: str, asset: str | None = None, version: str | None = None) 
             results.append(Verification(manifest["asset"], manifest["version"], str(path), False,
                                         str(exc).removeprefix(f"{path}: ")))
             continue
+        signed = "signature valid" if _signing_key() else f"signature not checked ({SIGNING_KEY_ENV} unset)"
         results.append(Verification(manifest["asset"], manifest["version"], str(path), True,
-                                    f"sha256 {manifest['sha256'][:12]}... matches, {len(manifest['features'])} features"))
+                                    f"sha256 {manifest['sha256'][:12]}... matches, {len(manifest['features'])} features, "
+                                    f"{signed}"))
+    return results
+
+
+def sign(data_dir: str, asset: str | None = None, version: str | None = None) -> list[Verification]:
+    """Sign the manifests (of ``asset``, of ``version``) with ``NEXUS_MODEL_SIGNING_KEY``: once, when
+    signing is turned on. A model is signed only when its file still matches its manifest's hash and
+    the manifest is readable; the others come back ``ok=False`` with the reason, unsigned."""
+    key = _signing_key()
+    if key is None:
+        raise RegistryError(f"{SIGNING_KEY_ENV} is not set: nothing to sign with")
+    results = []
+    if version is not None:
+        if asset is None:
+            raise RegistryError("a version needs its asset")
+        manifests = [read_manifest(data_dir, asset, version)]
+    else:
+        manifests, problems = scan_manifests(data_dir, asset)
+        results += [Verification(p.asset, p.version, p.path, False, f"{p.reason}; not signed") for p in problems]
+    for manifest in manifests:
+        folder = _model_dir(data_dir, manifest["asset"], manifest["version"])
+        path = folder / manifest.get("file", MODEL_FILE)
+        try:
+            _hashed_bytes(path, manifest)
+        except RegistryError as exc:
+            results.append(Verification(manifest["asset"], manifest["version"], str(path), False,
+                                        f"{str(exc).removeprefix(f'{path}: ')}; not signed"))
+            continue
+        signature = manifest_signature(manifest, key)
+        if manifest.get("signature") != signature:
+            _write_manifest(folder, {**manifest, "signature": signature})
+        results.append(Verification(manifest["asset"], manifest["version"], str(folder / MANIFEST_FILE), True, "signed"))
     return results
 
 
@@ -415,12 +496,20 @@ def load_model(data_dir: str, asset: str, version: str, *, features: Sequence[st
 def write_model(data_dir: str, manifest: Mapping[str, Any], data: bytes) -> dict:
     """Store a model file and its manifest (``sha256`` and ``file`` filled in here); the manifest
     is written last. Returns the stored manifest."""
-    stored = {**manifest, "manifest_format": MANIFEST_FORMAT, "file": MODEL_FILE, "sha256": sha256_hex(data)}
+    stored = {k: v for k, v in manifest.items() if k != "signature"}
+    stored.update(manifest_format=MANIFEST_FORMAT, file=MODEL_FILE, sha256=sha256_hex(data))
+    key = _signing_key()
+    if key is not None:
+        stored["signature"] = manifest_signature(stored, key)
     folder = _model_dir(data_dir, stored["asset"], stored["version"])
     write_bytes_atomic(folder / MODEL_FILE, data)
-    text = json.dumps(stored, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    write_bytes_atomic(folder / MANIFEST_FILE, text.encode("utf-8"))
+    _write_manifest(folder, stored)
     return stored
+
+
+def _write_manifest(folder: UPath, manifest: Mapping[str, Any]) -> None:
+    text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_bytes_atomic(folder / MANIFEST_FILE, text.encode("utf-8"))
 
 
 def _tensors(graph) -> Iterator[Any]:

@@ -19,16 +19,19 @@ from nexus_assets.core.ml_training import train_direction_model
 from nexus_assets.ml_registry import (
     MANIFEST_FILE,
     MODEL_FILE,
+    SIGNING_KEY_ENV,
     ModelIntegrityError,
     RegistryError,
     UnknownModelError,
     current_manifest,
     list_manifests,
     load_model,
+    manifest_signature,
     read_manifest,
     register_model,
     registry_root,
     scan_manifests,
+    sha256_hex,
     verify,
     write_model,
 )
@@ -422,3 +425,69 @@ def test_scikit_learn_exports_that_cannot_serve_are_refused_with_the_fix(tmp_pat
     with pytest.raises(RegistryError, match=f"^{re.escape(str(words))}: the model's probability map 'output_probability' "
                                             r"has classes \['down', 'up'\]; class 1 is read as up: train on labels 0/1"):
         _register(tmp_path, words, 3)
+
+
+KEY = "k3y-for-tests-only-" + "x" * 24
+
+
+def test_signed_manifests_catch_a_rewritten_file_and_hash(registry, monkeypatch, capsys):
+    """The hash alone cannot catch someone who rewrites a model file and its manifest's hash; with
+    NEXUS_MODEL_SIGNING_KEY set, the manifest's HMAC does. Unsigned manifests are refused until
+    `models sign` signs them (only those whose file still matches); the key never appears anywhere."""
+    data_dir, stored = registry
+    folder = registry_root(data_dir) / ASSET / stored["version"]
+    assert "signature" not in stored  # no key: nothing signed, loads as before
+    load_model(data_dir, ASSET, stored["version"], features=NAMES)
+
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY)
+    with pytest.raises(ModelIntegrityError, match="not signed"):
+        load_model(data_dir, ASSET, stored["version"], features=NAMES)
+    monkeypatch.setenv("NEXUS_DATA_DIR", data_dir)
+    assert main(["models", "verify"]) == 1
+    assert "not signed" in capsys.readouterr().out
+    assert main(["models", "sign"]) == 0
+    assert capsys.readouterr().out.startswith("OK ")
+    signed = json.loads((folder / MANIFEST_FILE).read_text())
+    assert signed["signature"].startswith("hmac-sha256:") and {k: v for k, v in signed.items() if k != "signature"} == stored
+    load_model(data_dir, ASSET, stored["version"], features=NAMES)
+    assert main(["models", "verify"]) == 0 and "signature valid" in capsys.readouterr().out
+
+    # someone rewrites the model file and puts its hash in the manifest: the hash check passes ...
+    model = folder / MODEL_FILE
+    original = model.read_bytes()
+    other = network_onnx(folder.parent / "other.onnx", len(NAMES)).read_bytes()
+    model.write_bytes(other)
+    (folder / MANIFEST_FILE).write_text(json.dumps({**signed, "sha256": sha256_hex(other)}))
+    with pytest.raises(ModelIntegrityError, match="signature does not match"):
+        load_model(data_dir, ASSET, stored["version"], features=NAMES)
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    load_model(data_dir, ASSET, stored["version"], features=NAMES)  # ... which is all an unsigned registry checks
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY[::-1])  # another key
+    (folder / MANIFEST_FILE).write_text(json.dumps(signed))
+    model.write_bytes(original)
+    with pytest.raises(ModelIntegrityError, match="signed with another"):
+        load_model(data_dir, ASSET, stored["version"], features=NAMES)
+
+    # a changed file is never signed; a new model is signed as it is written
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY)
+    model.write_bytes(original + b"\0")
+    assert main(["models", "sign", ASSET]) == 1
+    line = capsys.readouterr().out
+    assert line.startswith("BAD ") and "not signed" in line
+    model.write_bytes(original)
+    fresh = write_model(data_dir, {**stored, "version": "v-new"}, original)
+    assert fresh["signature"] == manifest_signature(fresh, KEY.encode())
+    load_model(data_dir, ASSET, "v-new", features=NAMES)
+    for path in registry_root(data_dir).rglob("*"):
+        assert not path.is_file() or KEY.encode() not in path.read_bytes()
+
+
+def test_a_short_signing_key_is_refused_without_echoing_it(registry, monkeypatch, capsys):
+    data_dir, _ = registry
+    monkeypatch.setenv("NEXUS_DATA_DIR", data_dir)
+    monkeypatch.setenv(SIGNING_KEY_ENV, "short-secret")
+    assert main(["models", "sign"]) == 2
+    err = capsys.readouterr().err
+    assert "too short" in err and "short-secret" not in err
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    assert main(["models", "sign"]) == 2 and "is not set" in capsys.readouterr().err
