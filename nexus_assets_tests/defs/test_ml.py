@@ -102,6 +102,32 @@ def test_a_tampered_model_fails_the_step_and_writes_nothing(ranged):
         target.write_bytes(before)
 
 
+def test_with_a_signing_key_unsigned_models_fail_the_step_until_signed(ranged, monkeypatch):
+    """A registry trained without a key, then NEXUS_MODEL_SIGNING_KEY set: ml_predictions refuses the
+    unsigned manifest and writes nothing; after `sign`, the same predictions, byte for byte."""
+    from nexus_assets.ml_registry import SIGNING_KEY_ENV, sign
+
+    day = dt.date(2018, 1, 9)
+    target = ranged.file("ml_predictions", f"{ASSET}|{day}")
+    before = target.read_bytes()
+    registry = registry_root(str(ranged.data_dir)) / ASSET
+    manifests = {p: p.read_bytes() for p in registry.rglob("manifest.json")}
+    monkeypatch.setenv(SIGNING_KEY_ENV, "a-test-key-of-enough-bytes-0123456789")
+    target.unlink()
+    try:
+        result = _run(ranged, day, day, ["ml_predictions"])
+        assert not result.success and not target.exists()
+        message = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+        assert "not signed" in message and "models sign" in message
+        assert all(r.ok for r in sign(str(ranged.data_dir), ASSET))
+        assert _run(ranged, day, day, ["ml_predictions"]).success
+        assert target.read_bytes() == before
+    finally:
+        for path, text in manifests.items():
+            path.write_bytes(text)
+        target.write_bytes(before)
+
+
 @pytest.mark.slow
 def test_after_a_change_of_cadence_only_the_new_cadences_models_serve(ranged, tmp_path):
     """The weekly store's registry holds Monday 2018-01-08's models; with a 28-day cadence 2018-01-10 is
