@@ -81,8 +81,12 @@ def _demo(args: argparse.Namespace) -> int:
     outcomes = run_instruments(keys, start, end, progress=progress, open_instance=_instance, log_level=log_level,
                                jobs=jobs, report=report)
     print(_cpu_line(progress.cpu_by_step()))
+    from nexus_assets.instance import NexusInstance
+
     with _instance() as instance:
-        print(f"instance  {instance.root_directory}")
+        home = str(Path(instance.root_directory).resolve())
+        project_instance = isinstance(instance, NexusInstance)
+        print(f"instance  {home}")
     failed = [outcome.key for outcome in outcomes if not outcome.success]
     if failed:
         print(f"FAILED    {', '.join(failed)}")
@@ -93,18 +97,23 @@ def _demo(args: argparse.Namespace) -> int:
         rebuild_site(site_root(settings), catalog)
     from upath import UPath
 
+    from nexus_assets.definitions import MAIN_JOB, defs
+    from nexus_assets.demo import stored_lines, ui_command
+
     data = UPath(settings.data_dir)  # a folder or an object store (NEXUS_DATA_DIR=s3://...)
-    for asset_key in ("qml_models", "horizon_slices", "horizon_ensembles", "horizon_search", "signals", "metrics"):
-        root = data / asset_key
-        files = list(root.glob("**/asset=*/date=*.parquet")) if root.is_dir() else []
-        print(f"stored    {asset_key}: {len(files)} files under {root}")
+    job = defs.resolve_job_def(MAIN_JOB)
+    ran = job.asset_layer.executable_asset_keys
+    for line in stored_lines([key.path for key in job.asset_layer.asset_graph.toposorted_asset_keys if key in ran], data):
+        print(line)
     index = data / "dashboard" / "index.html"
     if index.is_file() and settings.data_is_local:
         print(f"site      {Path(settings.data_dir, 'dashboard', 'index.html').resolve()}   "
               "# the dashboard: open it in a browser (works offline)")
     elif index.is_file():
         print(f"site      {index}   # the dashboard, in the object store")
-    print("next      dagster dev   # browse the runs and the partition grid (same instance, from this folder)")
+    command = ui_command(str(Path.cwd().resolve()), home, dagster_home_set=bool(os.environ.get("DAGSTER_HOME")),
+                         config_in_folder=Path("dagster.yaml").is_file(), project_instance=project_instance)
+    print(f"next      {command}   # the runs and the partition grid, in the demo's instance {home}")
     return 0
 
 

@@ -20,6 +20,7 @@ import datetime as dt
 import multiprocessing
 import os
 import queue as queue_module
+import shlex
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 
 from nexus_assets.core.parallel import usable_cores
 
-__all__ = ["RunOutcome", "default_jobs", "run_instruments"]
+__all__ = ["RunOutcome", "default_jobs", "run_instruments", "stored_lines", "ui_command"]
 
 
 @dataclass(frozen=True)
@@ -179,3 +180,40 @@ def _run_forked(keys, start, end, *, progress, open_instance, log_level, jobs, r
             outcomes[key] = RunOutcome(key, None, False, 0.0, ("the worker running it exited without a result",))
             report(outcomes[key])
     return [outcomes[key] for key in keys]
+
+
+def stored_lines(asset_paths: Sequence[Sequence[str]], data) -> list[str]:
+    """What is stored under ``data`` (a folder or an object-store root, as a ``UPath``): one line per
+    asset (``asset_paths``: the job's asset keys, in pipeline order) with its partition files, then
+    the models of the ML registry (files the ML steps write beside the assets)."""
+    from nexus_assets.ml_registry import MANIFEST_FILE, REGISTRY_FOLDER
+
+    lines = []
+    for path in asset_paths:
+        root = data.joinpath(*path)
+        files = list(root.glob("**/asset=*/date=*")) if root.is_dir() else []
+        lines.append(f"stored    {'/'.join(path)}: {len(files)} files under {root}")
+    registry = data / REGISTRY_FOLDER
+    models = list(registry.glob(f"*/*/{MANIFEST_FILE}")) if registry.is_dir() else []
+    lines.append(f"stored    {REGISTRY_FOLDER}: {len(models)} models under {registry}")
+    return lines
+
+
+def ui_command(folder: str, home: str, *, dagster_home_set: bool, config_in_folder: bool, project_instance: bool) -> str:
+    """The shell command that opens the demo's instance (``home``, configured as the demo found it) in
+    ``dagster dev``, whatever folder it is typed in.
+
+    ``folder``: where the demo ran (its ``.env`` and relative settings apply there, so the command
+    starts there). Without ``DAGSTER_HOME``, ``dagster dev`` reads the folder's ``dagster.yaml`` in
+    place and, when its instance class is the project's (``project_instance``), keeps everything in
+    the folder's ``.dagster_home``: the demo's instance. Otherwise ``dagster dev`` is pointed at
+    ``home`` with ``DAGSTER_HOME``, and reads the configuration there (``home/dagster.yaml``, as the
+    demo did when the folder had none; a folder's ``dagster.yaml`` of another class is copied there
+    first)."""
+    code = "dagster dev -m nexus_assets.definitions"
+    here, there = shlex.quote(folder), shlex.quote(home)
+    if not dagster_home_set and config_in_folder:
+        if project_instance:
+            return f"cd {here} && {code}"
+        return f"cd {here} && cp dagster.yaml {there}/ && DAGSTER_HOME={there} {code}"
+    return f"cd {here} && DAGSTER_HOME={there} {code}"

@@ -55,6 +55,14 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "9004_VIX" in result.stdout and "success" in result.stdout and "horizon_slices: 5 files" in result.stdout
     assert "metrics: 25 files" in result.stdout  # 5 tables (the record's 3, ml_accuracy, ml_calibration) x 5 days
+    # every asset of the job, in pipeline order, and the ML registry's models
+    stored = [line.split(":")[0].split()[-1] for line in result.stdout.splitlines() if line.startswith("stored    ")]
+    assert len(stored) == 13 and stored[0] == "qml_models" and stored[-2:] == ["dashboard", "ml_registry"]
+    assert set(stored) >= {"features", "ml_models", "ml_predictions", "ml_signals", "qml_model_metadata"}
+    for step in ("features", "ml_models", "ml_predictions", "ml_signals", "qml_model_metadata"):
+        assert f"stored    {step}: 5 files under {tmp_path / 'data' / step}" in result.stdout
+    models = len(list((tmp_path / "data" / "ml_registry").glob("*/*/manifest.json")))
+    assert models and f"stored    ml_registry: {models} models under {tmp_path / 'data' / 'ml_registry'}" in result.stdout
     # progress as it goes, in plain lines (stdout is no terminal here): one per finished step
     steps = [line for line in result.stdout.splitlines() if line.startswith("step      ")]
     assert len(steps) == 13 and steps[0].startswith("step      9004_VIX 1/13 qml_models: 5 partitions in ")
@@ -67,6 +75,11 @@ def test_demo_command(tmp_path):
     assert f"site      {index.resolve()}" in result.stdout and index.is_file()
     assert f"instance  {(tmp_path / '.dagster_home').resolve()}" in result.stdout
     assert not (tmp_path / ".dagster_home" / "dagster.yaml").exists()  # configured by ./dagster.yaml, never a copy
+    # the way to the UI names the folder and the instance, so it works from any shell
+    home = (tmp_path / ".dagster_home").resolve()
+    assert result.stdout.rstrip().splitlines()[-1] == (
+        f"next      cd {tmp_path.resolve()} && dagster dev -m nexus_assets.definitions   "
+        f"# the runs and the partition grid, in the demo's instance {home}")
 
     # The README's backfill command, run from the same folder without DAGSTER_HOME, records its run
     # in the same instance (not in a temporary one that `dagster dev` would never show).

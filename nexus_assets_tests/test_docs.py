@@ -115,6 +115,31 @@ def test_the_readme_shows_its_two_screenshots():
     assert all((ROOT / image).stat().st_size < 300_000 for image in images)
 
 
+_NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+            "seventeen eighteen nineteen twenty").split()
+
+
+def _section(text: str, heading: str) -> str:
+    """The text of the section under ``heading`` (a whole heading line), up to the next heading of any level."""
+    start = text.index(f"\n{heading}\n")
+    end = re.search(r"\n#{1,6} ", text[start + 1 + len(heading):])
+    return text[start:start + 1 + len(heading) + end.start()] if end else text[start:]
+
+
+def test_the_readme_names_every_asset_of_the_main_job():
+    """The graph at the top, the UI tour's count and the data layout follow the definitions: a new
+    step that the README does not show fails here."""
+    from nexus_assets.definitions import MAIN_JOB, defs
+
+    keys = {key.to_user_string() for key in defs.resolve_job_def(MAIN_JOB).asset_layer.executable_asset_keys}
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    graph = text.split("```")[1]
+    assert keys <= set(re.findall(r"\w+", graph)), "the README's graph lacks an asset"
+    assert f"*Catalog* lists its {_NUMBERS[len(keys)]} assets" in text
+    layout = _section(text, "### Data layout")
+    assert [key for key in sorted(keys) if f"{key}/" not in layout and f"`{key}" not in layout] == []
+
+
 def test_the_checker_finds_a_dead_link_an_image_and_an_anchor(tmp_path, monkeypatch):
     tmp_path = tmp_path.resolve()
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)

@@ -29,6 +29,7 @@ from nexus_assets_tests.defs.conftest import sandbox_catalog_text
 SP, VIX = "9001_SP500", "9004_VIX"
 DAY = dt.date(2025, 1, 20)  # a day with a model (the seeded data's first 8 days have none)
 NO_MODEL_DAY = dt.date(2025, 1, 2)
+SATURDAY = dt.date(2025, 1, 18)  # stored as the pipeline stores a day without a close: empty partitions
 LATER = dt.date(2025, 1, 23)  # the latest metrics partition (DAY is the other)
 RECORD_TABLES = ("statistics", "trades", "daily", "ml_accuracy", "ml_calibration")
 
@@ -55,6 +56,9 @@ def served(tmp_path_factory):
                                  ML_PREDICTIONS.validate(predictions[predictions["date"] == stamp].reset_index(drop=True)))
             write_parquet_atomic(partition_path(data, ["ml_signals"], partition_key(asset, day)),
                                  signals[signals["date"] == stamp].reset_index(drop=True))
+        for name, frame in (("ml_predictions", predictions), ("ml_signals", signals)):
+            write_parquet_atomic(partition_path(data, [name], partition_key(asset, SATURDAY)),
+                                 frame.iloc[0:0].reset_index(drop=True))
         last = sorted(set(predictions["date"]))[-1]
         write_parquet_atomic(partition_path(data, ["ml_predictions"], partition_key(asset, last.date())),
                              predictions[predictions["date"] == last].reset_index(drop=True))
@@ -164,6 +168,16 @@ def test_predict_on_a_day_without_a_model_says_so(client, served):
     rows = get(client, served, f"predict/{SP}?date={NO_MODEL_DAY}").json()["data"]
     assert [(r["model_version"], r["probability_up"], r["signal"], r["reason"]) for r in rows] == [
         ("", None, "HOLD", "no_model")] * 2
+
+
+def test_predict_on_a_day_without_a_close_answers_no_rows(client, served):
+    """A weekend (or a holiday, or a session without a price) has stored, empty partitions: 200 and
+    no rows, as docs/api.md says, not a 404 as for a date that was never materialised."""
+    assert pd.Timestamp(SATURDAY) not in set(served["predictions"]["date"])
+    response = get(client, served, f"predict/{SP}?date={SATURDAY}")
+    body = response.json()
+    assert response.status_code == 200 and body["as_of"] == SATURDAY.isoformat()
+    assert body["page"]["total"] == 0 and body["data"] == [] and body["columns"][:2] == ["date", "horizon"]
 
 
 def test_predict_errors_have_the_common_shape(client, served):

@@ -4,6 +4,9 @@ record and the probabilities' accuracy and calibration (``docs/ml-signals.md``).
 Reads the page's ``ml_signals`` rows of D, the ``statistics`` rows of the ML signals (``ml_h<h>``,
 point in time: the same simulation and statistics as the slope signals) and the ``ml_accuracy`` /
 ``ml_calibration`` rows of D. A day without a model, or without ML inputs at all, says so in words.
+A day without a prediction (no session, a holiday, a session whose price is not yet known: the ML
+steps predict from a day's close) still has a record as of D: the panel shows it for the ML
+horizons of D's statistics and accuracy rows, after a line that says why there is no prediction.
 Every text goes through :func:`~nexus_assets.core.dashboard.markup.text` or
 :func:`~nexus_assets.core.dashboard.markup.attrs`; numbers carry their exact value in
 ``data-value`` and their column in ``data-field``, as on the rest of the page.
@@ -14,9 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 from nexus_assets.core.dashboard import formatting as fmt
+from nexus_assets.core.dashboard.days import DAY_REASON, has_data
 from nexus_assets.core.dashboard.inputs import Table, column
 from nexus_assets.core.dashboard.markup import attrs, text
-from nexus_assets.core.ml_signals import ml_variant
+from nexus_assets.core.freshness import DayStatus
+from nexus_assets.core.ml_signals import ml_variant, variant_horizon
 
 __all__ = ["ML_SIGNAL_COLUMNS", "ML_ACCURACY_COLUMNS", "ML_CALIBRATION_COLUMNS", "RECORD_SHOWN", "VERSIONS_SHOWN",
            "REASON_TEXT", "ml_panel"]
@@ -45,29 +50,65 @@ _CLASS = {"BUY": "BULLISH", "SELL": "BEARISH", "HOLD": "NEUTRAL"}  # the slope s
 
 
 def ml_panel(day: np.datetime64, ml_signals: Table | None, statistics: Table,
-             ml_accuracy: Table | None, ml_calibration: Table | None) -> str:
-    """The ``ml`` section of the page of ``day``."""
+             ml_accuracy: Table | None, ml_calibration: Table | None, *,
+             status: DayStatus | None = None, price_known: bool | None = None) -> str:
+    """The ``ml`` section of the page of ``day``.
+
+    ``status``: what the day is (:func:`~nexus_assets.core.dashboard.days.day_status`); ``price_known``:
+    whether the page's rows of the day carry its price (None: the page has no row of the day that
+    would). Both only word why a day without ``ml_signals`` rows has no prediction.
+    """
     rows = _of_day(ml_signals, day, ML_SIGNAL_COLUMNS)
     if rows is None:
         return _section(_empty("No ML inputs for this page: the ml_signals step has not run for this date."))
-    if not rows:
-        return _section(_empty("No ML prediction on this date (no price, or the ML steps have not run for it)."))
-    rows = sorted(rows, key=lambda row: row["horizon"])  # stable
-    cards = "".join(_card(row) for row in rows)
-    if all(row["reason"] == "no_model" for row in rows):
-        lead = _empty("No model serves on this date yet: the ML signal holds (position 0) until the first model is "
-                      "trained on enough history.")
-    else:
-        lead = ""
-    horizons = [int(row["horizon"]) for row in rows]
-    body = (lead + f'<div class="cards">{cards}</div>' + _record(statistics, day, horizons)
-            + _accuracy(_of_day(ml_accuracy, day, ML_ACCURACY_COLUMNS), horizons)
+    accuracy = _of_day(ml_accuracy, day, ML_ACCURACY_COLUMNS)
+    if rows:
+        rows = sorted(rows, key=lambda row: row["horizon"])  # stable
+        cards = "".join(_card(row) for row in rows)
+        if all(row["reason"] == "no_model" for row in rows):
+            lead = _empty("No model serves on this date yet: the ML signal holds (position 0) until the first model "
+                          "is trained on enough history.")
+        else:
+            lead = ""
+        horizons = [int(row["horizon"]) for row in rows]
+        top = lead + f'<div class="cards">{cards}</div>'
+    else:  # no prediction today, but the record and the accuracy as of today are stored
+        horizons = _stored_horizons(statistics, day, accuracy)
+        top = _empty(_no_prediction(status, price_known))
+    body = (top + _record(statistics, day, horizons) + _accuracy(accuracy, horizons)
             + _calibration(_of_day(ml_calibration, day, ML_CALIBRATION_COLUMNS), horizons))
     return _section(body, note=(
         "The ML direction classifier's probability p of an up move h observations ahead; confidence = |p \u2212 0.5| "
         "\u00d7 2; BUY or SELL only at or above the threshold, else HOLD. Its record is simulated exactly like the "
         "slope signals' (point in time, same costs). Hit rate, Brier score and calibration count only predictions "
         "whose outcome is known by this date; Brier 0.25 is what always saying 0.5 scores."))
+
+
+_RECORD_AS_OF = " The ML record and accuracy below are as of this date."
+
+
+def _no_prediction(status: DayStatus | None, price_known: bool | None) -> str:
+    """Why a day has no ``ml_signals`` rows, as far as the page's inputs tell: the ML steps make a
+    prediction on a day with a price, so a day without data has none, and a session whose price
+    is not yet known has none."""
+    if not has_data(status):
+        return f"No ML prediction on this date: {DAY_REASON[status]}.{_RECORD_AS_OF}"
+    if price_known is False:
+        return ("No ML prediction on this date: its price is not yet known (upstream's rows for it carry no "
+                f"target_var_price), and the ML steps predict only from a known close.{_RECORD_AS_OF}")
+    if price_known:
+        return ("No ML prediction on this date, though its price is known: its ml_signals partition holds no rows "
+                f"(materialise ml_predictions, then ml_signals, for it).{_RECORD_AS_OF}")
+    return ("No ML prediction on this date: its ml_signals partition holds no rows (no price was known for it, or "
+            f"ml_predictions was not materialised for it).{_RECORD_AS_OF}")
+
+
+def _stored_horizons(statistics: Table, day: np.datetime64, accuracy: list[dict] | None) -> list[int]:
+    """The ML horizons of ``day``'s statistics (variants ``ml_h<h>``) and accuracy rows, ascending."""
+    signals = column(statistics, "signal")[_dates(statistics) == day]
+    found = {variant_horizon(name) for name in np.unique(signals.astype(str))} - {None}
+    found |= {int(row["horizon"]) for row in accuracy or ()}
+    return sorted(found)
 
 
 def _of_day(frame: Table | None, day: np.datetime64, columns: tuple[str, ...]) -> list[dict] | None:

@@ -75,7 +75,8 @@ def render_page(inputs: PageInputs) -> str:
     figures_json: list[str] = []
     sections = [
         _signal_panel(inputs, tables),
-        ml_panel(tables.day, inputs.ml_signals, inputs.statistics, inputs.ml_accuracy, inputs.ml_calibration),
+        ml_panel(tables.day, inputs.ml_signals, inputs.statistics, inputs.ml_accuracy, inputs.ml_calibration,
+                 status=tables.status, price_known=tables.price_known()),
         _forecast_panel(tables, figures_json),
         _price_panel(tables, figures_json),
         _equity_panel(tables, figures_json),
@@ -192,6 +193,12 @@ class _Tables:
 
     def trades_of(self, signal: str, basis: str) -> _Columns:
         return self.trades.where(signal=signal, basis=basis)
+
+    def price_known(self) -> bool | None:
+        """Whether the day's rows (signals, ensemble forecasts) carry its price; None without such rows."""
+        if self.signals.empty and self.ensembles.empty:
+            return None
+        return self.price() is not None
 
     def price(self) -> float | None:
         for variant, _ in VARIANTS:

@@ -10,6 +10,7 @@ expected).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -166,12 +167,22 @@ def expected_values(inputs: PageInputs) -> list[Shown]:
 
 
 def _ml_expected(inputs: PageInputs, day: pd.Timestamp) -> list[Shown]:
-    """The ML panel: each horizon's card, the record rows it shows, the accuracy of the pooled and the
-    most recent versions, the pooled calibration; nothing without the day's ml_signals rows."""
-    if inputs.ml_signals is None or not (inputs.ml_signals["date"] == day).any():
+    """The ML panel: each horizon's card of the day's ml_signals rows; for the horizons of those rows
+    (without any: a weekend, a holiday, a session without a price, the ML horizons of the day's
+    statistics and accuracy rows) the record rows it shows, the accuracy of the pooled and the most
+    recent versions and the pooled calibration; nothing without ml_signals at all."""
+    if inputs.ml_signals is None:
         return []
     out = []
     rows = inputs.ml_signals[inputs.ml_signals["date"] == day].sort_values("horizon")
+    accuracy = inputs.ml_accuracy if inputs.ml_accuracy is not None else pd.DataFrame(columns=["date", "horizon", "scope"])
+    accuracy = accuracy[accuracy["date"] == day]
+    if len(rows):
+        horizons = [int(h) for h in rows["horizon"]]
+    else:
+        of_day = inputs.statistics[inputs.statistics["date"] == day]["signal"].astype(str)
+        ml = {int(signal[len("ml_h"):]) for signal in of_day if re.fullmatch(r"ml_h[0-9]+", signal)}
+        horizons = sorted(ml | {int(h) for h in accuracy["horizon"]})
     marks = {"BUY": "\u25b2", "SELL": "\u25bc", "HOLD": "\u25cf"}
     for _, row in rows.iterrows():
         keys = {"horizon": int(row["horizon"]), "variant": f"ml_h{int(row['horizon'])}"}
@@ -180,18 +191,17 @@ def _ml_expected(inputs: PageInputs, day: pd.Timestamp) -> list[Shown]:
             out.append(_shown("ml", field, row[field], fmt.prob, **keys))
         out.append(Shown("ml", _keys(keys), "reason", row["reason"], ML_REASONS[row["reason"]]))
     stats = inputs.statistics[(inputs.statistics["date"] == day) & (inputs.statistics["basis"] == "point_in_time")]
-    for h in rows["horizon"]:
-        signal = f"ml_h{int(h)}"
+    for h in horizons:
+        signal = f"ml_h{h}"
         for name in ML_RECORD_SHOWN:
             row = stats[(stats["signal"] == signal) & (stats["statistic"] == name)]
             if len(row):
                 out.append(_shown("ml", "value", float(row["value"].iloc[0]), fmt.stat, signal=signal, statistic=name))
-    accuracy = inputs.ml_accuracy if inputs.ml_accuracy is not None else pd.DataFrame(columns=["horizon", "scope"])
-    for h in rows["horizon"]:
+    for h in horizons:
         of_h = accuracy[accuracy["horizon"] == h]
         shown = pd.concat([of_h[of_h["scope"] == "all"], of_h[of_h["scope"] == "version"].iloc[::-1].head(ML_VERSIONS)])
         for _, row in shown.iterrows():
-            keys = {"horizon": int(h), "scope": row["scope"], "version": row["model_version"]}
+            keys = {"horizon": h, "scope": row["scope"], "version": row["model_version"]}
             out.append(_shown("ml", "predictions", int(row["predictions"]), fmt.integer, **keys))
             out.append(_shown("ml", "scored", int(row["scored"]), fmt.integer, **keys))
             out.append(_shown("ml", "hit_rate", float(row["hit_rate"]), fmt.share, **keys))
@@ -200,9 +210,9 @@ def _ml_expected(inputs: PageInputs, day: pd.Timestamp) -> list[Shown]:
     calibration = inputs.ml_calibration
     if calibration is not None:
         pooled = calibration[(calibration["scope"] == "all") & (calibration["date"] == day)]
-        for h in rows["horizon"]:
+        for h in horizons:
             for _, row in pooled[pooled["horizon"] == h].iterrows():
-                keys = {"horizon": int(h), "bin": int(row["bin"])}
+                keys = {"horizon": h, "bin": int(row["bin"])}
                 out.append(_shown("ml", "count", int(row["count"]), fmt.integer, **keys))
                 out.append(_shown("ml", "mean_predicted", float(row["mean_predicted"]), fmt.prob, **keys))
                 out.append(_shown("ml", "observed_frequency", float(row["observed_frequency"]), fmt.prob, **keys))
