@@ -194,7 +194,8 @@ def _record(statistics: Table, day: np.datetime64, horizons: list[int]) -> str:
     by = {(r["signal"], r["statistic"]): r
           for r in _records(statistics, ("signal", "statistic", "value", "n", "min_n", "sufficient", "definition"), keep)}
     if not by:
-        return "<h3>Track record</h3>" + _empty("No ML track record yet (no priced day with an ML signal by this date).")
+        return "<h3>Track record</h3>" + _empty(
+            "No ML track record yet: it starts with a model's first prediction, and none was made by this date.")
     lines = []
     for name in RECORD_SHOWN:
         cells = [f'<td{attrs(data_field="statistic")}>{text(name)}</td>']
