@@ -267,30 +267,28 @@ def _models_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models_verify(args: argparse.Namespace) -> int:
-    from nexus_assets.ml_registry import verify
-
+def _models_check(args: argparse.Namespace, check) -> int:
+    """``verify`` or ``sign``: one line per model, exit 1 on any ``BAD``."""
     settings = _models_settings()
     _known_asset(settings, args.asset)
-    results = verify(settings.data_dir, args.asset, args.version)
+    results = check(settings.data_dir, args.asset, args.version)
     for result in results:
         print(result.line())
     if not results:
         print("no models in the registry" + (f" for {args.asset}" if args.asset else ""))
     return 0 if all(r.ok for r in results) else 1
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    from nexus_assets.ml_registry import verify
+
+    return _models_check(args, verify)
 
 
 def _models_sign(args: argparse.Namespace) -> int:
     from nexus_assets.ml_registry import sign
 
-    settings = _models_settings()
-    _known_asset(settings, args.asset)
-    results = sign(settings.data_dir, args.asset, args.version)
-    for result in results:
-        print(result.line())
-    if not results:
-        print("no models in the registry" + (f" for {args.asset}" if args.asset else ""))
-    return 0 if all(r.ok for r in results) else 1
+    return _models_check(args, sign)
 
 
 def _models_register(args: argparse.Namespace) -> int:
@@ -386,17 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("version", help="model version")
     show.set_defaults(run=_models_show)
     check = model_commands.add_parser("verify", help="check model files against their manifests' SHA-256 (exit 1 on any mismatch)")
-    check.add_argument("asset", nargs="?", help="only this asset's models")
-    check.add_argument("version", nargs="?", help="only this version")
-    check.set_defaults(run=_models_verify)
     signing = model_commands.add_parser(
         "sign", help="sign manifests with NEXUS_MODEL_SIGNING_KEY (once, when signing is turned on)",
         description="Sign the registry's manifests (HMAC-SHA256) with the key in NEXUS_MODEL_SIGNING_KEY, each only "
         "if its model file still matches its manifest's SHA-256. With the key set, every load and `verify` refuses "
         "an unsigned or wrongly signed manifest, and new models are signed as they are written (docs/ml.md).")
-    signing.add_argument("asset", nargs="?", help="only this asset's models")
-    signing.add_argument("version", nargs="?", help="only this version")
-    signing.set_defaults(run=_models_sign)
+    for command, run in ((check, _models_verify), (signing, _models_sign)):
+        command.add_argument("asset", nargs="?", help="only this asset's models")
+        command.add_argument("version", nargs="?", help="only this version")
+        command.set_defaults(run=run)
     register = model_commands.add_parser(
         "register", help="add an externally trained ONNX model with its feature list",
         description="Add an externally trained ONNX model (PyTorch, TensorFlow via tf2onnx, scikit-learn via skl2onnx): "

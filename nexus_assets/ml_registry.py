@@ -253,18 +253,22 @@ def _hashed_bytes(path: UPath, manifest: Mapping[str, Any]) -> bytes:
     return data
 
 
+def _selected(data_dir: str, asset: str | None, version: str | None, note: str = "") -> tuple[list[dict], list[Verification]]:
+    """The readable manifests of ``asset``/``version`` (all when None), and a ``BAD`` result (reason
+    plus ``note``) for each of the selection's manifests that cannot be read."""
+    if version is not None:
+        if asset is None:
+            raise RegistryError("a version needs its asset")
+        return [read_manifest(data_dir, asset, version)], []
+    manifests, problems = scan_manifests(data_dir, asset)
+    return manifests, [Verification(p.asset, p.version, p.path, False, p.reason + note) for p in problems]
+
+
 def verify(data_dir: str, asset: str | None = None, version: str | None = None) -> list[Verification]:
     """Check every model's file (of ``asset``, of ``version``) against its manifest's hash and
     feature list; one result per model: first each manifest that cannot be read, then the others
     in :func:`list_manifests` order."""
-    results = []
-    if version is not None:
-        if asset is None:
-            raise RegistryError("a version needs its asset")
-        manifests = [read_manifest(data_dir, asset, version)]
-    else:
-        manifests, problems = scan_manifests(data_dir, asset)
-        results += [Verification(p.asset, p.version, p.path, False, p.reason) for p in problems]
+    manifests, results = _selected(data_dir, asset, version)
     for manifest in manifests:
         path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / manifest.get("file", MODEL_FILE)
         try:
@@ -288,14 +292,7 @@ def sign(data_dir: str, asset: str | None = None, version: str | None = None) ->
     key = _signing_key()
     if key is None:
         raise RegistryError(f"{SIGNING_KEY_ENV} is not set: nothing to sign with")
-    results = []
-    if version is not None:
-        if asset is None:
-            raise RegistryError("a version needs its asset")
-        manifests = [read_manifest(data_dir, asset, version)]
-    else:
-        manifests, problems = scan_manifests(data_dir, asset)
-        results += [Verification(p.asset, p.version, p.path, False, f"{p.reason}; not signed") for p in problems]
+    manifests, results = _selected(data_dir, asset, version, "; not signed")
     for manifest in manifests:
         folder = _model_dir(data_dir, manifest["asset"], manifest["version"])
         path = folder / manifest.get("file", MODEL_FILE)
