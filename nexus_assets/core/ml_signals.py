@@ -37,10 +37,12 @@ __all__ = [
     "ml_signals",
     "ml_variant",
     "record_rows",
+    "unpriced_session_rows",
     "variant_horizon",
 ]
 
 ML_SIGNAL_COLUMNS: tuple[str, ...] = columns(ML_SIGNALS)
+SESSION_COLUMNS: tuple[str, ...] = ("date", "variant", "horizons", "net_prob", "position", "price")  # the record's input
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "date", "horizon", "model_version", "model_sha256", "probability_up", "confidence", "price",
 )
@@ -133,6 +135,32 @@ def record_rows(rows: pd.DataFrame) -> pd.DataFrame:
         mine = variant == name
         keep |= mine & (dates >= dates[mine & served].min())
     return rows if keep.all() else rows[keep]
+
+
+def unpriced_session_rows(rows: pd.DataFrame, unpriced: np.ndarray) -> pd.DataFrame:
+    """The record's rows (:data:`SESSION_COLUMNS`) for the sessions in ``unpriced`` (dates whose price
+    is not yet known: the slope signals' rows without a price) that an ML signal's record spans
+    (on or after its first row in ``rows``, the output of :func:`record_rows`) but has no row for,
+    since the ML steps predict only from a known close: ``price`` and ``net_prob`` NaN, the position
+    held before. A day without a price trades nothing (the simulation carries the position), so
+    the figures do not change; the record's daily table shows the session, as the slope signals' does."""
+    unpriced = np.unique(np.asarray(unpriced, dtype="datetime64[ns]"))
+    parts = []
+    if len(unpriced) and len(rows):
+        for name, group in rows.groupby("variant", sort=True):
+            order = np.argsort(group["date"].to_numpy("datetime64[ns]"), kind="stable")
+            dates = group["date"].to_numpy("datetime64[ns]")[order]
+            extra = unpriced[(unpriced > dates[0]) & ~np.isin(unpriced, dates)]
+            if not len(extra):
+                continue
+            held = group["position"].to_numpy("int64")[order][np.searchsorted(dates, extra, side="right") - 1]
+            parts.append(pd.DataFrame({
+                "date": extra, "variant": pd.array([str(name)] * len(extra), dtype="str"),
+                "horizons": pd.array([str(group["horizons"].iloc[0])] * len(extra), dtype="str"),
+                "net_prob": np.full(len(extra), np.nan), "position": held, "price": np.full(len(extra), np.nan)}))
+    if not parts:
+        return rows.iloc[:0][list(SESSION_COLUMNS)]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _check(frame: pd.DataFrame, p: np.ndarray, confidence: np.ndarray) -> None:

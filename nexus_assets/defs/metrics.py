@@ -19,7 +19,7 @@ from nexus_assets.core.contract import empty_frame
 from nexus_assets.core.metrics import RECORD_INPUT_COLUMNS, days_by_horizon_set, record
 from nexus_assets.core.ml_accuracy import INPUT_COLUMNS as ACCURACY_INPUT_COLUMNS
 from nexus_assets.core.ml_accuracy import accuracy
-from nexus_assets.core.ml_signals import record_rows
+from nexus_assets.core.ml_signals import record_rows, unpriced_session_rows
 from nexus_assets.defs.metadata import attach_partition_metadata
 from nexus_assets.defs.ml_signals import ML_SIGNALS
 from nexus_assets.defs.partitions import date_window_mapping, days_by_asset, partition_key
@@ -101,8 +101,13 @@ def build_metric_assets(catalog: Catalog, partitions_def) -> list:
 
 def _record_input(history: pd.DataFrame | None, ml_history: pd.DataFrame) -> pd.DataFrame:
     """The slope signals' and the ML signals' rows in one frame of the columns ``record`` reads; an ML
-    signal's from its first prediction on (:func:`~nexus_assets.core.ml_signals.record_rows`)."""
+    signal's from its first prediction on (:func:`~nexus_assets.core.ml_signals.record_rows`), with the
+    sessions without a price it spans (:func:`~nexus_assets.core.ml_signals.unpriced_session_rows`)."""
     ml_history = record_rows(ml_history)
+    if history is not None and len(ml_history):  # the sessions without a price, which the ML table has no row for
+        unpriced = history.loc[history["price"].isna(), "date"].to_numpy("datetime64[ns]")
+        ml_history = pd.concat([ml_history[list(RECORD_INPUT_COLUMNS)], unpriced_session_rows(ml_history, unpriced)],
+                               ignore_index=True)
     parts = [frame[list(RECORD_INPUT_COLUMNS)] for frame in (history, ml_history) if frame is not None and len(frame)]
     if not parts:
         return empty_frame(contract.SIGNALS)

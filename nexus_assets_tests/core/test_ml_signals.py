@@ -8,8 +8,8 @@ import pandas.testing as pdt
 import pytest
 
 from nexus_assets.core.contract import ML_SIGNALS
-from nexus_assets.core.metrics import record, record_signals
-from nexus_assets.core.ml_signals import ml_signals, ml_variant, record_rows, variant_horizon
+from nexus_assets.core.metrics import RECORD_INPUT_COLUMNS, record, record_signals
+from nexus_assets.core.ml_signals import ml_signals, ml_variant, record_rows, unpriced_session_rows, variant_horizon
 from nexus_assets_tests.core.ml_data import ml_predictions
 from nexus_assets_tests.core.test_metrics import seeded_signals
 
@@ -170,3 +170,36 @@ def test_the_record_starts_on_each_horizons_first_prediction(seed):
         assert stats[(variant, "point_in_time", "buy_and_hold_return")] == pytest.approx(prices.iloc[-1] / prices[first] - 1)
     daily = tables["daily"]
     assert daily[daily["signal"] == "ml_h5"]["date"].min() == dates[first_h5]
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+def test_unpriced_sessions_join_the_ml_record_as_the_slope_signals_show_them(seed):
+    """Sessions whose price is not yet known have slope-signal rows (price null) but no ML row (the
+    ML steps predict from a known close): the ML record gains them with the held position, so its
+    daily table shows them as the slope signals' does, and no figure moves."""
+    predictions = ml_predictions(seed=seed)
+    dates = np.array(sorted(set(predictions["date"])), dtype="datetime64[ns]")
+    rng = np.random.default_rng(seed)
+    unpriced = np.sort(rng.choice(dates[3:], 6, replace=False))  # some before h's first prediction (day 8)
+    signals = record_rows(ml_signals(predictions[~predictions["date"].isin(unpriced)], threshold=0.3))
+    extra = unpriced_session_rows(signals, unpriced)
+    assert list(extra.columns) == list(RECORD_INPUT_COLUMNS)
+    want = []  # the obvious way: per variant, each unpriced date after its first row, the last position before it
+    for variant, rows in signals.groupby("variant"):
+        rows = rows.sort_values("date")
+        for day in unpriced:
+            if day > rows["date"].iloc[0]:
+                before = rows[rows["date"] < day]
+                want.append((day, variant, int(before["position"].iloc[-1])))
+    got = sorted(zip(extra["date"].to_numpy("datetime64[ns]"), extra["variant"], extra["position"].astype(int)))
+    assert got == sorted(want) and extra["price"].isna().all() and extra["net_prob"].isna().all()
+
+    day = pd.Timestamp(dates[-1]).date()
+    plain = record(signals, as_of=[day], calendar="exchange", cost_bps=5.0, horizons=[1, 5])[day]
+    joined = record(pd.concat([signals[list(RECORD_INPUT_COLUMNS)], extra], ignore_index=True), as_of=[day],
+                    calendar="exchange", cost_bps=5.0, horizons=[1, 5])[day]
+    pdt.assert_frame_equal(joined["statistics"], plain["statistics"], check_exact=True)
+    daily = joined["daily"]
+    shown = sorted(zip(daily.loc[~daily["price_known"], "date"], daily.loc[~daily["price_known"], "signal"]))
+    assert shown == sorted((pd.Timestamp(d), v) for d, v, _ in want)
+    assert unpriced_session_rows(signals, unpriced[:0]).empty

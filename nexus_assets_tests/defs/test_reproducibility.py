@@ -121,6 +121,9 @@ def test_a_date_alone_equals_the_same_date_in_a_range_run(tmp_path, real_like):
     assert sum(len(b) > 0 for b in boards) >= 10  # the search had winners, and its window crossed the outage
     daily_table = pd.read_parquet(ranged.data_dir / "metrics" / "daily" / f"asset={asset}" / f"date={D}.parquet")
     assert (~daily_table["price_known"]).sum() >= 2  # the unpriced days are in the record, which went on
+    for signal in ("raw", "ml_h1", "ml_h5"):  # in the ML signals' record too, as in the slope signals'
+        rows = daily_table[daily_table["signal"] == signal]
+        assert set(rows.loc[~rows["price_known"], "date"].dt.date) >= set(NO_PRICE), signal
     # the model metadata of D saw the churn: per horizon, the model retired in February is known but
     # not live, the one first publishing on D is live from D; D is upstream's watermark, so described
     models = pd.read_parquet(ranged.data_dir / "qml_model_metadata" / f"asset={asset}" / f"date={D}.parquet")
