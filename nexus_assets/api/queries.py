@@ -257,8 +257,16 @@ def answer(store: Store, entry: CatalogAsset, endpoint: Endpoint, params: Params
             out.fields.update(start=params.start, end=params.end)
         if endpoint.kind == "one_day" and not len(frame):
             raise QueryError(404, "INSUFFICIENT_DATA", f"{asset} has no {endpoint.table} rows on {as_of} "
-                             "(the ensemble's warm-up: forecasts start once enough observations exist)")
+                             f"({_why_no_rows(entry, as_of)})")
     return _page(out, _filtered(frame, params.filters), endpoint.output_columns())
+
+
+def _why_no_rows(entry: CatalogAsset, day: dt.date) -> str:
+    """Why a stored day has no forecast rows, as far as the catalog can tell."""
+    if not entry.is_trading_day(day):
+        return "no trading session on that date in the asset's calendar; ask for a session's date"
+    return ("the ensemble's warm-up, before enough observations exist, or a session upstream published "
+            "without rows or without a price")
 
 
 def _empty(table: str) -> pd.DataFrame:
@@ -275,7 +283,7 @@ def _horizons(store: Store, entry: CatalogAsset, endpoint: Endpoint, out: Answer
     ensembles = ensembles[ensembles["forecast"].notna()]
     if not len(ensembles):
         raise QueryError(404, "INSUFFICIENT_DATA", f"{entry.key} has no forecast on {out.as_of} "
-                         "(the ensemble's warm-up: forecasts start once enough observations exist)")
+                         f"({_why_no_rows(entry, out.as_of)})")
     signals = _read(store, "signals", entry.key, out.as_of, out) if out.as_of in store.days(
         "signals", entry.key, out.seen) else _empty("signals")
     used = {v: set(parse_horizons(h)) for v, h in zip(signals["variant"], signals["horizons"])}

@@ -84,6 +84,12 @@ def test_signal_is_one_day_and_the_warm_up_is_insufficient_data(client, served):
         "raw", "optimised"}
     early = client.get(f"{API}/signal/{SP}", params={"as_of": "2018-01-10"})
     assert early.status_code == 404 and early.json()["code"] == "INSUFFICIENT_DATA"
+    assert "warm-up" in early.json()["message"]
+    saturday = JUNE + dt.timedelta(days=(5 - JUNE.weekday()) % 7)  # a stored day without a session
+    for endpoint in ("signal", "horizons"):
+        weekend = client.get(f"{API}/{endpoint}/{SP}", params={"as_of": str(saturday)})
+        assert weekend.status_code == 404 and weekend.json()["code"] == "INSUFFICIENT_DATA"
+        assert "no trading session" in weekend.json()["message"] and "warm-up" not in weekend.json()["message"]
     assert client.get(f"{API}/signal/{SP}", params={"start": "2018-06-01"}).status_code == 400
 
 
