@@ -286,9 +286,11 @@ def _models_verify(args: argparse.Namespace) -> int:
 
 
 def _models_sign(args: argparse.Namespace) -> int:
+    import functools
+
     from nexus_assets.ml_registry import sign
 
-    return _models_check(args, sign)
+    return _models_check(args, functools.partial(sign, mode=args.mode))
 
 
 def _models_register(args: argparse.Namespace) -> int:
@@ -389,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sign the registry's manifests (HMAC-SHA256) with the key in NEXUS_MODEL_SIGNING_KEY, each only "
         "if its model file still matches its manifest's SHA-256. With the key set, every load and `verify` refuses "
         "an unsigned or wrongly signed manifest, and new models are signed as they are written (docs/ml.md).")
+    how = signing.add_mutually_exclusive_group()
+    how.add_argument("--force", action="store_const", dest="mode", const="force",
+                     help="also re-sign manifests whose signature does not match (after checking them; a key rotation)")
+    how.add_argument("--remove", action="store_const", dest="mode", const="remove",
+                     help="take the (valid) signatures off: turning signing off")
+    signing.set_defaults(mode="sign")
     for command, run in ((check, _models_verify), (signing, _models_sign)):
         command.add_argument("asset", nargs="?", help="only this asset's models")
         command.add_argument("version", nargs="?", help="only this version")

@@ -64,6 +64,7 @@ __all__ = [
     "SIGNING_KEY_ENV",
     "manifest_signature",
     "sign",
+    "SIGN_MODES",
 ]
 
 REGISTRY_FOLDER = "ml_registry"
@@ -119,7 +120,45 @@ def _read_json(path: UPath) -> dict:
     folder_asset, folder_version = path.parent.parent.name, path.parent.name
     if not isinstance(manifest, dict) or (manifest.get("asset"), manifest.get("version")) != (folder_asset, folder_version):
         raise RegistryError(f"{path}: the manifest's asset/version is not its folder's ({folder_asset}/{folder_version})")
+    wrong = _manifest_problems(manifest)
+    if wrong:
+        raise RegistryError(f"{path}: incomplete manifest: {'; '.join(wrong)}")
     return manifest
+
+
+def _iso_day(value: object) -> bool:
+    try:
+        return isinstance(value, str) and dt.date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
+
+
+# what serving, loading and listing read of a manifest: (field, test, what it must be)
+_MANIFEST_FIELDS = (
+    ("horizon", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    ("valid_from", _iso_day, "a date YYYY-MM-DD"),
+    ("source", lambda v: v in ("trained", "registered"), "'trained' or 'registered'"),
+    ("features", lambda v: isinstance(v, list) and bool(v) and all(isinstance(f, str) and f for f in v),
+     "a non-empty list of feature names"),
+    ("sha256", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "64 hex digits"),
+    ("file", lambda v: v is None or v == MODEL_FILE, f"{MODEL_FILE!r}"),
+    ("trained_on", lambda v: v is None or _iso_day(v), "a date YYYY-MM-DD or null"),
+)
+
+
+def _manifest_problems(manifest: Mapping[str, Any]) -> list[str]:
+    """The fields a manifest lacks or holds wrongly (what reading it further would trip on)."""
+    problems = []
+    for name, good, what in _MANIFEST_FIELDS:
+        if name not in manifest and name in ("file", "trained_on"):
+            continue
+        if name not in manifest:
+            problems.append(f"no {name!r}")
+        elif not good(manifest[name]):
+            problems.append(f"{name!r} must be {what}, not {manifest[name]!r}"[:200])
+    if manifest.get("source") == "trained" and not _iso_day(manifest.get("trained_on")):
+        problems.append("a trained model's 'trained_on' must be a date YYYY-MM-DD")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -201,6 +240,8 @@ def _signing_key() -> bytes | None:
     key = os.environ.get(SIGNING_KEY_ENV, "")
     if not key:
         return None
+    if key != key.strip():  # a pasted newline would sign with another key than the one meant
+        raise RegistryError(f"{SIGNING_KEY_ENV} has leading or trailing whitespace; set it without")
     if len(key.encode("utf-8")) < 16:  # never echoed: its length only
         raise RegistryError(f"{SIGNING_KEY_ENV} is too short to sign with ({len(key.encode('utf-8'))} bytes; at least 16, "
                             "e.g. `python3 -c 'import secrets; print(secrets.token_hex(32))'`)")
@@ -215,20 +256,30 @@ def manifest_signature(manifest: Mapping[str, Any], key: bytes) -> str:
 
 
 def _check_signature(data_dir: str, manifest: Mapping[str, Any]) -> bool:
-    """With a signing key set, refuse a manifest whose signature is missing or wrong
-    (:class:`ModelIntegrityError` naming the manifest's file); True when checked, False without a key."""
+    """With a signing key set, refuse a manifest whose signature is missing or wrong; without one,
+    refuse a signed manifest (a process that lacks the key must not serve a signed registry
+    unchecked). :class:`ModelIntegrityError` names the manifest's file. True when checked."""
     key = _signing_key()
-    if key is None:
-        return False
     path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / MANIFEST_FILE
     found = manifest.get("signature")
+    if key is None:
+        if found:
+            raise ModelIntegrityError(f"{path}: the manifest is signed but {SIGNING_KEY_ENV} is not set in this process; "
+                                      "refusing to load its model unchecked (set the key; to stop signing, remove the "
+                                      "signatures with `nexus-assets models sign --remove` while it is set)")
+        return False
     if not found:
         raise ModelIntegrityError(f"{path}: the manifest is not signed and {SIGNING_KEY_ENV} is set; refusing to load "
                                   "its model (sign the registry's models once with `nexus-assets models sign`)")
-    if not isinstance(found, str) or not hmac.compare_digest(found, manifest_signature(manifest, key)):
+    if not _signature_matches(manifest, key):
         raise ModelIntegrityError(f"{path}: the manifest's signature does not match: it was changed after it was "
                                   f"signed, or signed with another {SIGNING_KEY_ENV}; refusing to load its model")
     return True
+
+
+def _signature_matches(manifest: Mapping[str, Any], key: bytes) -> bool:
+    found = manifest.get("signature")
+    return isinstance(found, str) and hmac.compare_digest(found, manifest_signature(manifest, key))
 
 
 def _verified_bytes(data_dir: str, manifest: Mapping[str, Any]) -> tuple[UPath, bytes]:
@@ -259,7 +310,13 @@ def _selected(data_dir: str, asset: str | None, version: str | None, note: str =
     if version is not None:
         if asset is None:
             raise RegistryError("a version needs its asset")
-        return [read_manifest(data_dir, asset, version)], []
+        try:
+            return [read_manifest(data_dir, asset, version)], []
+        except UnknownModelError:
+            raise
+        except RegistryError as exc:  # there, but unreadable: a BAD line like any other model's
+            path = str(_model_dir(data_dir, asset, version) / MANIFEST_FILE)
+            return [], [Verification(asset, version, path, False, str(exc).removeprefix(f"{path}: ") + note)]
     manifests, problems = scan_manifests(data_dir, asset)
     return manifests, [Verification(p.asset, p.version, p.path, False, p.reason + note) for p in problems]
 
@@ -268,6 +325,7 @@ def verify(data_dir: str, asset: str | None = None, version: str | None = None) 
     """Check every model's file (of ``asset``, of ``version``) against its manifest's hash and
     feature list; one result per model: first each manifest that cannot be read, then the others
     in :func:`list_manifests` order."""
+    _signing_key()  # a key that cannot sign is refused once, not once per model
     manifests, results = _selected(data_dir, asset, version)
     for manifest in manifests:
         path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / manifest.get("file", MODEL_FILE)
@@ -285,27 +343,43 @@ def verify(data_dir: str, asset: str | None = None, version: str | None = None) 
     return results
 
 
-def sign(data_dir: str, asset: str | None = None, version: str | None = None) -> list[Verification]:
-    """Sign the manifests (of ``asset``, of ``version``) with ``NEXUS_MODEL_SIGNING_KEY``: once, when
-    signing is turned on. A model is signed only when its file still matches its manifest's hash and
-    the manifest is readable; the others come back ``ok=False`` with the reason, unsigned."""
+SIGN_MODES = ("sign", "force", "remove")
+
+
+def sign(data_dir: str, asset: str | None = None, version: str | None = None, *, mode: str = "sign") -> list[Verification]:
+    """Sign the manifests (of ``asset``, of ``version``) with ``NEXUS_MODEL_SIGNING_KEY``, once, when
+    signing is turned on. Only a readable manifest whose model file still matches its hash is
+    signed; one already signed with another signature is left as it is (it was changed after it was
+    signed, or signed with another key: ``mode="force"`` re-signs it, after the operator checked the
+    model, e.g. to rotate the key). ``mode="remove"`` takes valid signatures off (turning signing
+    off). The others come back ``ok=False`` with the reason, unchanged."""
+    if mode not in SIGN_MODES:
+        raise RegistryError(f"sign mode must be one of {', '.join(SIGN_MODES)}, got {mode!r}")
     key = _signing_key()
     if key is None:
         raise RegistryError(f"{SIGNING_KEY_ENV} is not set: nothing to sign with")
-    manifests, results = _selected(data_dir, asset, version, "; not signed")
+    manifests, results = _selected(data_dir, asset, version, "; unchanged")
     for manifest in manifests:
         folder = _model_dir(data_dir, manifest["asset"], manifest["version"])
         path = folder / manifest.get("file", MODEL_FILE)
+        where = str(folder / MANIFEST_FILE)
         try:
             _hashed_bytes(path, manifest)
         except RegistryError as exc:
             results.append(Verification(manifest["asset"], manifest["version"], str(path), False,
-                                        f"{str(exc).removeprefix(f'{path}: ')}; not signed"))
+                                        f"{str(exc).removeprefix(f'{path}: ')}; unchanged"))
             continue
-        signature = manifest_signature(manifest, key)
-        if manifest.get("signature") != signature:
-            _write_manifest(folder, {**manifest, "signature": signature})
-        results.append(Verification(manifest["asset"], manifest["version"], str(folder / MANIFEST_FILE), True, "signed"))
+        if manifest.get("signature") and not _signature_matches(manifest, key) and mode != "force":
+            results.append(Verification(manifest["asset"], manifest["version"], where, False,
+                                        "signed, and the signature does not match: changed after it was signed, or "
+                                        "signed with another key; unchanged (check the model, then `--force`)"))
+            continue
+        unsigned = {k: v for k, v in manifest.items() if k != "signature"}
+        wanted = unsigned if mode == "remove" else {**unsigned, "signature": manifest_signature(unsigned, key)}
+        if wanted != manifest:
+            _write_manifest(folder, wanted)
+        results.append(Verification(manifest["asset"], manifest["version"], where, True,
+                                    "signature removed" if mode == "remove" else "signed"))
     return results
 
 

@@ -227,20 +227,25 @@ def test_a_bad_manifest_is_one_bad_line_and_hides_no_other_model(cli_env, capsys
     (root / "copied").mkdir()
     for name in (MODEL_FILE, MANIFEST_FILE):
         (root / "copied" / name).write_bytes((root / stored["version"] / name).read_bytes())
+    (root / "incomplete").mkdir()  # its own folder's, parses, but lacks what serving reads
+    (root / "incomplete" / MANIFEST_FILE).write_text(json.dumps({"asset": ASSET, "version": "incomplete", "horizon": "one"}))
     assert main(["models", "verify"]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[:3] for line in lines] == [
-        ["BAD", ASSET, "broken"], ["BAD", ASSET, "copied"], ["OK", ASSET, stored["version"]]]
+        ["BAD", ASSET, "broken"], ["BAD", ASSET, "copied"], ["BAD", ASSET, "incomplete"], ["OK", ASSET, stored["version"]]]
     assert str(root / "broken" / MANIFEST_FILE) in lines[0] and "unreadable manifest" in lines[0]
     assert "not its folder's" in lines[1]
+    assert "incomplete manifest" in lines[2] and "'horizon' must be an integer >= 1" in lines[2] and "no 'sha256'" in lines[2]
+    assert main(["models", "verify", ASSET, "incomplete"]) == 1  # one model named: a BAD line too, not bad input
+    assert capsys.readouterr().out.startswith("BAD ")
     assert main(["models", "list", "--asset", ASSET]) == 1
     captured = capsys.readouterr()
-    assert stored["version"] in captured.out and captured.err.count("BAD ") == 2
+    assert stored["version"] in captured.out and captured.err.count("BAD ") == 3
     with pytest.raises(RegistryError, match="broken"):
         list_manifests(data_dir, ASSET)
     manifests, problems = scan_manifests(data_dir)
     assert [m["version"] for m in manifests] == [stored["version"]]
-    assert [(p.asset, p.version) for p in problems] == [(ASSET, "broken"), (ASSET, "copied")]
+    assert [(p.asset, p.version) for p in problems] == [(ASSET, "broken"), (ASSET, "copied"), (ASSET, "incomplete")]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -460,8 +465,13 @@ def test_signed_manifests_catch_a_rewritten_file_and_hash(registry, monkeypatch,
     (folder / MANIFEST_FILE).write_text(json.dumps({**signed, "sha256": sha256_hex(other)}))
     with pytest.raises(ModelIntegrityError, match="signature does not match"):
         load_model(data_dir, ASSET, stored["version"], features=NAMES)
-    monkeypatch.delenv(SIGNING_KEY_ENV)
-    load_model(data_dir, ASSET, stored["version"], features=NAMES)  # ... which is all an unsigned registry checks
+    assert main(["models", "sign"]) == 1  # ... and signing again does not launder it
+    assert "does not match" in capsys.readouterr().out
+    with pytest.raises(ModelIntegrityError, match="signature does not match"):
+        load_model(data_dir, ASSET, stored["version"], features=NAMES)
+    monkeypatch.delenv(SIGNING_KEY_ENV)  # a process without the key refuses a signed manifest
+    with pytest.raises(ModelIntegrityError, match="signed but NEXUS_MODEL_SIGNING_KEY is not set"):
+        load_model(data_dir, ASSET, stored["version"], features=NAMES)
     monkeypatch.setenv(SIGNING_KEY_ENV, KEY[::-1])  # another key
     (folder / MANIFEST_FILE).write_text(json.dumps(signed))
     model.write_bytes(original)
@@ -473,21 +483,34 @@ def test_signed_manifests_catch_a_rewritten_file_and_hash(registry, monkeypatch,
     model.write_bytes(original + b"\0")
     assert main(["models", "sign", ASSET]) == 1
     line = capsys.readouterr().out
-    assert line.startswith("BAD ") and "not signed" in line
+    assert line.startswith("BAD ") and "unchanged" in line
     model.write_bytes(original)
     fresh = write_model(data_dir, {**stored, "version": "v-new"}, original)
     assert fresh["signature"] == manifest_signature(fresh, KEY.encode())
     load_model(data_dir, ASSET, "v-new", features=NAMES)
+    # a key rotation: re-sign with --force under the new key; turning signing off: --remove
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY[::-1])
+    assert main(["models", "sign"]) == 1 and main(["models", "sign", "--force"]) == 0
+    capsys.readouterr()
+    load_model(data_dir, ASSET, "v-new", features=NAMES)
+    assert main(["models", "sign", "--remove"]) == 0
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    load_model(data_dir, ASSET, "v-new", features=NAMES)
+    assert "signature" not in json.loads((folder / MANIFEST_FILE).read_text())
     for path in registry_root(data_dir).rglob("*"):
-        assert not path.is_file() or KEY.encode() not in path.read_bytes()
+        assert not path.is_file() or (KEY.encode() not in path.read_bytes() and KEY[::-1].encode() not in path.read_bytes())
 
 
 def test_a_short_signing_key_is_refused_without_echoing_it(registry, monkeypatch, capsys):
     data_dir, _ = registry
     monkeypatch.setenv("NEXUS_DATA_DIR", data_dir)
     monkeypatch.setenv(SIGNING_KEY_ENV, "short-secret")
-    assert main(["models", "sign"]) == 2
-    err = capsys.readouterr().err
-    assert "too short" in err and "short-secret" not in err
+    for command in ("sign", "verify"):  # once, not once per model
+        assert main(["models", command]) == 2
+        captured = capsys.readouterr()
+        assert "too short" in captured.err and "short-secret" not in captured.err + captured.out
+        assert captured.err.count("\n") == 1 and captured.out == ""
+    monkeypatch.setenv(SIGNING_KEY_ENV, "a-long-enough-secret-key-pasted-with-a-newline\n")
+    assert main(["models", "verify"]) == 2 and "whitespace" in capsys.readouterr().err
     monkeypatch.delenv(SIGNING_KEY_ENV)
     assert main(["models", "sign"]) == 2 and "is not set" in capsys.readouterr().err

@@ -6,6 +6,7 @@ straight into a temporary data directory (the stored layout), so these tests nee
 
 import datetime as dt
 import io
+import json
 import math
 import re
 
@@ -120,6 +121,9 @@ def test_a_broken_manifest_is_listed_as_unreadable_and_hides_nothing_else(served
     folder = data / "ml_registry" / VIX / "2025-01-13-broken"
     folder.mkdir()
     (folder / "manifest.json").write_text('{"version": ')
+    incomplete = data / "ml_registry" / VIX / "2025-01-13-incomplete"  # parses, its folder's, lacks fields
+    incomplete.mkdir()
+    (incomplete / "manifest.json").write_text(json.dumps({"asset": VIX, "version": "2025-01-13-incomplete"}))
     keys = KeyStore(tmp_path / "instance")
     scoped, every = keys.create("sp", (SP,), "100000/minute"), keys.create("all", None, "100000/minute")
     (tmp_path / "catalog.toml").write_text(sandbox_catalog_text(keys=(SP, VIX)))
@@ -129,10 +133,12 @@ def test_a_broken_manifest_is_listed_as_unreadable_and_hides_nothing_else(served
         assert sp.status_code == 200 and sp.json()["unreadable"] == [] and sp.json()["total"] == 2
         answer = client.get("/api/v1/models", headers={"X-API-Key": every})
         assert answer.status_code == 200 and answer.json()["total"] == 3
-        (problem,) = answer.json()["unreadable"]
+        problem, partial = answer.json()["unreadable"]
         assert (problem["asset"], problem["version"]) == (VIX, "2025-01-13-broken")
         assert "unreadable manifest" in problem["reason"] and str(tmp_path) not in answer.text
+        assert partial["version"] == "2025-01-13-incomplete" and "no 'horizon'" in partial["reason"]
         shutil.rmtree(folder)
+        shutil.rmtree(incomplete)
         mended = client.get("/api/v1/models", headers={"X-API-Key": every})
         assert mended.json()["unreadable"] == [] and mended.headers["ETag"] != answer.headers["ETag"]
 
