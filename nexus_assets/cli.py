@@ -295,8 +295,9 @@ def _models_sign(args: argparse.Namespace) -> int:
 
 def _models_register(args: argparse.Namespace) -> int:
     from nexus_assets.core.contract import FEATURE_COLUMNS
-    from nexus_assets.core.features import CALENDAR_FEATURES
+    from nexus_assets.core.features import CALENDAR_FEATURES, model_features
     from nexus_assets.core.ml_training import library_versions
+    from nexus_assets.defs.ml import has_volume
     from nexus_assets.ml_registry import RegistryError, register_model
 
     settings = _models_settings()
@@ -308,10 +309,20 @@ def _models_register(args: argparse.Namespace) -> int:
     unknown = [f for f in features if f.strip() not in known]
     if unknown:
         raise RegistryError(f"--features: unknown feature(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    entry = catalog[args.asset]
+    if not has_volume(entry):  # the model would never get a probability: its volume inputs are always NaN
+        volume = [f for f in features if f.strip() in set(model_features(True)) - set(model_features(False))]
+        if volume:
+            raise RegistryError(f"--features: {', '.join(volume)} need a volume series, which {args.asset} has none of "
+                                f"(source {entry.source!r}); the model would never give a probability")
+    if args.horizon not in entry.ml_horizons:
+        raise RegistryError(f"--horizon {args.horizon}: {args.asset} predicts horizons {list(entry.ml_horizons)} "
+                            "(the catalog's ml_horizons); a model for another horizon would never serve")
     valid_from = args.valid_from or dt.datetime.now(dt.UTC).date()
     manifest = register_model(settings.data_dir, asset=args.asset, horizon=args.horizon, model_file=args.file,
                               features=features, valid_from=valid_from, version=args.version,
-                              libraries=library_versions())
+                              libraries={name: version for name, version in library_versions().items()
+                                         if name in ("onnx", "onnxruntime")})  # what checked it; `producer` made it
     print(f"registered {manifest['asset']} {manifest['version']} (horizon {manifest['horizon']}, valid from "
           f"{manifest['valid_from']}, sha256 {manifest['sha256']})")
     return 0

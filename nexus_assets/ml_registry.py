@@ -657,6 +657,16 @@ def register_model(data_dir: str, *, asset: str, horizon: int, model_file: str, 
         "training_window": None,
         "hyperparameters": None,
         "validation": None,
+        "producer": _producer(data),
         "libraries": dict(libraries or {}),
     }
     return write_model(data_dir, manifest, data)
+
+
+def _producer(data: bytes) -> dict:
+    """What the ONNX file says made it (``producer_name``/``producer_version``, e.g. ``pytorch`` 2.13,
+    ``skl2onnx`` 1.20, ``tf2onnx``): a registered model's own framework, not the registry's."""
+    import onnx
+
+    proto = onnx.load_model_from_string(data)  # the stored bytes: external data already folded in
+    return {"name": proto.producer_name or None, "version": proto.producer_version or None}

@@ -259,6 +259,10 @@ def test_a_bad_manifest_is_one_bad_line_and_hides_no_other_model(cli_env, capsys
      "unknown feature(s) wall_clock"),
     (["models", "register", "--asset", ASSET, "--horizon", "1", "--file", "missing.onnx", "--features", "rsi_14"],
      "cannot read the model file"),
+    (["models", "register", "--asset", "9004_VIX", "--horizon", "1", "--file", "x.onnx", "--features",
+      "rsi_14,volume_oscillator"], "volume_oscillator need a volume series"),
+    (["models", "register", "--asset", ASSET, "--horizon", "3", "--file", "x.onnx", "--features", "rsi_14"],
+     "predicts horizons [1, 5]"),
 ])
 def test_models_cli_bad_input_is_one_line_and_exit_2(cli_env, capsys, argv, message):
     assert main(argv) == 2
@@ -275,7 +279,9 @@ def test_models_cli_register(cli_env, capsys, tmp_path):
     assert "registered 9001_SP500 team-v1" in capsys.readouterr().out
     manifest = json.loads((registry_root(data_dir) / ASSET / "team-v1" / MANIFEST_FILE).read_text())
     assert manifest["valid_from"] == "2018-06-01" and manifest["features"] == ["rsi_14", "macd"]
-    assert "scikit-learn" in manifest["libraries"]
+    assert set(manifest["libraries"]) == {"onnx", "onnxruntime"}  # what checked it, not what made it
+    made = onnx.load(str(path))
+    assert manifest["producer"] == {"name": made.producer_name or None, "version": made.producer_version or None}
 
 
 def test_a_scikit_learn_export_with_its_probability_map_registers_and_predicts(tmp_path):

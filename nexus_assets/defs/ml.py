@@ -48,14 +48,20 @@ from nexus_assets.defs.storage import ParquetPartitionIOManager, PartitionFrames
 from nexus_assets.ml_registry import RegistryError, list_manifests, load_model, write_model
 from nexus_assets.qml.sandbox import load_prices
 
-__all__ = ["FEATURES", "ML_MODELS", "ML_PREDICTIONS", "build_ml_assets", "current_manifests", "price_history", "run_frame",
-           "training_config"]
+__all__ = ["FEATURES", "ML_MODELS", "ML_PREDICTIONS", "build_ml_assets", "current_manifests", "has_volume", "price_history",
+           "run_frame", "training_config"]
 
 FEATURES = "features"
 ML_MODELS = "ml_models"
 ML_PREDICTIONS = "ml_predictions"
 # sandbox series with a volume column in their bundled data (arch module, column)
 _SANDBOX_VOLUME = {"sp500": ("sp500", "Volume"), "nasdaq": ("nasdaq", "Volume")}
+
+
+def has_volume(entry: CatalogAsset) -> bool:
+    """Whether ``entry``'s price history has a volume series (the volume features need one): only the
+    bundled sandbox equity indices; ``api``/``synthetic`` assets read closes from qml_models alone."""
+    return entry.source == "sandbox" and entry.series in _SANDBOX_VOLUME
 
 
 @functools.cache

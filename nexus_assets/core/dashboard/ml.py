@@ -43,7 +43,7 @@ REASON_TEXT = {
     "below_threshold": "confidence below the threshold",
     "no_direction": "p is exactly 0.5",
     "no_model": "no model serves on this date",
-    "no_probability": "the model gave no probability (features warming up)",
+    "no_probability": "the model gave no probability: a feature it reads is not defined on this date (warming up)",
 }
 _MARK = {"BUY": "\u25b2", "SELL": "\u25bc", "HOLD": "\u25cf"}
 _CLASS = {"BUY": "BULLISH", "SELL": "BEARISH", "HOLD": "NEUTRAL"}  # the slope signals' colours
