@@ -5,6 +5,7 @@ up move ``h`` observations ahead and ``confidence = |p - 0.5| x 2``:
 
 - BUY (position +1) if ``p > 0.5`` and ``confidence >= threshold`` (reason ``confident_up``);
 - SELL (position -1) if ``p < 0.5`` and ``confidence >= threshold`` (``confident_down``);
+  ``>=`` up to float32 rounding (:data:`THRESHOLD_SLACK`), the precision models answer in;
 - otherwise HOLD (position 0), with the reason: ``below_threshold``, ``no_direction`` (``p`` is
   exactly 0.5), ``no_model`` (no model version serves on ``D``) or ``no_probability`` (a model
   serves but gave no probability, e.g. while its features warm up).
@@ -32,6 +33,7 @@ from nexus_assets.core.contract import ML_SIGNALS, columns, empty_frame
 
 __all__ = [
     "ML_SIGNAL_COLUMNS",
+    "THRESHOLD_SLACK",
     "PREDICTION_COLUMNS",
     "VARIANT_PATTERN",
     "ml_signals",
@@ -48,6 +50,10 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
 )
 VARIANT_PATTERN = re.compile(r"ml_h([0-9]+)")
 _CONFIDENCE_SLACK = 1e-9  # stored confidences are |p - 0.5| x 2 up to rounding
+# Models answer in float32: p = 0.2 comes back as 0.20000000298 (confidence 0.59999999404) and 0.8 as
+# 0.80000001192 (0.60000002384), so a bare >= would act on 0.8 and not on 0.2 at a 0.6 threshold. A
+# confidence within float32's rounding of the threshold (at most one float32 epsilon) acts.
+THRESHOLD_SLACK = float(np.finfo(np.float32).eps)
 
 
 def ml_variant(horizon: int) -> str:
@@ -93,7 +99,7 @@ def ml_signals(predictions: pd.DataFrame, *, threshold: float) -> pd.DataFrame:
     version = frame["model_version"].fillna("").astype(str).to_numpy()
     _check(frame, p, confidence)
     known = ~np.isnan(p)
-    acts = known & (confidence >= threshold)
+    acts = known & (confidence >= threshold - THRESHOLD_SLACK)
     up, down = acts & (p > 0.5), acts & (p < 0.5)
     position = np.where(up, 1, np.where(down, -1, 0)).astype("int64")
     reason = np.select(

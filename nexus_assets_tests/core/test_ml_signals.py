@@ -22,9 +22,10 @@ def reference_signal(p: float, confidence: float, version: str, threshold: float
         return "HOLD", 0, "no_model"
     if p != p:
         return "HOLD", 0, "no_probability"
-    if confidence >= threshold and p > 0.5:
+    acts = confidence >= threshold - 1.1920929e-07  # one float32 epsilon: what models answer in
+    if acts and p > 0.5:
         return "BUY", 1, "confident_up"
-    if confidence >= threshold and p < 0.5:
+    if acts and p < 0.5:
         return "SELL", -1, "confident_down"
     if p == 0.5:
         return "HOLD", 0, "no_direction"
@@ -203,3 +204,15 @@ def test_unpriced_sessions_join_the_ml_record_as_the_slope_signals_show_them(see
     shown = sorted(zip(daily.loc[~daily["price_known"], "date"], daily.loc[~daily["price_known"], "signal"]))
     assert shown == sorted((pd.Timestamp(d), v) for d, v, _ in want)
     assert unpriced_session_rows(signals, unpriced[:0]).empty
+
+
+def test_float32_probabilities_act_the_same_on_both_sides_of_the_threshold():
+    """0.2 and 0.8 are one confidence, 0.6; in float32 (what models answer in) they round to 0.59999999
+    and 0.60000002: both act at a 0.6 threshold, as they do in float64. Just under it, neither does."""
+    p = np.array([np.float32(0.2), np.float32(0.8), 0.2, 0.8, 0.2 + 1e-6, 0.8 - 1e-6], dtype=np.float64)
+    day = pd.Timestamp("2025-01-06")
+    predictions = pd.DataFrame({"date": [day + pd.Timedelta(days=i) for i in range(len(p))], "horizon": 1,
+                                "model_version": "v", "model_sha256": "s", "probability_up": p,
+                                "confidence": np.abs(p - 0.5) * 2, "price": 10.0})
+    signals = ml_signals(predictions, threshold=0.6)
+    assert signals["signal"].tolist() == ["SELL", "BUY", "SELL", "BUY", "HOLD", "HOLD"]
