@@ -37,6 +37,7 @@ from nexus_assets.core.contract import CONTRACT_VERSION, STORED_TABLES, empty_fr
 from nexus_assets.core.dashboard.site import page_path
 from nexus_assets.core.ensembles import LOOKBACK
 from nexus_assets.core.freshness import freshness_status
+from nexus_assets.core.ml_signals import ml_variant, variant_horizon
 from nexus_assets.core.signals import parse_horizons
 from nexus_assets.ml_registry import REGISTRY_FOLDER, scan_manifests
 
@@ -221,6 +222,10 @@ def answer(store: Store, entry: CatalogAsset, endpoint: Endpoint, params: Params
         allowed = endpoint.filters.get(column)
         if allowed is None or not allowed.accepts(value):
             raise QueryError(400, "BAD_PARAMETER", f"{column} must be one of {allowed.describe() if allowed else ''}, got {shown(value)}")
+        horizon = variant_horizon(value) if column == "signal" else None
+        if horizon is not None and horizon not in entry.ml_horizons:  # a well-formed name of a signal it has not
+            raise QueryError(400, "BAD_PARAMETER", f"signal {shown(value)}: {entry.key} has ML signals "
+                             f"{', '.join(ml_variant(h) for h in entry.ml_horizons)} (the catalog's ml_horizons)")
     asset = entry.key
     seen: list = []
     as_of = _latest(store, endpoint, asset, params.as_of, seen)
@@ -367,6 +372,8 @@ PREDICT_COLUMNS = (*PREDICTION_COLUMNS, "threshold", "signal", "position", "reas
 def _predict(store: Store, entry: CatalogAsset, endpoint: Endpoint, out: Answer, today) -> Answer:
     """The day's stored ML prediction per horizon (``ml_predictions``) beside the ML signal it gave
     (``ml_signals``); both partitions must be stored."""
+    if out.params.as_of is None:  # no date asked: the latest day with a prediction, not a weekend's empty table
+        out.as_of = _latest_with_rows(store, "ml_signals", entry.key, out)
     if out.as_of not in store.days("ml_predictions", entry.key, out.seen):
         raise QueryError(404, "DATE_NOT_MATERIALISED", f"{entry.key} ml_predictions is not materialised for {out.as_of}")
     predictions = _read(store, "ml_predictions", entry.key, out.as_of, out)
@@ -379,6 +386,20 @@ def _predict(store: Store, entry: CatalogAsset, endpoint: Endpoint, out: Answer,
     if len(frame):
         frame["position"] = frame["position"].astype("int64")
     return _page(out, frame.sort_values("horizon", kind="stable"), PREDICT_COLUMNS)
+
+
+def _latest_with_rows(store: Store, table: str, asset: str, out: Answer, *, look_back: int = 31) -> dt.date:
+    """The latest stored day of ``table`` whose partition has rows, among the last ``look_back``
+    stored days (weekends, holidays, sessions without a price hold none); the latest stored day
+    when none of them has rows. Every partition read is part of the answer's ETag."""
+    days = store.days(table, asset, out.seen)
+    for day in reversed(days[-look_back:]):
+        stored = store.read(table, asset, day, out.seen)
+        if stored is not None:
+            out.files.append((table, day, stored.sha256))
+            if len(stored.frame):
+                return day
+    return days[-1]
 
 
 FAN_COLUMNS = ("date", "horizon", "price", "forecast", "p05", "p25", "p75", "p95")

@@ -209,6 +209,32 @@ def test_predict_needs_both_partitions(client, served):
     assert latest["as_of"] == (sorted(set(served["predictions"]["date"]))[-2]).date().isoformat()
 
 
+def test_predict_without_a_date_answers_the_latest_day_with_a_prediction(served, tmp_path):
+    """A weekend after the last session (what the daily schedule stores from Saturday on) has empty
+    partitions; a client that asks for "the latest" gets the last day with predictions, not an empty
+    table. Asked by date, the weekend is still 200 with no rows."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    data = tmp_path / "data"
+    shutil.copytree(served["data"], data)
+    latest = sorted(set(served["signals"]["date"]))[-2].date()  # the last day with both partitions
+    weekend = [latest + dt.timedelta(days=k) for k in range(1, 9) if (latest + dt.timedelta(days=k)).weekday() >= 5]
+    for day in weekend:
+        for name, frame in (("ml_predictions", served["predictions"]), ("ml_signals", served["signals"])):
+            write_parquet_atomic(partition_path(str(data), [name], partition_key(SP, day)), frame.iloc[0:0].reset_index(drop=True))
+    (tmp_path / "catalog.toml").write_text(sandbox_catalog_text(keys=(SP, VIX)))
+    keys = KeyStore(tmp_path / "instance")
+    key = keys.create("all", None, "100000/minute")
+    app = create_app(catalog=load_catalog(tmp_path / "catalog.toml"), store=Store(str(data)), keys=keys, clock=lambda: DAY)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        body = client.get(f"/api/v1/predict/{SP}", headers={"X-API-Key": key}).json()
+        assert body["as_of"] == latest.isoformat() and body["page"]["total"] == 2
+        asked = client.get(f"/api/v1/predict/{SP}?date={weekend[-1]}", headers={"X-API-Key": key}).json()
+        assert asked["as_of"] == weekend[-1].isoformat() and asked["page"]["total"] == 0
+
+
 def test_predict_in_csv_and_the_rate_limit(client, served):
     csv = get(client, served, f"predict/{SP}?date={DAY}&format=csv")
     assert csv.headers["content-type"].startswith("text/csv") and csv.text.splitlines()[0].startswith("date,horizon")
@@ -290,7 +316,8 @@ def test_the_signal_filter_takes_the_ml_signals(client, served, route, table):
     for signal in ("ml_h1", "ml_h5"):
         body = get(client, served, f"{route}/{SP}?as_of={DAY}&signal={signal}&limit=5000").json()
         assert body["data"] == json_rows(want[want["signal"] == signal])
-    assert get(client, served, f"{route}/{SP}?as_of={DAY}&signal=ml_h8").json()["page"]["total"] == 0  # no such horizon stored
+    other = get(client, served, f"{route}/{SP}?as_of={DAY}&signal=ml_h8")  # well formed, but not an ML horizon of SP
+    assert other.status_code == 400 and "has ML signals ml_h1, ml_h5" in other.json()["message"]
     for bad in ("ml_hx", "ml_h0", "ml_h01", "ML_H1", "ml_h", "ml_h1 ", "ml_h-1", "raw,ml_h1", "xml_h1", "ml_h1000",
                 "ml_h" + "9" * 10_000):
         response = get(client, served, f"{route}/{SP}?as_of={DAY}&signal={bad}")
