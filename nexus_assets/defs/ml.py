@@ -138,7 +138,9 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
         description=(
             "The direction model serving each ML horizon (catalog ml_horizons) as of the date, from the registry "
             "(docs/ml.md#the-registry). Trains the model of the date's training day (every ml_retrain_days days, "
-            "anchored on the calendar) when the registry lacks it: scikit-learn's MLP 64-32-16 ReLU with a logistic "
+            "anchored on the calendar) when the registry lacks it, or again when its training rows or the catalog's "
+            "training settings changed (only the current cadence's and settings' models serve): scikit-learn's MLP "
+            "64-32-16 ReLU with a logistic "
             "regression baseline, walk-forward on pairs known by that day, exported as ONNX with a manifest. "
             "Columns: version, SHA-256, source, valid_from, whether trained on the date, training rows, both "
             "models' validation accuracy and Brier score."
