@@ -263,10 +263,11 @@ def _check_signature(data_dir: str, manifest: Mapping[str, Any]) -> bool:
     path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / MANIFEST_FILE
     found = manifest.get("signature")
     if key is None:
-        if found:
-            raise ModelIntegrityError(f"{path}: the manifest is signed but {SIGNING_KEY_ENV} is not set in this process; "
-                                      "refusing to load its model unchecked (set the key; to stop signing, remove the "
-                                      "signatures with `nexus-assets models sign --remove` while it is set)")
+        if found or _asset_is_signed(data_dir, manifest["asset"]):
+            raise ModelIntegrityError(f"{path}: the {'manifest' if found else 'registry of this asset'} is signed but "
+                                      f"{SIGNING_KEY_ENV} is not set in this process; refusing to load its model "
+                                      "unchecked (set the key; to stop signing, remove the signatures with "
+                                      "`nexus-assets models sign --remove` while it is set)")
         return False
     if not found:
         raise ModelIntegrityError(f"{path}: the manifest is not signed and {SIGNING_KEY_ENV} is set; refusing to load "
@@ -275,6 +276,22 @@ def _check_signature(data_dir: str, manifest: Mapping[str, Any]) -> bool:
         raise ModelIntegrityError(f"{path}: the manifest's signature does not match: it was changed after it was "
                                   f"signed, or signed with another {SIGNING_KEY_ENV}; refusing to load its model")
     return True
+
+
+def _asset_is_signed(data_dir: str, asset: str) -> bool:
+    """Whether any manifest of ``asset`` carries a signature: then a process without the key refuses
+    even an unsigned one (a signature stripped from one manifest of a signed registry)."""
+    folder = registry_root(data_dir) / _check_name("asset", asset)
+    if not folder.is_dir():
+        return False
+    for version_dir in folder.iterdir():
+        path = version_dir / MANIFEST_FILE
+        try:
+            if '"signature"' in path.read_text(encoding="utf-8"):
+                return True
+        except (OSError, UnicodeDecodeError):
+            continue
+    return False
 
 
 def _signature_matches(manifest: Mapping[str, Any], key: bytes) -> bool:
@@ -300,7 +317,7 @@ def _hashed_bytes(path: UPath, manifest: Mapping[str, Any]) -> bytes:
     if found != manifest.get("sha256"):
         raise ModelIntegrityError(
             f"{path}: SHA-256 {found} does not match the manifest's {manifest.get('sha256')}: the file was changed "
-            "after it was registered; refusing to load it")
+            "after its manifest was written; refusing to load it")
     return data
 
 

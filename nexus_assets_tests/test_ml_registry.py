@@ -520,3 +520,17 @@ def test_a_short_signing_key_is_refused_without_echoing_it(registry, monkeypatch
     assert main(["models", "verify"]) == 2 and "whitespace" in capsys.readouterr().err
     monkeypatch.delenv(SIGNING_KEY_ENV)
     assert main(["models", "sign"]) == 2 and "is not set" in capsys.readouterr().err
+
+
+def test_without_the_key_a_stripped_signature_in_a_signed_registry_is_refused(registry, monkeypatch):
+    """A worker that lacks the key cannot check signatures; it refuses any model of an asset whose
+    registry holds a signed manifest, so stripping one manifest's signature (and swapping its
+    model and hash) does not get that model served there."""
+    data_dir, stored = registry
+    monkeypatch.setenv(SIGNING_KEY_ENV, KEY)
+    write_model(data_dir, {**stored, "version": "v-signed"}, (registry_root(data_dir) / ASSET / stored["version"] / MODEL_FILE).read_bytes())
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    assert "signature" not in read_manifest(data_dir, ASSET, stored["version"])  # written before the key was set
+    with pytest.raises(ModelIntegrityError, match="registry of this asset is signed"):
+        load_model(data_dir, ASSET, stored["version"], features=NAMES)
+    assert [r.ok for r in verify(data_dir, ASSET)] == [False, False]
