@@ -528,7 +528,8 @@ def test_without_the_key_a_stripped_signature_in_a_signed_registry_is_refused(re
     model and hash) does not get that model served there."""
     data_dir, stored = registry
     monkeypatch.setenv(SIGNING_KEY_ENV, KEY)
-    write_model(data_dir, {**stored, "version": "v-signed"}, (registry_root(data_dir) / ASSET / stored["version"] / MODEL_FILE).read_bytes())
+    model = (registry_root(data_dir) / ASSET / stored["version"] / MODEL_FILE).read_bytes()
+    write_model(data_dir, {**stored, "version": "v-signed"}, model)
     monkeypatch.delenv(SIGNING_KEY_ENV)
     assert "signature" not in read_manifest(data_dir, ASSET, stored["version"])  # written before the key was set
     with pytest.raises(ModelIntegrityError, match="registry of this asset is signed"):
