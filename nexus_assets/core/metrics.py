@@ -94,7 +94,7 @@ import pandas as pd
 
 from nexus_assets.core import trading
 from nexus_assets.core.contract import DAILY, DAILY_ROWS, STATISTICS, TRADE_ROWS, TRADES, columns, empty_frame
-from nexus_assets.core.ml_signals import variant_horizon
+from nexus_assets.core.ml_signals import RECORD_INPUT_COLUMNS, variant_horizon
 from nexus_assets.core.periods import TRADING_DAYS, periods_per_year
 from nexus_assets.core.signals import parse_horizons
 
@@ -152,9 +152,7 @@ MIN_LEGACY_TRADES = 3
 """Nexus v2 reports no trade metrics below 3 trades."""
 VAR_CUTOFF = 0.05
 
-_SIGNAL_COLUMNS = ("date", "variant", "horizons", "net_prob", "position", "price")
-RECORD_INPUT_COLUMNS: tuple[str, ...] = _SIGNAL_COLUMNS
-"""The columns :func:`record` reads, of the slope signals' and the ML signals' tables alike."""
+_SIGNAL_COLUMNS = RECORD_INPUT_COLUMNS
 _NO_ROWS = np.zeros(0, dtype="int64")
 _EXACT = 1  # min_n of figures that are exact for any sample (total return, exposure, buy and hold)
 

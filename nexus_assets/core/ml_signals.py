@@ -35,6 +35,7 @@ __all__ = [
     "ML_SIGNAL_COLUMNS",
     "THRESHOLD_SLACK",
     "PREDICTION_COLUMNS",
+    "RECORD_INPUT_COLUMNS",
     "VARIANT_PATTERN",
     "ml_signals",
     "ml_variant",
@@ -44,7 +45,9 @@ __all__ = [
 ]
 
 ML_SIGNAL_COLUMNS: tuple[str, ...] = columns(ML_SIGNALS)
-SESSION_COLUMNS: tuple[str, ...] = ("date", "variant", "horizons", "net_prob", "position", "price")  # the record's input
+RECORD_INPUT_COLUMNS: tuple[str, ...] = ("date", "variant", "horizons", "net_prob", "position", "price")
+"""The columns :func:`nexus_assets.core.metrics.record` reads, of the slope signals' and the ML signals'
+tables alike (defined here, where :mod:`~nexus_assets.core.metrics` imports it from)."""
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "date", "horizon", "model_version", "model_sha256", "probability_up", "confidence", "price",
 )
@@ -144,7 +147,7 @@ def record_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def unpriced_session_rows(rows: pd.DataFrame, unpriced: np.ndarray) -> pd.DataFrame:
-    """The record's rows (:data:`SESSION_COLUMNS`) for the sessions in ``unpriced`` (dates whose price
+    """The record's rows (:data:`RECORD_INPUT_COLUMNS`) for the sessions in ``unpriced`` (dates whose price
     is not yet known: the slope signals' rows without a price) that an ML signal's record spans
     (on or after its first row in ``rows``, the output of :func:`record_rows`) but has no row for,
     since the ML steps predict only from a known close: ``price`` and ``net_prob`` NaN, the position
@@ -165,7 +168,7 @@ def unpriced_session_rows(rows: pd.DataFrame, unpriced: np.ndarray) -> pd.DataFr
                 "horizons": pd.array([str(group["horizons"].iloc[0])] * len(extra), dtype="str"),
                 "net_prob": np.full(len(extra), np.nan), "position": held, "price": np.full(len(extra), np.nan)}))
     if not parts:
-        return rows.iloc[:0][list(SESSION_COLUMNS)]
+        return rows.iloc[:0][list(RECORD_INPUT_COLUMNS)]
     return pd.concat(parts, ignore_index=True)
 
 
