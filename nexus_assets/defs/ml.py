@@ -169,9 +169,10 @@ def build_ml_assets(catalog: Catalog, partitions_def) -> list:
                 for anchor, horizon in missing:
                     model = train_direction_model(frame, names, asset=key, horizon=horizon, as_of=anchor, config=config)
                     if model is not None:
-                        write_model(data_dir, model.manifest, model.onnx)
-                        trained.append(model.manifest["version"])
-            servable = current_manifests(list_manifests(data_dir, key), entry.ml_retrain_days, config)
+                        stored = write_model(data_dir, model.manifest, model.onnx)
+                        have[stored["version"]] = stored  # the registry as it is now, without listing it again
+                        trained.append(stored["version"])
+            servable = current_manifests(list(have.values()), entry.ml_retrain_days, config)
             per_day = split_sorted_by_day(serving_table(servable, key, entry.ml_horizons, days), days)
             for day in days:
                 pk = partition_key(key, day)
