@@ -473,8 +473,7 @@ def models_answer(store: Store, catalog: Catalog, allowed: Callable[[str], bool]
     only these assets' folders are read, so another asset's broken manifest changes nothing here."""
     seen: list = []
     visible = {entry.key for entry in catalog.assets if allowed(entry.key)}
-    manifests, problems = scan_manifests(store.data_dir, assets=visible)
-    manifests = [m for m in manifests if m.get("asset") in visible]
+    manifests, problems = scan_manifests(store.data_dir, assets=visible)  # a manifest is its folder's asset's
     unreadable = [{"asset": p.asset, "version": p.version, "reason": p.reason} for p in problems]
     if store.local:  # a new version or a rewritten manifest changes one of these identities
         root = UPath(store.data_dir) / REGISTRY_FOLDER
@@ -482,7 +481,7 @@ def models_answer(store: Store, catalog: Catalog, allowed: Callable[[str], bool]
         folders += [root / p.asset / p.version for p in problems]  # mending one in place changes the answer
         for folder in dict.fromkeys(str(f.path if hasattr(f, "path") else f) for f in folders):
             seen.append((folder, identity_of(folder)))
-        for asset in {entry.key for entry in catalog.assets if allowed(entry.key)}:
+        for asset in visible:
             name = str(root / asset)
             seen.append((name, identity_of(name)))
     out = Answer(endpoint="models", asset=None, as_of=None, seen=seen)
