@@ -22,13 +22,14 @@ manifest never points at a file that is not there yet.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
 import os
 import re
 import tempfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,15 +256,16 @@ def manifest_signature(manifest: Mapping[str, Any], key: bytes) -> str:
     return _SIGNATURE_PREFIX + hmac.new(key, canonical, hashlib.sha256).hexdigest()
 
 
-def _check_signature(data_dir: str, manifest: Mapping[str, Any]) -> bool:
+def _check_signature(data_dir: str, manifest: Mapping[str, Any], asset_signed: Callable[[str], bool] | None = None) -> bool:
     """With a signing key set, refuse a manifest whose signature is missing or wrong; without one,
     refuse a signed manifest (a process that lacks the key must not serve a signed registry
-    unchecked). :class:`ModelIntegrityError` names the manifest's file. True when checked."""
+    unchecked). :class:`ModelIntegrityError` names the manifest's file. True when checked.
+    ``asset_signed``: :func:`_asset_is_signed` of an asset, for a caller checking many manifests."""
     key = _signing_key()
     path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / MANIFEST_FILE
     found = manifest.get("signature")
     if key is None:
-        if found or _asset_is_signed(data_dir, manifest["asset"]):
+        if found or (asset_signed or functools.partial(_asset_is_signed, data_dir))(manifest["asset"]):
             raise ModelIntegrityError(f"{path}: the {'manifest' if found else 'registry of this asset'} is signed but "
                                       f"{SIGNING_KEY_ENV} is not set in this process; refusing to load its model "
                                       "unchecked (set the key; to stop signing, remove the signatures with "
@@ -299,9 +301,10 @@ def _signature_matches(manifest: Mapping[str, Any], key: bytes) -> bool:
     return isinstance(found, str) and hmac.compare_digest(found, manifest_signature(manifest, key))
 
 
-def _verified_bytes(data_dir: str, manifest: Mapping[str, Any]) -> tuple[UPath, bytes]:
-    """The model file's bytes, after the manifest's signature (when a key is set) and the file's hash."""
-    _check_signature(data_dir, manifest)
+def _verified_bytes(data_dir: str, manifest: Mapping[str, Any],
+                    asset_signed: Callable[[str], bool] | None = None) -> tuple[UPath, bytes]:
+    """The model file's bytes, after the manifest's signature (:func:`_check_signature`) and the file's hash."""
+    _check_signature(data_dir, manifest, asset_signed)
     path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / manifest.get("file", MODEL_FILE)
     return path, _hashed_bytes(path, manifest)
 
@@ -342,21 +345,22 @@ def verify(data_dir: str, asset: str | None = None, version: str | None = None) 
     """Check every model's file (of ``asset``, of ``version``) against its manifest's hash and
     feature list; one result per model: first each manifest that cannot be read, then the others
     in :func:`list_manifests` order."""
-    _signing_key()  # a key that cannot sign is refused once, not once per model
+    key = _signing_key()  # a key that cannot sign is refused once, not once per model
+    signed = functools.cache(functools.partial(_asset_is_signed, data_dir))  # each asset's folder read once
     manifests, results = _selected(data_dir, asset, version)
     for manifest in manifests:
         path = _model_dir(data_dir, manifest["asset"], manifest["version"]) / manifest.get("file", MODEL_FILE)
         try:
-            _, data = _verified_bytes(data_dir, manifest)
+            _, data = _verified_bytes(data_dir, manifest, signed)
             check_onnx(data, len(manifest["features"]), where=str(path))
         except RegistryError as exc:
             results.append(Verification(manifest["asset"], manifest["version"], str(path), False,
                                         str(exc).removeprefix(f"{path}: ")))
             continue
-        signed = "signature valid" if _signing_key() else f"signature not checked ({SIGNING_KEY_ENV} unset)"
+        checked = "signature valid" if key else f"signature not checked ({SIGNING_KEY_ENV} unset)"
         results.append(Verification(manifest["asset"], manifest["version"], str(path), True,
                                     f"sha256 {manifest['sha256'][:12]}... matches, {len(manifest['features'])} features, "
-                                    f"{signed}"))
+                                    f"{checked}"))
     return results
 
 
