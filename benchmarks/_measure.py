@@ -82,6 +82,13 @@ class Row:
         return statistics.median(c for _, c, *_ in self.runs)
 
 
+def logged(command: list[str]) -> list[str]:
+    """``command`` run by bash with its output in ``run.log`` (in the working folder), the log's last
+    40 lines shown only when it fails."""
+    quoted = " ".join(f"'{part}'" for part in command)
+    return ["bash", "-c", f"{quoted} > run.log 2>&1 || {{ tail -40 run.log; exit 1; }}"]
+
+
 def timed(label: str, argv: list[str], env: dict, cwd) -> tuple[Measurement, float, float, float]:
     """``measure`` plus the child's CPU seconds (user + sys, all its threads and children) and the
     1-minute load average before and after."""

@@ -49,7 +49,7 @@ from nexus_assets.ml_registry import load_model, write_model
 from nexus_assets.qml.sandbox import SERIES, load_prices
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import Row, timed  # noqa: E402
+from _measure import Row, logged, timed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HORIZONS = (1, 5)
@@ -155,8 +155,7 @@ def crude_section(days: int, models: int, horizons: int) -> None:
 def _materialize(assets: list[str], key: str, first: dt.date, last: dt.date) -> list[str]:
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "nexus_assets.definitions",
                "--select", ",".join(assets), "--partition-range", f"{key}|{first}...{key}|{last}"]
-    quoted = " ".join(f"'{part}'" for part in command)
-    return ["bash", "-c", f"{quoted} > run.log 2>&1 || {{ tail -40 run.log; exit 1; }}"]
+    return logged(command)
 
 
 def job_section(rounds: int, key: str) -> int:

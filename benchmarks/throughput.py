@@ -57,7 +57,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import Row, timed  # noqa: E402
+from _measure import Row, logged, timed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-key-not-secret"
@@ -87,11 +87,6 @@ def _env(folder: Path, url: str, code: Path, catalog: Path) -> dict[str, str]:
     env.update(DAGSTER_HOME=str(home), NEXUS_DATA_DIR=str(folder / "data"), NEXUS_CATALOG=str(catalog),
                QML_API_BASE_URL=url, QML_API_KEY=KEY, PYTHONPATH=str(code), PYTHONWARNINGS="ignore")
     return env
-
-
-def _shell(command: list[str]) -> list[str]:
-    quoted = " ".join(f"'{part}'" for part in command)
-    return ["bash", "-c", f"{quoted} > run.log 2>&1 || {{ tail -40 run.log; exit 1; }}"]
 
 
 def _core_command(python: str, first: dt.date, last: dt.date, route: str) -> list[str]:
@@ -171,7 +166,7 @@ def main() -> int:
                               _command(sys.executable, START, last - dt.timedelta(days=1)) + config),
                              (f"{name}: daily run (1 day)", _command(sys.executable, last, last) + config)]
                     for label, command in steps:
-                        result = timed(label, _shell(command), env, folder)
+                        result = timed(label, logged(command), env, folder)
                         rows.setdefault(label, Row(label)).add(*result)
                         if result[0].returncode != 0:
                             print(f"FAILED: {label}\n{result[0].stdout[-3000:]}")
